@@ -1,0 +1,73 @@
+/* request.h: the ProvisioningRequest as C sees it, shared by codec, ingress, policy and stages.
+ * Fixed-size fields: a decoder or validator rejects anything longer instead of allocating. */
+#ifndef TP_REQUEST_H
+#define TP_REQUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum tp_source { TP_SOURCE_ADMIN_API = 0, TP_SOURCE_SELF_SERVE_API, TP_SOURCE_BILLING } tp_source;
+typedef enum tp_plan { TP_PLAN_FREE = 0, TP_PLAN_STARTER, TP_PLAN_PRO, TP_PLAN_ENTERPRISE } tp_plan;
+typedef enum tp_environment { TP_ENV_PROD = 0, TP_ENV_STAGING, TP_ENV_DEV } tp_environment;
+typedef enum tp_residency { TP_RESIDENCY_US = 0, TP_RESIDENCY_EU } tp_residency;
+
+#define TP_REQUEST_ID_MAX 128      /* bytes, without NUL: UUIDs or billing event ids */
+#define TP_IDEMPOTENCY_KEY_MAX 255
+#define TP_ACTOR_ID_MAX 255
+#define TP_ACTOR_TYPE_MAX 31
+#define TP_ROLE_MAX 63
+#define TP_ROLES_MAX 16
+#define TP_NAME_MAX 400            /* 100 characters of up to 4 UTF-8 bytes */
+#define TP_SLUG_MAX 50
+#define TP_REGION_MAX 63
+#define TP_CORRELATION_ID_MAX 128
+
+typedef struct tp_actor {
+    char id[TP_ACTOR_ID_MAX + 1];
+    char type[TP_ACTOR_TYPE_MAX + 1]; /* "user", "service", "system" */
+    int n_roles;
+    char roles[TP_ROLES_MAX][TP_ROLE_MAX + 1];
+} tp_actor;
+
+typedef struct tp_tenant_spec {
+    char name[TP_NAME_MAX + 1];
+    char slug[TP_SLUG_MAX + 1];
+    tp_residency residency;
+    char region[TP_REGION_MAX + 1]; /* "" when absent */
+} tp_tenant_spec;
+
+typedef struct tp_request {
+    char request_id[TP_REQUEST_ID_MAX + 1];
+    char idempotency_key[TP_IDEMPOTENCY_KEY_MAX + 1]; /* "" when absent */
+    tp_source source;
+    tp_actor actor;
+    tp_tenant_spec tenant;
+    tp_plan plan;
+    tp_environment environment;
+    bool has_requested_seats;
+    int32_t requested_seats;
+    bool has_storage_estimate;
+    int64_t storage_estimate_bytes;
+    char correlation_id[TP_CORRELATION_ID_MAX + 1]; /* "" when absent */
+    int64_t submitted_at_ms;
+} tp_request;
+
+/* Names as they appear in Avro enums, JSON and SQL ("ADMIN_API", "ENTERPRISE", "prod", "US"). */
+const char *tp_source_name(tp_source s);
+const char *tp_plan_name(tp_plan p);
+const char *tp_environment_name(tp_environment e);
+const char *tp_residency_name(tp_residency r);
+/* Parsers return 0 or TP_EINVAL. */
+int tp_source_parse(const char *s, tp_source *out);
+int tp_plan_parse(const char *s, tp_plan *out);
+int tp_environment_parse(const char *s, tp_environment *out);
+int tp_residency_parse(const char *s, tp_residency *out);
+
+/* The region used when none is given: us-east-1 (US), eu-central-1 (EU). */
+const char *tp_default_region(tp_residency r);
+
+/* Copies src into a fixed field of capacity cap (including NUL); returns 0 or TP_EDECODE_TOO_LARGE. */
+int tp_copy_field(char *dst, size_t cap, const char *src, size_t len);
+
+#endif

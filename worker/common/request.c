@@ -1,0 +1,51 @@
+/* request.c: names and parsers of the ProvisioningRequest enums, shared by every component. */
+#include "tp/request.h"
+#include "tp/error.h"
+
+#include <string.h>
+
+static const char *source_names[] = {"ADMIN_API", "SELF_SERVE_API", "BILLING"};
+static const char *plan_names[] = {"FREE", "STARTER", "PRO", "ENTERPRISE"};
+static const char *env_names[] = {"prod", "staging", "dev"};
+static const char *residency_names[] = {"US", "EU"};
+
+#define NAME_OF(table, v) (((unsigned)(v) < sizeof(table) / sizeof(table[0])) ? table[v] : "?")
+
+const char *tp_source_name(tp_source s) { return NAME_OF(source_names, s); }
+const char *tp_plan_name(tp_plan p) { return NAME_OF(plan_names, p); }
+const char *tp_environment_name(tp_environment e) { return NAME_OF(env_names, e); }
+const char *tp_residency_name(tp_residency r) { return NAME_OF(residency_names, r); }
+
+static int parse_in(const char *const *table, int n, const char *s, int *out) {
+    for (int i = 0; s && i < n; i++) {
+        if (strcmp(table[i], s) == 0) {
+            *out = i;
+            return 0;
+        }
+    }
+    return TP_EINVAL;
+}
+
+#define DEFINE_PARSE(fn, type, table)                                                              \
+    int fn(const char *s, type *out) {                                                             \
+        int v, rc = parse_in(table, (int)(sizeof(table) / sizeof(table[0])), s, &v);               \
+        if (rc == 0)                                                                               \
+            *out = (type)v;                                                                        \
+        return rc;                                                                                 \
+    }
+DEFINE_PARSE(tp_source_parse, tp_source, source_names)
+DEFINE_PARSE(tp_plan_parse, tp_plan, plan_names)
+DEFINE_PARSE(tp_environment_parse, tp_environment, env_names)
+DEFINE_PARSE(tp_residency_parse, tp_residency, residency_names)
+
+const char *tp_default_region(tp_residency r) {
+    return r == TP_RESIDENCY_EU ? "eu-central-1" : "us-east-1";
+}
+
+int tp_copy_field(char *dst, size_t cap, const char *src, size_t len) {
+    if (len >= cap)
+        return TP_EDECODE_TOO_LARGE;
+    memcpy(dst, src, len);
+    dst[len] = '\0';
+    return 0;
+}
