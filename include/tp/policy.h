@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include "tp/request.h"
 
 #define TP_POLICY_REASONS_MAX 16
@@ -19,22 +20,76 @@ typedef struct tp_policy_decision {
 } tp_policy_decision;
 
 /* Maps the body of POST /v1/data/tenants/provision (untrusted) to a decision. A missing or
- * non-object "result" means deny. Returns 0 (decision filled) or TP_EOPA_BAD_RESPONSE. */
+ * non-object "result" means deny with reason "NO_RESULT"; allow needs result.allow == true and
+ * no reasons (a malformed allow/reasons pair is a deny with reason "MALFORMED_RESULT"). At most
+ * TP_POLICY_REASONS_MAX string reasons are kept (the last slot says "REASONS_TRUNCATED" when more
+ * came), each cut to TP_POLICY_REASON_LEN bytes on a UTF-8 boundary; non-string reasons are
+ * skipped. Returns 0 (decision filled) or TP_EOPA_BAD_RESPONSE (not a JSON object; out then
+ * holds a deny). Any thread. */
 int tp_policy_parse_response(const char *body, size_t len, tp_policy_decision *out);
 
 /* Builds the OPA input document for a request; context: owned tenant count and the quota tiers
- * JSON text (may be NULL). Returns a new malloc'd JSON string or NULL. */
+ * JSON text (may be NULL), the region allow-list, maxTenantsPerUser at its default.
+ * Returns a new malloc'd JSON string or NULL. */
 char *tp_policy_build_input(const tp_request *req, const char *action, int owned_tenants,
                             const char *tiers_json, const char *region_allowlist_csv);
 
+/* The default of input.context.maxTenantsPerUser (also the policy's own default). */
+#define TP_POLICY_MAX_TENANTS_PER_USER_DEFAULT 3
+
+/* Everything besides the request that goes into input.context; any pointer may be NULL. */
+typedef struct tp_policy_context {
+    int owned_tenants;                /* tenants the actor already owns */
+    const char *tiers_json;           /* config/quota-tiers.json text; NULL: "tiers" omitted */
+    const char *region_allowlist_csv; /* "us-east-1,eu-central-1"; NULL: an empty allow-list */
+    int max_tenants_per_user;         /* <= 0: TP_POLICY_MAX_TENANTS_PER_USER_DEFAULT */
+    const char *admin_role;           /* NULL or "": "adminRole" omitted (the policy says "admin") */
+} tp_policy_context;
+
+/* Same as tp_policy_build_input with the whole context. The region is defaulted with
+ * tp_default_region when the request has none; requestedSeats and storageEstimateBytes are left
+ * out when absent. Returns a new malloc'd JSON string, or NULL when out of memory, when
+ * tiers_json is not a JSON object or when a string of req is not valid UTF-8. Any thread. */
+char *tp_policy_build_input_ctx(const tp_request *req, const char *action, const tp_policy_context *ctx);
+
 typedef struct tp_policy_client tp_policy_client;
 
-/* One client per thread (one curl easy handle, keep-alive). base_url like http://127.0.0.1:8181. */
+/* One client per thread (one curl easy handle, keep-alive). base_url like http://127.0.0.1:8181.
+ * timeout_ms bounds each call (connect: at most 1 s of it). Returns NULL on bad arguments or
+ * out of memory. */
 tp_policy_client *tp_policy_client_new(const char *base_url, long timeout_ms);
 void tp_policy_client_free(tp_policy_client *pc);
 
 /* Asks OPA. Fail-closed: unreachable/timeout → TP_EOPA_UNAVAILABLE, garbage → TP_EOPA_BAD_RESPONSE
  * (both transient: never an allow). Returns 0 with out filled (allow or deny). */
 int tp_policy_decide(tp_policy_client *pc, const char *input_json, tp_policy_decision *out);
+
+/* Readiness: GET {base}/health. Returns 0 when OPA answers 200, else TP_EOPA_UNAVAILABLE. */
+int tp_policy_ping(tp_policy_client *pc);
+
+/* One quota tier (DESIGN §6 table), as read from config/quota-tiers.json. */
+typedef struct tp_quota_tier {
+    char tier[16]; /* "FREE", "STARTER", "PRO", "ENTERPRISE" */
+    int64_t requests_per_minute;
+    int64_t requests_per_day;
+    int64_t ingest_events_per_minute;
+    int64_t max_tokens_per_request;
+    int64_t storage_bytes;
+    int64_t seat_cap;
+    double burst_multiplier;
+} tp_quota_tier;
+
+/* Checks a tiers document: an object holding exactly the four plans, each with every field of
+ * tp_quota_tier (non-negative integers, burstMultiplier a number >= 1). Returns 0 or TP_ECONFIG
+ * with errstr filled. */
+int tp_quota_tiers_validate(const char *tiers_json, char *errstr, size_t errstr_size);
+
+/* Reads and validates the tiers file (at most 64 KiB). Returns the file's text (malloc'd, the
+ * caller frees it) or NULL, after logging why. */
+char *tp_policy_load_tiers(const char *path);
+
+/* Reads one plan's values out of a tiers document. Returns 0, TP_EINVAL (unknown plan) or
+ * TP_ECONFIG (tiers_json invalid). */
+int tp_quota_tiers_get(const char *tiers_json, tp_plan plan, tp_quota_tier *out);
 
 #endif

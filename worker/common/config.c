@@ -38,6 +38,7 @@ static const key_def key_table[] = {
     {"quota.tiers_file", KT_STRING, "config/quota-tiers.json", "quota tiers (also given to OPA)"},
     {"policy.region_allowlist", KT_STRING, "us-east-1,us-west-2,eu-central-1,eu-west-1",
      "regions a tenant may be placed in"},
+    {"policy.max_tenants_per_user", KT_INT, "3", "tenants one user may own through self-serve"},
     {"codec.confluent_schema_ids", KT_STRING, "",
      "Confluent schema ids accepted for ProvisioningRequest, comma separated"},
     {"receipts.signing_key_file", KT_STRING, ".stack/keys/receipts.key", "Ed25519 private key"},

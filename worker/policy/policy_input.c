@@ -1,0 +1,147 @@
+/* policy_input.c: builds the OPA input document of a ProvisioningRequest (DESIGN §6 stage 1)
+ * with jansson: the request as the policy sees it plus its context (owned tenants, quota tiers,
+ * region allow-list, tenant cap, admin role). */
+#include "tp/policy.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Sets key to a new string; false when the string is not UTF-8 or memory ran out. */
+static bool set_str(json_t *obj, const char *key, const char *val) {
+    return json_object_set_new(obj, key, json_string(val)) == 0;
+}
+
+static json_t *build_actor(const tp_actor *actor) {
+    json_t *obj = json_object(), *roles = json_array();
+    int n = actor->n_roles;
+    if (!obj || !roles)
+        goto out_fail;
+    if (n < 0)
+        n = 0;
+    if (n > TP_ROLES_MAX)
+        n = TP_ROLES_MAX;
+    for (int i = 0; i < n; i++)
+        if (json_array_append_new(roles, json_string(actor->roles[i])) != 0)
+            goto out_fail;
+    if (!set_str(obj, "id", actor->id) || !set_str(obj, "type", actor->type))
+        goto out_fail;
+    if (json_object_set_new(obj, "roles", roles) != 0) {
+        roles = NULL; /* json_object_set_new released it */
+        goto out_fail;
+    }
+    return obj;
+out_fail:
+    json_decref(roles);
+    json_decref(obj);
+    return NULL;
+}
+
+static json_t *build_tenant(const tp_tenant_spec *t) {
+    json_t *obj = json_object();
+    const char *region = t->region[0] ? t->region : tp_default_region(t->residency);
+    if (!obj)
+        return NULL;
+    if (!set_str(obj, "name", t->name) || !set_str(obj, "slug", t->slug) ||
+        !set_str(obj, "residency", tp_residency_name(t->residency)) || !set_str(obj, "region", region)) {
+        json_decref(obj);
+        return NULL;
+    }
+    return obj;
+}
+
+/* Splits "a, b,,c" into ["a","b","c"]. */
+static json_t *build_allowlist(const char *csv) {
+    json_t *arr = json_array();
+    const char *p = csv;
+    if (!arr)
+        return NULL;
+    while (p && *p) {
+        const char *end = strchr(p, ','), *s = p, *e;
+        if (!end)
+            end = p + strlen(p);
+        e = end;
+        while (s < e && (*s == ' ' || *s == '\t'))
+            s++;
+        while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        if (e > s && json_array_append_new(arr, json_stringn(s, (size_t)(e - s))) != 0) {
+            json_decref(arr);
+            return NULL;
+        }
+        p = *end ? end + 1 : end;
+    }
+    return arr;
+}
+
+static json_t *build_context(const tp_policy_context *ctx) {
+    json_t *obj = json_object(), *tiers = NULL;
+    int max_tenants = ctx->max_tenants_per_user > 0 ? ctx->max_tenants_per_user
+                                                    : TP_POLICY_MAX_TENANTS_PER_USER_DEFAULT;
+    if (!obj)
+        return NULL;
+    if (json_object_set_new(obj, "ownedTenants", json_integer(ctx->owned_tenants)) != 0 ||
+        json_object_set_new(obj, "maxTenantsPerUser", json_integer(max_tenants)) != 0 ||
+        json_object_set_new(obj, "regionAllowlist", build_allowlist(ctx->region_allowlist_csv)) != 0)
+        goto out_fail;
+    if (ctx->tiers_json) {
+        tiers = json_loads(ctx->tiers_json, JSON_REJECT_DUPLICATES, NULL);
+        if (!json_is_object(tiers))
+            goto out_fail;
+        if (json_object_set_new(obj, "tiers", tiers) != 0) {
+            tiers = NULL;
+            goto out_fail;
+        }
+        tiers = NULL;
+    }
+    if (ctx->admin_role && ctx->admin_role[0] && !set_str(obj, "adminRole", ctx->admin_role))
+        goto out_fail;
+    return obj;
+out_fail:
+    json_decref(tiers);
+    json_decref(obj);
+    return NULL;
+}
+
+char *tp_policy_build_input_ctx(const tp_request *req, const char *action, const tp_policy_context *ctx) {
+    static const tp_policy_context no_ctx = {0};
+    json_t *doc;
+    char *text = NULL;
+    if (!req)
+        return NULL;
+    if (!ctx)
+        ctx = &no_ctx;
+    doc = json_object();
+    if (!doc)
+        return NULL;
+    if (!set_str(doc, "action", action ? action : "provision") ||
+        !set_str(doc, "source", tp_source_name(req->source)) ||
+        json_object_set_new(doc, "actor", build_actor(&req->actor)) != 0 ||
+        json_object_set_new(doc, "tenant", build_tenant(&req->tenant)) != 0 ||
+        !set_str(doc, "plan", tp_plan_name(req->plan)) ||
+        !set_str(doc, "environment", tp_environment_name(req->environment)))
+        goto out;
+    if (req->has_requested_seats &&
+        json_object_set_new(doc, "requestedSeats", json_integer(req->requested_seats)) != 0)
+        goto out;
+    if (req->has_storage_estimate &&
+        json_object_set_new(doc, "storageEstimateBytes", json_integer(req->storage_estimate_bytes)) != 0)
+        goto out;
+    if (json_object_set_new(doc, "context", build_context(ctx)) != 0)
+        goto out;
+    text = json_dumps(doc, JSON_COMPACT);
+out:
+    json_decref(doc);
+    return text;
+}
+
+char *tp_policy_build_input(const tp_request *req, const char *action, int owned_tenants,
+                            const char *tiers_json, const char *region_allowlist_csv) {
+    tp_policy_context ctx = {
+        .owned_tenants = owned_tenants,
+        .tiers_json = tiers_json,
+        .region_allowlist_csv = region_allowlist_csv,
+        .max_tenants_per_user = TP_POLICY_MAX_TENANTS_PER_USER_DEFAULT,
+    };
+    return tp_policy_build_input_ctx(req, action, &ctx);
+}
