@@ -289,3 +289,17 @@ test_deny_without_input if {
 test_allow_false_by_default if {
 	not provision.allow == true with input as {}
 }
+
+# The service reads the package document: it must carry allow/reasons/revision itself and nothing
+# of the checks.
+test_package_document_is_the_answer if {
+	doc := data.tenants.provision with input as admin_input
+	object.keys(doc) == {"allow", "reasons", "revision", "result"}
+	doc.allow == true
+	doc.reasons == []
+	doc.result == {"allow": doc.allow, "reasons": doc.reasons, "revision": doc.revision}
+	denied := data.tenants.provision with input as json.patch(self_input, [{"op": "replace", "path": "/plan", "value": "ENTERPRISE"}])
+	denied.allow == false
+	denied.reasons == ["ENTERPRISE_NOT_SELF_SERVE"]
+	denied.result.reasons == denied.reasons
+}
