@@ -110,6 +110,10 @@ tp_policy_client *tp_policy_client_new(const char *base_url, long timeout_ms) {
     if (!h)
         goto out_free;
     pc->headers = h;
+    h = curl_slist_append(pc->headers, "Expect:"); /* no 100-continue round trip */
+    if (!h)
+        goto out_free;
+    pc->headers = h;
     if (!setup_handle(pc))
         goto out_free;
     return pc;
