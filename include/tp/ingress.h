@@ -77,4 +77,51 @@ int tp_ingress_parse_body(const char *body, size_t len, tp_source source,
 /* Counts UTF-8 code points of a valid UTF-8 string of len bytes. */
 size_t tp_ingress_utf8_len(const char *s, size_t len);
 
+/* ---- JWT authentication (libjwt behind this API) -------------------------------------------- */
+
+/* The authenticated caller. */
+typedef struct tp_caller {
+    char sub[TP_ACTOR_ID_MAX + 1];
+    int n_roles; /* at most TP_ROLES_MAX kept; is_admin looks at all of them */
+    char roles[TP_ROLES_MAX][TP_ROLE_MAX + 1];
+    bool is_admin; /* holds jwt.admin_role */
+} tp_caller;
+
+typedef struct tp_auth tp_auth;
+
+/* Builds a verifier from jwt.alg (HS256|RS256|ES256), jwt.key_file (HS256 secret of at least 32
+ * bytes, trailing newline ignored; or a PEM public key), jwt.issuer, jwt.audience (empty: not
+ * checked), jwt.roles_claim (dotted path, e.g. "realm_access.roles"), jwt.admin_role,
+ * jwt.leeway_s. The key is read once and kept. Returns 0 (*out set; free with tp_auth_free) or
+ * TP_ECONFIG / TP_EIO / TP_ENOMEM with errstr filled. */
+int tp_auth_new(const tp_config *cfg, tp_auth **out, char *errstr, size_t errstr_size);
+void tp_auth_free(tp_auth *auth);
+
+/* Checks an Authorization header value (NULL or "" = missing) of len bytes: "Bearer <jwt>" whose
+ * header alg equals the configured one (never "none"), whose signature verifies with the
+ * configured key, with exp present and now < exp + leeway, nbf (if present) <= now + leeway,
+ * iss and aud matching when configured, and a string sub. now_s: the current Unix time (0 =
+ * time(NULL)). Returns 0 with *out filled, or TP_EAUTH with *problem_out a 401 problem whose
+ * "code" member names the failed check (missing_token, malformed_token, alg_mismatch,
+ * bad_signature, missing_exp, expired, not_yet_valid, bad_issuer, bad_audience, missing_sub,
+ * bad_roles), or TP_ENOMEM. Thread-safe. */
+int tp_auth_check(tp_auth *auth, const char *authorization, size_t len, int64_t now_s,
+                  tp_caller *out, tp_problem **problem_out);
+
+/* Signs a JSON object of claims with alg ("HS256", "RS256", "ES256") and key (HS secret or PEM
+ * private key). For tpctl and tests. Returns a new malloc'd compact JWT or NULL. */
+char *tp_auth_sign(const char *alg, const unsigned char *key, size_t key_len,
+                   const char *claims_json);
+
+/* Reads a key file: HS secrets lose trailing whitespace. Returns 0 (*out malloc'd, caller frees)
+ * or TP_EIO / TP_EDECODE_TOO_LARGE. */
+int tp_auth_read_key(const char *path, bool strip, unsigned char **out, size_t *out_len);
+
+/* Mints a development HS256 token: sub, roles (comma separated, may be NULL), iat, nbf, exp =
+ * now + ttl_s, iss and aud from cfg (when set). key_file NULL means cfg's jwt.key_file.
+ * Returns 0 and a new malloc'd token in *out, or TP_EIO / TP_EINVAL / TP_ENOMEM (errstr filled). */
+int tp_auth_mint_dev(const tp_config *cfg, const char *key_file, const char *sub,
+                     const char *roles_csv, int64_t ttl_s, char **out, char *errstr,
+                     size_t errstr_size);
+
 #endif
