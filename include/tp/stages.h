@@ -1,0 +1,108 @@
+/* stages.h: the seven provisioning stages (policy → tenant → namespace → partitions → quota →
+ * receipts → isolation) and their runner. Each stage commits its effects and its stage marker in
+ * one PostgreSQL transaction; re-running a completed stage is a no-op. The runner is synchronous,
+ * never sleeps and keeps no global state: call it from any thread with that thread's tp_db; the
+ * caller (tp-worker) schedules retries with backoff. */
+#ifndef TP_STAGES_H
+#define TP_STAGES_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tp/policy.h"
+#include "tp/receipts.h"
+#include "tp/request.h"
+#include "tp/store.h"
+
+typedef enum tp_stage_id {
+    TP_STAGE_POLICY = 0,
+    TP_STAGE_TENANT,
+    TP_STAGE_NAMESPACE,
+    TP_STAGE_PARTITIONS,
+    TP_STAGE_QUOTA,
+    TP_STAGE_RECEIPTS,
+    TP_STAGE_ISOLATION,
+    TP_STAGE_COUNT_
+} tp_stage_id;
+
+/* "policy", "tenant", "namespace", "partitions", "quota", "receipts", "isolation"; "?" otherwise. */
+const char *tp_stage_name(tp_stage_id id);
+/* Returns 0 with *out set, or TP_EINVAL. */
+int tp_stage_parse(const char *name, tp_stage_id *out);
+
+/* What a stage run needs. Everything is borrowed; one env per thread (db and policy client are
+ * per-thread objects). */
+typedef struct tp_stage_env {
+    tp_db *db;
+    tp_policy_client *policy;
+    const tp_signer *signer;
+    const char *tiers_json;        /* config/quota-tiers.json text */
+    const char *region_allowlist;  /* "us-east-1,eu-central-1,..." */
+    int max_attempts;              /* per stage; <= 0 means 8 */
+    int max_tenants_per_user;      /* informational: the policy enforces the cap */
+    bool kill_switch;              /* when true the isolation guard fails (as does the
+                                      provisioning.kill_switch row of tp_flags) */
+} tp_stage_env;
+
+typedef enum tp_run_status {
+    TP_RUN_SUCCEEDED = 0, /* every stage done, request SUCCEEDED */
+    TP_RUN_RETRY,         /* transient failure recorded; run again after a backoff */
+    TP_RUN_FAILED,        /* terminal: request FAILED (reason in failure_reason) */
+    TP_RUN_DENIED         /* terminal: request DENIED by policy */
+} tp_run_status;
+
+typedef struct tp_run_result {
+    tp_run_status status;
+    tp_stage_id stage;        /* the stage that failed or must be retried */
+    int attempts;             /* attempts of that stage so far */
+    int err;                  /* the TP_E* code behind a RETRY/FAILED, 0 otherwise */
+    char failure_reason[64];  /* SLUG_TAKEN, POLICY_DENIED, ISOLATION_VIOLATION, RETRIES_EXHAUSTED, ... */
+    char message[512];
+    char tenant_id[64];       /* once known */
+} tp_run_result;
+
+/* Records a request (ON CONFLICT DO NOTHING) in state ACCEPTED with one PENDING condition per
+ * stage. payload_json may be NULL: the request is then serialised with tp_stages_request_json.
+ * origin_topic may be NULL (partition/offset are then ignored). Returns 0 (also for a duplicate),
+ * TP_EDB or TP_EDB_PERMANENT. */
+int tp_stages_accept(tp_db *db, const tp_request *req, const char *payload_json_or_null,
+                     const char *origin_topic, int partition, int64_t offset);
+
+/* Runs every stage that has not SUCCEEDED, in order, each in its own transaction. Records the
+ * request if tp_stages_accept was not called. A terminal request is a no-op that reports its
+ * terminal status. Returns 0 when *out describes the outcome (including FAILED/DENIED/RETRY);
+ * a negative TP_E* only when even the outcome could not be recorded (then retry later). */
+int tp_stages_run(tp_stage_env *env, const tp_request *req, tp_run_result *out);
+
+/* Puts a FAILED request back to ACCEPTED: its failed/retrying stages and the policy stage return
+ * to PENDING with zero attempts (policy is evaluated again). Returns 0, TP_ENOT_FOUND,
+ * TP_ECONFLICT (not FAILED) or TP_EDB*. */
+int tp_stages_prepare_replay(tp_db *db, const char *request_id);
+
+/* A JSON view of one request for the status API and tpctl: requestId, state, failureReason,
+ * failureMessage, actor, conditions[] (stage, status, attempts, reason, message, startedAt,
+ * finishedAt), tenant, namespace, partitions, quota, receipts{provisioning, quotaAssignment,
+ * isolationVerified}, policy. Returns a new malloc'd string, NULL when unknown or on error. */
+char *tp_stages_status_json(tp_db *db, const char *request_id);
+
+/* The request as JSON (DESIGN §5 field names, no secrets); a new malloc'd string or NULL. */
+char *tp_stages_request_json(const tp_request *req);
+/* Parses what tp_stages_request_json wrote (e.g. the stored payload, for a replay).
+ * Returns 0 or TP_EINVAL / TP_EDECODE_TOO_LARGE. */
+int tp_stages_request_from_json(const char *json, tp_request *out);
+
+/* The quota vector of one plan, read from the tiers JSON text. */
+typedef struct tp_quota_vector {
+    int64_t requests_per_minute;
+    int64_t requests_per_day;
+    int64_t ingest_events_per_minute;
+    int64_t max_tokens_per_request;
+    int64_t storage_bytes;
+    int64_t seat_cap;
+    double burst_multiplier;
+} tp_quota_vector;
+
+/* Returns 0 or TP_ECONFIG (plan missing, a field missing or of the wrong type, bad JSON). */
+int tp_stages_quota_for_plan(const char *tiers_json, tp_plan plan, tp_quota_vector *out);
+
+#endif

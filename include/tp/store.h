@@ -1,0 +1,89 @@
+/* store.h: PostgreSQL access for every component without exposing libpq: one connection per
+ * tp_db, transactions, parameterised statements, a small result API and migrations.
+ * SQLSTATEs are translated here: transient (connection lost, 40001, 40P01, 57P01...) → TP_EDB,
+ * everything else → TP_EDB_PERMANENT; tp_db_sqlstate() tells which one it was. */
+#ifndef TP_STORE_H
+#define TP_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct tp_db tp_db;
+typedef struct tp_res tp_res;
+
+/* Opens one connection (libpq DSN or URI). A tp_db belongs to one thread at a time; different
+ * tp_db may be used from different threads concurrently. Returns 0 with *out set, or TP_EDB
+ * (unreachable) / TP_ENOMEM with errstr filled. */
+int tp_db_connect(const char *dsn, tp_db **out, char *errstr, size_t errstr_size);
+/* Closes the connection and frees the handle; NULL is allowed. */
+void tp_db_close(tp_db *db);
+
+/* Checks the connection with a trivial query, reconnecting once when it is broken.
+ * Returns 0 or TP_EDB. */
+int tp_db_ping(tp_db *db);
+
+/* Transactions. begin fails with TP_EINVAL when one is already open. rollback is always safe
+ * (a no-op without an open transaction or on a lost connection). */
+int tp_db_begin(tp_db *db);
+int tp_db_commit(tp_db *db);
+int tp_db_rollback(tp_db *db);
+bool tp_db_in_tx(const tp_db *db);
+
+/* Runs one parameterised statement (text parameters, NULL entries are SQL NULL).
+ * affected (may be NULL) receives PQcmdTuples ("1" for a new row of INSERT ... ON CONFLICT DO
+ * NOTHING, "0" for a duplicate). Returns 0, TP_EDB (transient) or TP_EDB_PERMANENT. */
+int tp_db_exec(tp_db *db, const char *sql, int nparams, const char *const *params, int64_t *affected);
+
+/* Runs one parameterised statement returning rows; *out is a new result owned by the caller
+ * (tp_res_free). Returns 0, TP_EDB, TP_EDB_PERMANENT or TP_ENOMEM. */
+int tp_db_query(tp_db *db, const char *sql, int nparams, const char *const *params, tp_res **out);
+
+/* As tp_db_query with binary parameters: lengths[i] and formats[i] (1 = binary, e.g. bytea) as in
+ * PQexecParams; lengths/formats may be NULL for all-text. out may be NULL (rows discarded). */
+int tp_db_query_bin(tp_db *db, const char *sql, int nparams, const char *const *params,
+                    const int *lengths, const int *formats, tp_res **out);
+
+/* Runs a script of several statements without parameters (simple query protocol). */
+int tp_db_exec_script(tp_db *db, const char *sql);
+
+/* The SQLSTATE ("23505") and message of the last failed call on this handle; "" when none.
+ * Valid until the next call on db. */
+const char *tp_db_sqlstate(const tp_db *db);
+const char *tp_db_errmsg(const tp_db *db);
+
+/* Pure mapping used by the wrapper: NULL or "" (no server answer) and transient classes →
+ * TP_EDB; every other SQLSTATE → TP_EDB_PERMANENT; "00000" → 0. */
+int tp_store_sqlstate_to_err(const char *sqlstate);
+/* True when the SQLSTATE is a unique_violation (23505). */
+bool tp_store_is_unique_violation(const char *sqlstate);
+
+/* Result access. Rows and columns count from 0. get returns the text value ("" for NULL) that
+ * lives as long as res; out-of-range cells give NULL. */
+int tp_res_nrows(const tp_res *res);
+int tp_res_ncols(const tp_res *res);
+const char *tp_res_get(const tp_res *res, int row, int col);
+/* Length in bytes of a cell (for binary results and bytea as hex text). */
+int tp_res_len(const tp_res *res, int row, int col);
+bool tp_res_isnull(const tp_res *res, int row, int col);
+/* Parses a cell as an integer; returns 0 or TP_EINVAL (NULL, out of range, not a number). */
+int tp_res_get_int64(const tp_res *res, int row, int col, int64_t *out);
+void tp_res_free(tp_res *res);
+
+/* Convenience: a query returning one row of one column. Copies the text into buf (truncating),
+ * *found tells whether there was a row with a non-NULL value. */
+int tp_db_query_text(tp_db *db, const char *sql, int nparams, const char *const *params,
+                     char *buf, size_t buf_size, bool *found);
+
+/* Migrations: files <version>_<name>.sql in sql_dir (version = leading decimal number), applied in
+ * order under pg_advisory_lock, each in its own transaction with its schema_migrations row.
+ * Returns 0; TP_EDB_SCHEMA_NEWER when the database holds a version with no file here;
+ * TP_EIO/TP_ECONFIG for an unreadable directory or a bad file name; TP_EDB*; errstr filled. */
+int tp_store_migrate(tp_db *db, const char *sql_dir, char *errstr, size_t errstr_size);
+/* Checks without applying: 0 when every file's version is applied and none is unknown;
+ * TP_EDB_SCHEMA_NEWER, or TP_ECONFLICT when migrations are missing. */
+int tp_store_check_schema(tp_db *db, const char *sql_dir, char *errstr, size_t errstr_size);
+/* Highest applied version (0 when none or no migrations table). */
+int tp_store_schema_version(tp_db *db, int *version);
+
+#endif

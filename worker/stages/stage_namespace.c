@@ -1,0 +1,41 @@
+/* stage_namespace.c: stage 3: the tenant's namespace ns_<tenantId> with slug <slug>-<environment>. */
+#include "stages_int.h"
+#include "tp/error.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int tp_stage_namespace_run(tp_stage_ctx *ctx) {
+    const tp_request *req = ctx->req;
+    tp_res *res = NULL;
+    int rc;
+
+    if (!ctx->tenant_id[0]) {
+        snprintf(ctx->message, sizeof(ctx->message), "no tenant recorded for the request");
+        return TP_EDB_PERMANENT;
+    }
+    const char *params[3] = {ctx->tenant_id, req->tenant.slug, tp_environment_name(req->environment)};
+    rc = tp_db_exec(ctx->db,
+                    "INSERT INTO tenant_namespaces (id, tenant_id, slug, environment) "
+                    "VALUES ('ns_' || $1, $1, $2 || '-' || $3, $3) ON CONFLICT DO NOTHING",
+                    3, params, NULL);
+    if (rc != 0)
+        return tp_stage_db_error(ctx, rc, "insert namespace");
+    rc = tp_db_query(ctx->db,
+                     "SELECT id, slug, environment FROM tenant_namespaces WHERE id = 'ns_' || $1 "
+                     "AND tenant_id = $1",
+                     1, params, &res);
+    if (rc != 0)
+        return tp_stage_db_error(ctx, rc, "read namespace");
+    if (tp_res_nrows(res) != 1) {
+        tp_res_free(res);
+        tp_stage_set_terminal(ctx, TP_RUN_FAILED, "SLUG_TAKEN",
+                              "namespace slug '%s-%s' is owned by another tenant", req->tenant.slug,
+                              tp_environment_name(req->environment));
+        return 0;
+    }
+    ctx->output = json_pack("{s:s, s:s, s:s}", "id", tp_res_get(res, 0, 0), "slug",
+                            tp_res_get(res, 0, 1), "environment", tp_res_get(res, 0, 2));
+    tp_res_free(res);
+    return ctx->output ? 0 : TP_ENOMEM;
+}

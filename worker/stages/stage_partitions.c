@@ -1,0 +1,53 @@
+/* stage_partitions.c: stage 4: part_<tenantId>_{primary,analytics,audit} in the tenant's region,
+ * dedicated for ENTERPRISE and shared otherwise. */
+#include "stages_int.h"
+#include "tp/error.h"
+
+#include <stdio.h>
+#include <string.h>
+
+const char *const tp_partition_names[3] = {"primary", "analytics", "audit"};
+
+int tp_stage_partitions_run(tp_stage_ctx *ctx) {
+    tp_res *res = NULL;
+    int rc;
+
+    if (!ctx->tenant_id[0]) {
+        snprintf(ctx->message, sizeof(ctx->message), "no tenant recorded for the request");
+        return TP_EDB_PERMANENT;
+    }
+    const char *params[1] = {ctx->tenant_id};
+    rc = tp_db_exec(ctx->db,
+                    "INSERT INTO tenant_partitions (id, tenant_id, name, type, region, isolation) "
+                    "SELECT 'part_' || t.id || '_' || p.name, t.id, p.name, p.name, t.region, "
+                    "CASE WHEN t.plan = 'ENTERPRISE' THEN 'dedicated' ELSE 'shared' END "
+                    "FROM tenants t, unnest(ARRAY['primary','analytics','audit']) AS p(name) "
+                    "WHERE t.id = $1 ON CONFLICT DO NOTHING",
+                    1, params, NULL);
+    if (rc != 0)
+        return tp_stage_db_error(ctx, rc, "insert partitions");
+    rc = tp_db_query(ctx->db,
+                     "SELECT id, name, type, region, isolation FROM tenant_partitions "
+                     "WHERE tenant_id = $1 ORDER BY array_position(ARRAY['primary','analytics',"
+                     "'audit'], name)",
+                     1, params, &res);
+    if (rc != 0)
+        return tp_stage_db_error(ctx, rc, "read partitions");
+    if (tp_res_nrows(res) != 3) {
+        snprintf(ctx->message, sizeof(ctx->message), "expected 3 partitions, found %d",
+                 tp_res_nrows(res));
+        tp_res_free(res);
+        return TP_EDB_PERMANENT;
+    }
+    json_t *arr = json_array();
+    for (int r = 0; arr && r < 3; r++)
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", tp_res_get(res, r, 0),
+                                             "name", tp_res_get(res, r, 1), "type",
+                                             tp_res_get(res, r, 2), "region", tp_res_get(res, r, 3),
+                                             "isolation", tp_res_get(res, r, 4)));
+    tp_res_free(res);
+    if (!arr)
+        return TP_ENOMEM;
+    ctx->output = json_pack("{s:o}", "partitions", arr);
+    return ctx->output ? 0 : TP_ENOMEM;
+}

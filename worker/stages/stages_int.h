@@ -1,0 +1,99 @@
+/* stages_int.h: what the stage runner hands each stage, and the stage table. Private to
+ * worker/stages (and its unit tests). */
+#ifndef TP_STAGES_INT_H
+#define TP_STAGES_INT_H
+
+#include <jansson.h>
+
+#include "tp/stages.h"
+
+typedef struct tp_stage_ctx {
+    tp_stage_env *env;
+    tp_db *db;
+    const tp_request *req;
+    char tenant_id[64];             /* known after the tenant stage */
+    char region[TP_REGION_MAX + 1]; /* the effective region of the request */
+    tp_policy_decision decision;    /* filled by the policy stage's prepare step */
+    json_t *output;                 /* the stage's output (owned by the runner) */
+    int terminal;                   /* 0, TP_RUN_FAILED or TP_RUN_DENIED: committed with the marker */
+    char reason[64];                /* failure reason of a terminal outcome */
+    char message[512];              /* failure message (terminal or error) */
+} tp_stage_ctx;
+
+typedef struct tp_stage_def {
+    tp_stage_id id;
+    const char *name;
+    /* Runs before the transaction (network calls: OPA); may be NULL. Returns 0 or TP_E*. */
+    int (*prepare)(tp_stage_ctx *ctx);
+    /* Runs inside the runner's transaction; never begins or commits. Returns 0 (possibly with
+     * ctx->terminal set: committed as a terminal outcome) or TP_E* (rolled back). */
+    int (*run)(tp_stage_ctx *ctx);
+} tp_stage_def;
+
+extern const tp_stage_def tp_stage_table[TP_STAGE_COUNT_];
+
+int tp_stage_policy_prepare(tp_stage_ctx *ctx);
+int tp_stage_policy_run(tp_stage_ctx *ctx);
+int tp_stage_tenant_run(tp_stage_ctx *ctx);
+int tp_stage_namespace_run(tp_stage_ctx *ctx);
+int tp_stage_partitions_run(tp_stage_ctx *ctx);
+int tp_stage_quota_run(tp_stage_ctx *ctx);
+int tp_stage_receipts_run(tp_stage_ctx *ctx);
+int tp_stage_isolation_run(tp_stage_ctx *ctx);
+
+/* Sets a terminal outcome on ctx (message printf-style). */
+void tp_stage_set_terminal(tp_stage_ctx *ctx, int status, const char *reason, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* vsnprintf into dst (truncating silently: messages are informative). */
+void tp_stage_fmt(char *dst, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Records a database error's text into ctx->message and returns rc. */
+int tp_stage_db_error(tp_stage_ctx *ctx, int rc, const char *what);
+
+/* Seals one receipt and inserts it into receipt_outbox; must run inside the stage transaction.
+ * Locks the tenant row, continues the tenant's chain. A receipt already in the outbox for
+ * (request, action) is reused. receipt_id (>= 64 bytes) receives its id. Returns 0 or TP_E*. */
+int tp_stage_emit_receipt(tp_stage_ctx *ctx, const char *action_type, const char *data_json,
+                          char *receipt_id, size_t receipt_id_size);
+
+/* "FOO" for TP_EFOO: the enumerated reason of an error code. */
+const char *tp_stage_reason_of(int err);
+
+/* Milliseconds since the epoch (CLOCK_REALTIME). */
+int64_t tp_stage_now_ms(void);
+
+/* The names of the partitions every tenant gets, in order. */
+extern const char *const tp_partition_names[3];
+
+/* A pure check of what the isolation guard reads back; unit-testable. */
+typedef struct tp_isolation_facts {
+    const char *tenant_id;
+    const char *residency;          /* "US"/"EU" */
+    const char *tenant_region;
+    const char *plan;
+    int n_namespaces;               /* namespaces with tenant_id or id = ns_<tenant> */
+    bool namespace_ok;              /* the one row has the expected id, owner and slug */
+    int n_partitions;
+    bool partitions_owned;          /* all rows owned by the tenant, names primary/analytics/audit */
+    bool partitions_isolation_ok;   /* dedicated for ENTERPRISE, shared otherwise */
+    bool partitions_region_ok;      /* every partition in the tenant's region */
+    int n_quotas;
+    bool quota_matches_plan;        /* tier = plan and the vector equals the tiers config */
+    bool region_allowed;            /* region in the allow-list (true when no list) */
+    bool kill_switch;
+} tp_isolation_facts;
+
+#define TP_ISOLATION_CHECKS 5
+typedef struct tp_isolation_check {
+    const char *name;
+    bool passed;
+} tp_isolation_check;
+
+/* Evaluates the facts into TP_ISOLATION_CHECKS named checks; returns true when all pass. */
+bool tp_isolation_evaluate(const tp_isolation_facts *f, tp_isolation_check checks[TP_ISOLATION_CHECKS]);
+
+/* Reads what a tenant owns back from the database: {tenant, namespace, partitions, quota}
+ * (namespace/quota null when absent). Returns 0 with *out a new reference, or TP_E*
+ * (TP_ENOT_FOUND for an unknown tenant). */
+int tp_stages_tenant_view(tp_db *db, const char *tenant_id, json_t **out);
+
+#endif

@@ -1,0 +1,23 @@
+/* store_int.h: declarations private to worker/store (and its unit tests). */
+#ifndef TP_STORE_INT_H
+#define TP_STORE_INT_H
+
+#include <stddef.h>
+
+#define TP_MIGRATIONS_MAX 256
+#define TP_MIGRATION_NAME_MAX 128
+
+typedef struct tp_migration_file {
+    int version;
+    char name[TP_MIGRATION_NAME_MAX]; /* file name, e.g. "0001_init.sql" */
+} tp_migration_file;
+
+/* Parses "<digits>_<rest>.sql": 0 with *version set, TP_EINVAL for any other name. */
+int tp_store_parse_migration_name(const char *fname, int *version);
+
+/* Lists the migration files of dir sorted by version (other files ignored). Returns 0,
+ * TP_EIO (unreadable dir) or TP_ECONFIG (duplicate version, too many files) with errstr filled. */
+int tp_store_list_migrations(const char *dir, tp_migration_file *files, int cap, int *n,
+                             char *errstr, size_t errstr_size);
+
+#endif
