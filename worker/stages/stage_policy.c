@@ -29,8 +29,9 @@ int tp_stage_policy_prepare(tp_stage_ctx *ctx) {
             return tp_stage_db_error(ctx, rc, "owned tenants");
         owned = found ? atoi(buf) : 0;
     }
-    input = tp_policy_build_input(req, "provision", owned, ctx->env->tiers_json,
-                                  ctx->env->region_allowlist);
+    tp_policy_context pctx = {owned, ctx->env->tiers_json, ctx->env->region_allowlist,
+                              ctx->env->max_tenants_per_user, NULL};
+    input = tp_policy_build_input_ctx(req, "provision", &pctx);
     if (!input)
         return TP_ENOMEM;
     memset(&ctx->decision, 0, sizeof(ctx->decision));

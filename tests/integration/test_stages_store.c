@@ -1,0 +1,199 @@
+/* test_stages_store.c: the store on the real PostgreSQL: migrations (twice idempotent, newer schema
+ * refused, check without applying), SQLSTATE classification, aborted transactions, reconnect. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "support/pgtest.h"
+#include "tp/error.h"
+#include "tp/store.h"
+
+typedef struct fixture {
+    pgtest_db t;
+    tp_db *db;
+} fixture;
+
+static int setup(void **state) {
+    static fixture f;
+    char err[256];
+    memset(&f, 0, sizeof(f));
+    if (pgtest_create(&f.t) != 0)
+        return -1;
+    if (tp_db_connect(f.t.dsn, &f.db, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    *state = &f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture *f = *state;
+    tp_db_close(f->db);
+    return pgtest_drop(&f->t);
+}
+
+static void test_migrate_twice(void **state) {
+    fixture *f = *state;
+    char err[512];
+    int64_t n = 0, tables = 0;
+    int version = -1;
+
+    assert_int_equal(tp_store_check_schema(f->db, "schemas/sql", err, sizeof(err)), TP_ECONFLICT);
+    assert_int_equal(tp_store_migrate(f->db, "schemas/sql", err, sizeof(err)), 0);
+    assert_int_equal(pgtest_query_int(f->db, "SELECT count(*) FROM schema_migrations", &n), 0);
+    assert_true(n >= 1);
+    assert_int_equal(pgtest_query_int(f->db,
+                                      "SELECT count(*) FROM information_schema.tables WHERE "
+                                      "table_schema = 'public' AND table_name IN ('tenants', "
+                                      "'tenant_namespaces', 'tenant_partitions', 'tenant_quotas', "
+                                      "'provisioning_requests', 'provisioning_stages', "
+                                      "'policy_decisions', 'receipt_outbox', 'idempotency_keys', "
+                                      "'dead_letters', 'schema_migrations')",
+                                      &tables),
+                     0);
+    assert_int_equal(tables, 11);
+    /* Second run: nothing applied, nothing duplicated, no error. */
+    assert_int_equal(tp_store_migrate(f->db, "schemas/sql", err, sizeof(err)), 0);
+    int64_t n2 = 0;
+    assert_int_equal(pgtest_query_int(f->db, "SELECT count(*) FROM schema_migrations", &n2), 0);
+    assert_int_equal(n2, n);
+    assert_int_equal(tp_store_check_schema(f->db, "schemas/sql", err, sizeof(err)), 0);
+    assert_int_equal(tp_store_schema_version(f->db, &version), 0);
+    assert_true(version >= 1);
+}
+
+static void test_newer_schema_refused(void **state) {
+    fixture *f = *state;
+    char err[512] = "";
+    assert_int_equal(tp_store_migrate(f->db, "schemas/sql", err, sizeof(err)), 0);
+    assert_int_equal(tp_db_exec(f->db, "INSERT INTO schema_migrations (version, name) VALUES "
+                                       "(99999, '99999_from_the_future.sql')",
+                                0, NULL, NULL),
+                     0);
+    assert_int_equal(tp_store_migrate(f->db, "schemas/sql", err, sizeof(err)), TP_EDB_SCHEMA_NEWER);
+    assert_non_null(strstr(err, "99999"));
+    assert_int_equal(tp_store_check_schema(f->db, "schemas/sql", err, sizeof(err)),
+                     TP_EDB_SCHEMA_NEWER);
+    assert_int_equal(tp_db_exec(f->db, "DELETE FROM schema_migrations WHERE version = 99999", 0,
+                                NULL, NULL),
+                     0);
+    /* The advisory lock was released on the error path: another migrate does not block. */
+    assert_int_equal(tp_store_migrate(f->db, "schemas/sql", err, sizeof(err)), 0);
+}
+
+static void test_missing_dir(void **state) {
+    fixture *f = *state;
+    char err[512] = "";
+    assert_int_equal(tp_store_migrate(f->db, "/nonexistent/sql", err, sizeof(err)), TP_EIO);
+    assert_true(err[0] != '\0');
+}
+
+static void test_sqlstate_classification(void **state) {
+    fixture *f = *state;
+    int64_t affected = -1;
+    const char *p[1] = {"dup"};
+    assert_int_equal(tp_db_exec(f->db, "CREATE TABLE IF NOT EXISTS t_uniq (k text PRIMARY KEY)", 0,
+                                NULL, NULL),
+                     0);
+    assert_int_equal(tp_db_exec(f->db, "INSERT INTO t_uniq VALUES ($1)", 1, p, &affected), 0);
+    assert_int_equal(affected, 1);
+    assert_int_equal(tp_db_exec(f->db, "INSERT INTO t_uniq VALUES ($1) ON CONFLICT DO NOTHING", 1,
+                                p, &affected),
+                     0);
+    assert_int_equal(affected, 0);
+    assert_int_equal(tp_db_exec(f->db, "INSERT INTO t_uniq VALUES ($1)", 1, p, NULL),
+                     TP_EDB_PERMANENT);
+    assert_string_equal(tp_db_sqlstate(f->db), "23505");
+    assert_true(tp_store_is_unique_violation(tp_db_sqlstate(f->db)));
+    assert_int_equal(tp_db_exec(f->db, "SELECT * FROM no_such_table", 0, NULL, NULL),
+                     TP_EDB_PERMANENT);
+    assert_string_equal(tp_db_sqlstate(f->db), "42P01");
+    /* A serialization failure raised by the server is transient. */
+    assert_int_equal(tp_db_exec(f->db, "DO $$BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '40001'; END$$",
+                                0, NULL, NULL),
+                     TP_EDB);
+    assert_string_equal(tp_db_sqlstate(f->db), "40001");
+}
+
+static void test_aborted_tx_commit_fails(void **state) {
+    fixture *f = *state;
+    const char *p[1] = {"tx1"};
+    int64_t n = -1;
+    assert_int_equal(tp_db_exec(f->db, "CREATE TABLE IF NOT EXISTS t_tx (k text PRIMARY KEY)", 0,
+                                NULL, NULL),
+                     0);
+    assert_int_equal(tp_db_begin(f->db), 0);
+    assert_int_equal(tp_db_begin(f->db), TP_EINVAL);
+    assert_int_equal(tp_db_exec(f->db, "INSERT INTO t_tx VALUES ($1)", 1, p, NULL), 0);
+    assert_int_equal(tp_db_exec(f->db, "SELECT 1/0", 0, NULL, NULL), TP_EDB_PERMANENT);
+    assert_int_not_equal(tp_db_commit(f->db), 0);
+    assert_false(tp_db_in_tx(f->db));
+    assert_int_equal(pgtest_query_int(f->db, "SELECT count(*) FROM t_tx", &n), 0);
+    assert_int_equal(n, 0);
+    /* And a good transaction commits. */
+    assert_int_equal(tp_db_begin(f->db), 0);
+    assert_int_equal(tp_db_exec(f->db, "INSERT INTO t_tx VALUES ($1)", 1, p, NULL), 0);
+    assert_int_equal(tp_db_commit(f->db), 0);
+    assert_int_equal(pgtest_query_int(f->db, "SELECT count(*) FROM t_tx", &n), 0);
+    assert_int_equal(n, 1);
+}
+
+static void test_reconnect_after_terminate(void **state) {
+    fixture *f = *state;
+    char err[256];
+    tp_db *killer = NULL;
+    char pid[32];
+    int64_t one = 0;
+    assert_int_equal(pgtest_query_text(f->db, "SELECT pg_backend_pid()", pid, sizeof(pid)), 0);
+    assert_int_equal(tp_db_connect(f->t.dsn, &killer, err, sizeof(err)), 0);
+    const char *p[1] = {pid};
+    assert_int_equal(tp_db_exec(killer, "SELECT pg_terminate_backend($1::int)", 1, p, NULL), 0);
+    tp_db_close(killer);
+    /* The first statement on the dead connection fails transiently ... */
+    int rc = tp_db_exec(f->db, "SELECT 1", 0, NULL, NULL);
+    assert_int_equal(rc, TP_EDB);
+    assert_true(tp_err_is_transient(rc));
+    /* ... and the next one reconnects. */
+    assert_int_equal(pgtest_query_int(f->db, "SELECT 1", &one), 0);
+    assert_int_equal(one, 1);
+    assert_int_equal(tp_db_ping(f->db), 0);
+}
+
+static void test_result_api(void **state) {
+    fixture *f = *state;
+    tp_res *res = NULL;
+    int64_t v = 0;
+    const char *p[2] = {"abc", NULL};
+    assert_int_equal(tp_db_query(f->db, "SELECT $1::text, $2::text, 42::bigint", 2, p, &res), 0);
+    assert_int_equal(tp_res_nrows(res), 1);
+    assert_int_equal(tp_res_ncols(res), 3);
+    assert_string_equal(tp_res_get(res, 0, 0), "abc");
+    assert_true(tp_res_isnull(res, 0, 1));
+    assert_false(tp_res_isnull(res, 0, 0));
+    assert_int_equal(tp_res_get_int64(res, 0, 2, &v), 0);
+    assert_int_equal(v, 42);
+    assert_int_equal(tp_res_get_int64(res, 0, 0, &v), TP_EINVAL);
+    assert_null(tp_res_get(res, 1, 0));
+    assert_null(tp_res_get(res, 0, 3));
+    assert_true(tp_res_isnull(res, 5, 5));
+    tp_res_free(res);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_migrate_twice, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_missing_dir, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sqlstate_classification, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_aborted_tx_commit_fails, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reconnect_after_terminate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_result_api, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
