@@ -35,6 +35,8 @@ static const key_def key_table[] = {
     {"retry.multiplier", KT_DOUBLE, "2.0", "backoff growth per attempt"},
     {"retry.cap_ms", KT_INT, "5000", "largest backoff"},
     {"retry.max_attempts", KT_INT, "8", "attempts per stage before the request fails"},
+    {"store.migrations_dir", KT_STRING, "schemas/sql", "SQL migrations applied at start"},
+    {"codec.schema_dir", KT_STRING, "schemas/avro", "Avro schemas (.avsc)"},
     {"quota.tiers_file", KT_STRING, "config/quota-tiers.json", "quota tiers (also given to OPA)"},
     {"policy.region_allowlist", KT_STRING, "us-east-1,us-west-2,eu-central-1,eu-west-1",
      "regions a tenant may be placed in"},

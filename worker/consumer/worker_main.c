@@ -1,23 +1,49 @@
-/* tp-worker: consume provisioning requests and run the stages (argument parsing; the component fills in the rest). */
+/* tp-worker: consumes ProvisioningRequest records and runs the seven stages (see worker.c). */
+#include "tp/config.h"
+#include "tp/log.h"
+#include "tp/worker.h"
+
 #include <stdio.h>
 #include <string.h>
 
 static void usage(FILE *out) {
-    fprintf(out, "usage: tp-worker [--config FILE] [--help] [--version]\n"
-                 "  consume provisioning requests and run the stages\n");
+    fprintf(out, "usage: tp-worker [--config FILE] [--help] [--version] [--config-help]\n"
+                 "  consumes the requests topic and provisions tenants; SIGTERM drains and exits 0\n");
 }
 
 int main(int argc, char **argv) {
+    const char *path = NULL;
+    char err[512];
+    tp_config *cfg;
+    int status;
+
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             return 0;
-        }
-        if (strcmp(argv[i], "--version") == 0) {
+        } else if (strcmp(argv[i], "--version") == 0) {
             printf("tp-worker %s\n", TP_VERSION);
             return 0;
+        } else if (strcmp(argv[i], "--config-help") == 0) {
+            tp_config_print_help();
+            return 0;
+        } else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            path = argv[++i];
+        } else {
+            usage(stderr);
+            return 2;
         }
     }
-    usage(stderr);
-    return 2;
+    cfg = tp_config_new();
+    if (!cfg)
+        return 1;
+    if ((path && tp_config_load_file(cfg, path, err, sizeof(err)) != 0) ||
+        tp_config_apply_env(cfg, err, sizeof(err)) != 0) {
+        tp_log_error("worker", "config: %s", err);
+        tp_config_free(cfg);
+        return 2;
+    }
+    status = tp_worker_run(cfg);
+    tp_config_free(cfg);
+    return status;
 }
