@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "tp/config.h"
+#include "tp/policy.h"
 #include "tp/request.h"
 
 /* ---- problems (RFC 9457, application/problem+json) ------------------------------------------ */
@@ -123,5 +124,78 @@ int tp_auth_read_key(const char *path, bool strip, unsigned char **out, size_t *
 int tp_auth_mint_dev(const tp_config *cfg, const char *key_file, const char *sub,
                      const char *roles_csv, int64_t ttl_s, char **out, char *errstr,
                      size_t errstr_size);
+
+/* ---- the server and its hooks --------------------------------------------------------------- */
+
+/* What tp-ingress asks its dependencies. Every hook is BLOCKING and runs on a libuv pool thread
+ * (uv_queue_work), never on the loop thread: call libpq, librdkafka (wait for the delivery
+ * report) or libcurl directly. Hooks may run concurrently on several pool threads (the pool has
+ * UV_THREADPOOL_SIZE threads; tp-ingress sets 16 unless the environment says otherwise), so
+ * whatever opaque points at must be thread-safe. A NULL hook is skipped as described. */
+typedef struct tp_ingress_hooks {
+    void *opaque;
+    /* Idempotency-Key replay: the caller (sub) already sent this key. Returns 0 with request_id
+     * filled when the stored fingerprint equals fp (same body: the server answers 202 with that
+     * id and does not enqueue again); TP_ENOT_FOUND for a new key; TP_EIDEMPOTENCY_MISMATCH
+     * (422) for another body; anything else is answered 503. NULL: keys are never replayed.
+     * The key itself travels in req->idempotency_key to enqueue, which should store it. */
+    int (*idempotency_lookup)(void *opaque, const char *caller_sub, const char *key,
+                              const unsigned char fp[32], char *request_id, size_t request_id_cap);
+    /* OPA pre-check. Returns 0 with out filled (allow or deny: 403 with out->reasons), or a
+     * negative code: 503 with Retry-After (fail closed). NULL: no pre-check (tests only). */
+    int (*pre_check)(void *opaque, const tp_request *req, tp_policy_decision *out);
+    /* Makes req durable (Kafka delivery report PERSISTED, bounded by ingress.produce_timeout_ms)
+     * and records req->idempotency_key with fp when set. Returns 0, TP_EIDEMPOTENCY_MISMATCH
+     * (422, a concurrent request won the key), TP_ECONFLICT (409) or another code (503).
+     * NULL: every POST is answered 503. */
+    int (*enqueue)(void *opaque, const tp_request *req, const unsigned char fp[32]);
+    /* The status resource of a request: *json_out a new malloc'd JSON object text (the server
+     * frees it) and the submitter's sub in owner. Returns 0, TP_ENOT_FOUND (404) or another code
+     * (503). The server answers 404 unless owner equals the caller or the caller is an admin.
+     * NULL: 404 for every id. */
+    int (*status_lookup)(void *opaque, const char *request_id, char **json_out, char *owner,
+                         size_t owner_cap);
+    /* Readiness (Kafka, PostgreSQL, OPA reachable): 0, or a code with detail filled (503).
+     * NULL: always ready. */
+    int (*ready)(void *opaque, char *detail, size_t detail_cap);
+} tp_ingress_hooks;
+
+typedef struct tp_ingress_server tp_ingress_server;
+
+/* Builds a server from cfg (ingress.listen_port, 0 = any free port; ingress.body_limit;
+ * policy.region_allowlist; jwt.*) and binds 127.0.0.1:<port>. hooks is copied. Returns 0 with
+ * *out set, or TP_ECONFIG / TP_EIO / TP_ENOMEM with errstr filled. Call from the thread that will
+ * call tp_ingress_server_run. */
+int tp_ingress_server_new(const tp_config *cfg, const tp_ingress_hooks *hooks,
+                          tp_ingress_server **out, char *errstr, size_t errstr_size);
+/* The bound TCP port. */
+int tp_ingress_server_port(const tp_ingress_server *srv);
+/* Serves until tp_ingress_server_stop or SIGTERM/SIGINT (when handle_signals); then stops
+ * accepting, waits for in-flight requests (at most 10 s) and returns 0. */
+int tp_ingress_server_run(tp_ingress_server *srv, bool handle_signals);
+/* Asks a running server to stop; any thread, async-signal-unsafe. */
+void tp_ingress_server_stop(tp_ingress_server *srv);
+/* Frees a server that is not running. */
+void tp_ingress_server_free(tp_ingress_server *srv);
+
+/* SHA-256 over the canonical form of the validated fields of req (source, tenant, plan,
+ * environment, seats, storage): two bodies that mean the same thing share a fingerprint. */
+int tp_ingress_fingerprint(const tp_request *req, unsigned char fp[32]);
+
+/* ---- the default OPA pre-check (worker/policy behind it) ------------------------------------ */
+
+typedef struct tp_ingress_opa tp_ingress_opa;
+/* Reads opa.url, opa.timeout_ms, quota.tiers_file, policy.region_allowlist, jwt.admin_role.
+ * Returns 0 or TP_ECONFIG / TP_EIO / TP_ENOMEM with errstr filled. */
+int tp_ingress_opa_new(const tp_config *cfg, tp_ingress_opa **out, char *errstr, size_t errstr_size);
+void tp_ingress_opa_free(tp_ingress_opa *opa);
+/* Asks OPA with action "provision" and the given owned-tenant count. Blocking; any thread (one
+ * curl client per thread, kept for keep-alive). Returns 0 with out filled, or
+ * TP_EOPA_UNAVAILABLE / TP_EOPA_BAD_RESPONSE / TP_ENOMEM. */
+int tp_ingress_opa_decide(tp_ingress_opa *opa, const tp_request *req, int owned_tenants,
+                          tp_policy_decision *out);
+/* A pre_check hook for tp_ingress_hooks with opaque = tp_ingress_opa* (owned tenants = 0; wrap
+ * it to pass the caller's real count from PostgreSQL). */
+int tp_ingress_opa_pre_check(void *opaque, const tp_request *req, tp_policy_decision *out);
 
 #endif

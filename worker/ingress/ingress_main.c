@@ -1,13 +1,23 @@
-/* tp-ingress: serve the admin and self-serve HTTP API (argument parsing; the component fills in the rest). */
+/* tp-ingress: serve the admin and self-serve HTTP API: config, the server with its default hooks
+ * (OPA pre-check through worker/policy), SIGTERM drain. Kafka, PostgreSQL hooks: wired by the lead. */
+#include "tp/config.h"
+#include "tp/error.h"
+#include "tp/ingress.h"
+#include "tp/log.h"
+
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void usage(FILE *out) {
     fprintf(out, "usage: tp-ingress [--config FILE] [--help] [--version]\n"
-                 "  serve the admin and self-serve HTTP API\n");
+                 "  serve the admin and self-serve HTTP API on 127.0.0.1:<ingress.listen_port>\n");
 }
 
 int main(int argc, char **argv) {
+    const char *config_file = NULL;
+    char errstr[512] = "";
+    int status = 1;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
@@ -17,7 +27,38 @@ int main(int argc, char **argv) {
             printf("tp-ingress %s\n", TP_VERSION);
             return 0;
         }
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            config_file = argv[++i];
+            continue;
+        }
+        usage(stderr);
+        return 2;
     }
-    usage(stderr);
-    return 2;
+    /* Hooks block on the libuv pool; give it more than the default 4 threads. */
+    setenv("UV_THREADPOOL_SIZE", "16", 0);
+
+    tp_config *cfg = tp_config_new();
+    tp_ingress_opa *opa = NULL;
+    tp_ingress_server *srv = NULL;
+    if (!cfg) {
+        fprintf(stderr, "tp-ingress: out of memory\n");
+        return 1;
+    }
+    if ((config_file && tp_config_load_file(cfg, config_file, errstr, sizeof(errstr)) != 0) ||
+        tp_config_apply_env(cfg, errstr, sizeof(errstr)) != 0)
+        goto out_error;
+    if (tp_ingress_opa_new(cfg, &opa, errstr, sizeof(errstr)) != 0)
+        goto out_error;
+    tp_ingress_hooks hooks = {.opaque = opa, .pre_check = tp_ingress_opa_pre_check};
+    if (tp_ingress_server_new(cfg, &hooks, &srv, errstr, sizeof(errstr)) != 0)
+        goto out_error;
+    status = tp_ingress_server_run(srv, true) == 0 ? 0 : 1;
+    goto out_free;
+out_error:
+    tp_log_error("ingress", "startup failed: %s", errstr);
+out_free:
+    tp_ingress_server_free(srv);
+    tp_ingress_opa_free(opa);
+    tp_config_free(cfg);
+    return status;
 }

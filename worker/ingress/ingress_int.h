@@ -1,0 +1,40 @@
+/* ingress_int.h: private declarations of worker/ingress (routes and Prometheus metrics). */
+#ifndef TP_INGRESS_INT_H
+#define TP_INGRESS_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum tp_ingress_route {
+    TP_ROUTE_ADMIN_TENANTS = 0, /* POST /api/admin/tenants */
+    TP_ROUTE_SELF_SERVE,        /* POST /api/tenants/provision */
+    TP_ROUTE_STATUS,            /* GET /api/provisioning/requests/{id} */
+    TP_ROUTE_HEALTHZ,
+    TP_ROUTE_READYZ,
+    TP_ROUTE_METRICS,
+    TP_ROUTE_OTHER,
+    TP_ROUTE_COUNT_
+} tp_ingress_route;
+
+#define TP_METRICS_BUCKETS 12
+#define TP_METRICS_STATUS_MAX 600
+
+/* Counters of the server; touched by the loop thread only. */
+typedef struct tp_ingress_metrics {
+    uint64_t requests[TP_ROUTE_COUNT_][TP_METRICS_STATUS_MAX];
+    uint64_t latency_buckets[TP_ROUTE_COUNT_][TP_METRICS_BUCKETS]; /* cumulative at render */
+    uint64_t latency_count[TP_ROUTE_COUNT_];
+    double latency_sum_s[TP_ROUTE_COUNT_];
+    int64_t in_flight;
+    uint64_t produce_errors;
+    uint64_t auth_failures;
+} tp_ingress_metrics;
+
+/* The route label ("admin_tenants", ...). */
+const char *tp_ingress_route_name(tp_ingress_route r);
+/* Records one finished request. */
+void tp_ingress_metrics_observe(tp_ingress_metrics *m, tp_ingress_route r, int status, double seconds);
+/* Renders Prometheus text exposition 0.0.4; returns a new malloc'd string (length in *len) or NULL. */
+char *tp_ingress_metrics_render(const tp_ingress_metrics *m, size_t *len);
+
+#endif

@@ -1,0 +1,113 @@
+/* metrics.c: Prometheus text exposition of tp-ingress: requests by route and status, a latency
+ * histogram per route, requests in flight, produce and auth failures. */
+#include "ingress/ingress_int.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const double bucket_le[TP_METRICS_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                     0.1,   0.25,   0.5,   1.0,  2.5,   10.0};
+static const char *const route_names[TP_ROUTE_COUNT_] = {
+    "admin_tenants", "self_serve_provision", "request_status", "healthz", "readyz", "metrics", "other"};
+
+const char *tp_ingress_route_name(tp_ingress_route r) {
+    return (unsigned)r < TP_ROUTE_COUNT_ ? route_names[r] : "other";
+}
+
+void tp_ingress_metrics_observe(tp_ingress_metrics *m, tp_ingress_route r, int status, double seconds) {
+    if ((unsigned)r >= TP_ROUTE_COUNT_)
+        r = TP_ROUTE_OTHER;
+    if (status < 0 || status >= TP_METRICS_STATUS_MAX)
+        status = 0;
+    m->requests[r][status]++;
+    for (int b = 0; b < TP_METRICS_BUCKETS; b++) {
+        if (seconds <= bucket_le[b]) {
+            m->latency_buckets[r][b]++;
+            break;
+        }
+    }
+    m->latency_count[r]++;
+    m->latency_sum_s[r] += seconds;
+}
+
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    int failed;
+} sbuf;
+
+__attribute__((format(printf, 2, 3))) static void put(sbuf *b, const char *fmt, ...) {
+    for (;;) {
+        va_list ap;
+        if (b->failed)
+            return;
+        size_t room = b->cap - b->len;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->failed = 1;
+            return;
+        }
+        if ((size_t)n < room) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t ncap = (b->cap ? b->cap * 2 : 4096) + (size_t)n;
+        char *np = realloc(b->p, ncap);
+        if (!np) {
+            b->failed = 1;
+            return;
+        }
+        b->p = np;
+        b->cap = ncap;
+    }
+}
+
+char *tp_ingress_metrics_render(const tp_ingress_metrics *m, size_t *len) {
+    sbuf b = {0};
+    put(&b, "# HELP tp_ingress_requests_total HTTP requests answered, by route and status.\n"
+            "# TYPE tp_ingress_requests_total counter\n");
+    for (int r = 0; r < TP_ROUTE_COUNT_; r++)
+        for (int s = 0; s < TP_METRICS_STATUS_MAX; s++)
+            if (m->requests[r][s])
+                put(&b, "tp_ingress_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
+                    route_names[r], s, (unsigned long long)m->requests[r][s]);
+    put(&b, "# HELP tp_ingress_request_duration_seconds Time from request to response.\n"
+            "# TYPE tp_ingress_request_duration_seconds histogram\n");
+    for (int r = 0; r < TP_ROUTE_COUNT_; r++) {
+        if (!m->latency_count[r])
+            continue;
+        uint64_t cum = 0;
+        for (int bk = 0; bk < TP_METRICS_BUCKETS; bk++) {
+            cum += m->latency_buckets[r][bk];
+            put(&b, "tp_ingress_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
+                route_names[r], bucket_le[bk], (unsigned long long)cum);
+        }
+        put(&b, "tp_ingress_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n"
+                "tp_ingress_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
+                "tp_ingress_request_duration_seconds_count{route=\"%s\"} %llu\n",
+            route_names[r], (unsigned long long)m->latency_count[r], route_names[r],
+            m->latency_sum_s[r], route_names[r], (unsigned long long)m->latency_count[r]);
+    }
+    put(&b, "# HELP tp_ingress_requests_in_flight Requests being handled.\n"
+            "# TYPE tp_ingress_requests_in_flight gauge\n"
+            "tp_ingress_requests_in_flight %lld\n"
+            "# HELP tp_ingress_produce_errors_total Enqueue (Kafka) failures.\n"
+            "# TYPE tp_ingress_produce_errors_total counter\n"
+            "tp_ingress_produce_errors_total %llu\n"
+            "# HELP tp_ingress_auth_failures_total Requests rejected with 401.\n"
+            "# TYPE tp_ingress_auth_failures_total counter\n"
+            "tp_ingress_auth_failures_total %llu\n",
+        (long long)m->in_flight, (unsigned long long)m->produce_errors,
+        (unsigned long long)m->auth_failures);
+    if (b.failed) {
+        free(b.p);
+        return NULL;
+    }
+    if (len)
+        *len = b.len;
+    return b.p;
+}

@@ -1,0 +1,92 @@
+/* opa_hook.c: the default OPA pre-check of tp-ingress on top of worker/policy: the same input
+ * document and policy as the worker's policy stage, one keep-alive curl client per pool thread. */
+#include "tp/error.h"
+#include "tp/ingress.h"
+#include "tp/policy.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct tp_ingress_opa {
+    char *url;
+    long timeout_ms;
+    char *tiers_json;
+    char *allowlist;
+    char *admin_role;
+};
+
+/* Pool threads live as long as the process; each keeps one client (never freed: LSan sees it
+ * through the thread's TLS). */
+static _Thread_local tp_policy_client *tl_client;
+static _Thread_local char tl_url[256];
+
+int tp_ingress_opa_new(const tp_config *cfg, tp_ingress_opa **out, char *errstr, size_t errstr_size) {
+    int rc = TP_ENOMEM;
+    size_t len = 0;
+    const char *tiers_file = tp_config_get(cfg, "quota.tiers_file");
+    *out = NULL;
+    tp_ingress_opa *o = calloc(1, sizeof(*o));
+    if (!o)
+        goto out_nomem;
+    o->url = strdup(tp_config_get(cfg, "opa.url"));
+    o->allowlist = strdup(tp_config_get(cfg, "policy.region_allowlist"));
+    o->admin_role = strdup(tp_config_get(cfg, "jwt.admin_role"));
+    o->timeout_ms = (long)tp_config_get_int(cfg, "opa.timeout_ms");
+    if (!o->url || !o->allowlist || !o->admin_role)
+        goto out_nomem;
+    if (strlen(o->url) >= sizeof(tl_url)) {
+        snprintf(errstr, errstr_size, "opa.url is too long");
+        rc = TP_ECONFIG;
+        goto out_free;
+    }
+    if (*tiers_file) {
+        rc = tp_read_file(tiers_file, 1 << 20, &o->tiers_json, &len);
+        if (rc != 0) {
+            snprintf(errstr, errstr_size, "quota.tiers_file %s: %s", tiers_file, tp_strerror(rc));
+            goto out_free;
+        }
+    }
+    *out = o;
+    return 0;
+out_nomem:
+    snprintf(errstr, errstr_size, "out of memory");
+out_free:
+    tp_ingress_opa_free(o);
+    return rc;
+}
+
+void tp_ingress_opa_free(tp_ingress_opa *o) {
+    if (!o)
+        return;
+    free(o->url);
+    free(o->tiers_json);
+    free(o->allowlist);
+    free(o->admin_role);
+    free(o);
+}
+
+int tp_ingress_opa_decide(tp_ingress_opa *o, const tp_request *req, int owned_tenants,
+                          tp_policy_decision *out) {
+    if (!tl_client || strcmp(tl_url, o->url) != 0) {
+        tp_policy_client_free(tl_client);
+        tl_client = tp_policy_client_new(o->url, o->timeout_ms);
+        if (!tl_client)
+            return TP_ENOMEM;
+        snprintf(tl_url, sizeof(tl_url), "%s", o->url);
+    }
+    tp_policy_context ctx = {.owned_tenants = owned_tenants,
+                             .tiers_json = o->tiers_json,
+                             .region_allowlist_csv = o->allowlist,
+                             .admin_role = o->admin_role};
+    char *input = tp_policy_build_input_ctx(req, "provision", &ctx);
+    if (!input)
+        return TP_ENOMEM;
+    int rc = tp_policy_decide(tl_client, input, out);
+    free(input);
+    return rc;
+}
+
+int tp_ingress_opa_pre_check(void *opaque, const tp_request *req, tp_policy_decision *out) {
+    return tp_ingress_opa_decide(opaque, req, 0, out);
+}

@@ -1,0 +1,797 @@
+/* server.c: tp-ingress's libh2o server on a libuv loop: routing, auth, content checks and
+ * validation on the loop thread; the blocking hooks (idempotency, OPA, enqueue, status, readiness)
+ * on the libuv pool via uv_queue_work; answers and metrics back on the loop thread. */
+#include "ingress/ingress_int.h"
+#include "tp/error.h"
+#include "tp/ingress.h"
+#include "tp/log.h"
+
+#include <h2o.h>
+#include <jansson.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <uv.h>
+
+#define COMPONENT "ingress"
+#define DRAIN_MAX_MS 10000
+#define RETRY_AFTER_S "2"
+
+struct tp_ingress_server {
+    tp_auth *auth;
+    tp_ingress_hooks hooks;
+    char *allowlist;
+    size_t body_limit;
+    int port;
+    uv_loop_t loop;
+    uv_tcp_t listener;
+    uv_async_t stop_async;
+    uv_signal_t sig_term, sig_int;
+    uv_timer_t drain_timer;
+    bool loop_ready, listening, signals, stopping;
+    uint64_t drain_started_ms;
+    h2o_globalconf_t h2o_cfg;
+    h2o_context_t h2o_ctx;
+    h2o_accept_ctx_t accept_ctx;
+    bool h2o_ctx_ready;
+    tp_ingress_metrics metrics;
+};
+
+typedef struct handler {
+    h2o_handler_t super;
+    tp_ingress_server *srv;
+} handler;
+
+typedef enum job_kind { JOB_SUBMIT, JOB_STATUS, JOB_READY } job_kind;
+
+typedef struct job job;
+
+/* Lives in the request's pool; its dispose callback tells the job the request is gone. */
+typedef struct req_guard {
+    job *job;
+} req_guard;
+
+struct job {
+    uv_work_t work;
+    tp_ingress_server *srv;
+    h2o_req_t *req; /* NULL once h2o disposed the request (client went away) */
+    req_guard *guard;
+    tp_ingress_route route;
+    uint64_t start_ns;
+    job_kind kind;
+    tp_caller caller;
+    tp_request request;
+    unsigned char fp[32];
+    char status_id[TP_REQUEST_ID_MAX + 1];
+    /* results, written by the pool thread */
+    int rc;
+    int failed_hook; /* 0 none, 1 idempotency, 2 pre-check, 3 enqueue, 4 status, 5 ready */
+    bool replayed;
+    tp_policy_decision decision;
+    bool have_decision;
+    char *status_json;
+    char owner[TP_ACTOR_ID_MAX + 1];
+    char detail[256];
+};
+
+/* ---- responses (loop thread) ---------------------------------------------------------------- */
+
+static void finish(tp_ingress_server *srv, tp_ingress_route route, uint64_t start_ns, int status) {
+    double secs = (double)(uv_hrtime() - start_ns) / 1e9;
+    tp_ingress_metrics_observe(&srv->metrics, route, status, secs);
+    if (status == 401)
+        srv->metrics.auth_failures++;
+    srv->metrics.in_flight--;
+}
+
+static const char *reason_phrase(int status) {
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Content";
+    case 503: return "Service Unavailable";
+    default: return "Internal Server Error";
+    }
+}
+
+static void send_body(h2o_req_t *req, int status, const char *content_type, const char *body,
+                      size_t len) {
+    req->res.status = status;
+    req->res.reason = reason_phrase(status);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,
+                   strlen(content_type));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                   H2O_STRLIT("no-store"));
+    req->res.content_length = len; /* without it a POST answer closes the connection */
+    h2o_send_inline(req, body, len);
+}
+
+static void send_problem(tp_ingress_server *srv, h2o_req_t *req, tp_ingress_route route,
+                         uint64_t start_ns, tp_problem *p) {
+    size_t len = 0;
+    char *js = p ? tp_problem_to_json(p, &len) : NULL;
+    int status = p ? tp_problem_status(p) : 500;
+    if (status == 401)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
+                       H2O_STRLIT("Bearer realm=\"tenant-provisioner\", error=\"invalid_token\""));
+    if (status == 503)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL,
+                       H2O_STRLIT(RETRY_AFTER_S));
+    if (status == 405) {
+        const char *allow = route == TP_ROUTE_ADMIN_TENANTS || route == TP_ROUTE_SELF_SERVE ? "POST" : "GET";
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("allow"), 0, NULL, allow,
+                              strlen(allow));
+    }
+    if (js) {
+        send_body(req, status, "application/problem+json", js, len);
+    } else {
+        static const char fallback[] = "{\"type\":\"" TP_PROBLEM_TYPE_PREFIX "internal-error\","
+                                       "\"title\":\"Internal error\",\"status\":500}";
+        status = 500;
+        send_body(req, status, "application/problem+json", fallback, sizeof(fallback) - 1);
+    }
+    free(js);
+    tp_problem_free(p);
+    finish(srv, route, start_ns, status);
+}
+
+static void send_simple_problem(tp_ingress_server *srv, h2o_req_t *req, tp_ingress_route route,
+                                uint64_t start_ns, tp_problem_kind kind, const char *detail) {
+    send_problem(srv, req, route, start_ns, tp_problem_new(kind, detail));
+}
+
+static void send_json(tp_ingress_server *srv, h2o_req_t *req, tp_ingress_route route,
+                      uint64_t start_ns, int status, json_t *obj) {
+    char *js = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(obj);
+    if (!js) {
+        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_INTERNAL, "out of memory");
+        return;
+    }
+    send_body(req, status, "application/json", js, strlen(js));
+    free(js);
+    finish(srv, route, start_ns, status);
+}
+
+/* ---- helpers -------------------------------------------------------------------------------- */
+
+static h2o_iovec_t header_value(h2o_req_t *req, const h2o_token_t *token) {
+    ssize_t i = h2o_find_header(&req->headers, token, -1);
+    return i < 0 ? h2o_iovec_init(NULL, 0) : req->headers.entries[i].value;
+}
+
+static h2o_iovec_t header_value_str(h2o_req_t *req, const char *name, size_t len) {
+    ssize_t i = h2o_find_header_by_str(&req->headers, name, len, -1);
+    return i < 0 ? h2o_iovec_init(NULL, 0) : req->headers.entries[i].value;
+}
+
+/* application/json, optionally with parameters ("; charset=utf-8"), any case. */
+static bool is_json_content_type(h2o_iovec_t ct) {
+    static const char want[] = "application/json";
+    size_t n = sizeof(want) - 1;
+    if (ct.len < n || strncasecmp(ct.base, want, n) != 0)
+        return false;
+    for (size_t i = n; i < ct.len; i++) {
+        if (ct.base[i] == ';')
+            return true;
+        if (ct.base[i] != ' ' && ct.base[i] != '\t')
+            return false;
+    }
+    return true;
+}
+
+/* Printable ASCII without spaces, 1..cap-1 bytes. */
+static bool copy_token(char *dst, size_t cap, h2o_iovec_t v) {
+    if (v.len == 0 || v.len >= cap)
+        return false;
+    for (size_t i = 0; i < v.len; i++)
+        if ((unsigned char)v.base[i] <= 0x20 || (unsigned char)v.base[i] >= 0x7f)
+            return false;
+    memcpy(dst, v.base, v.len);
+    dst[v.len] = '\0';
+    return true;
+}
+
+static void new_request_id(char out[37]) {
+    unsigned char b[16];
+    randombytes_buf(b, sizeof(b));
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+             b[15]);
+}
+
+int tp_ingress_fingerprint(const tp_request *req, unsigned char fp[32]) {
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "source",
+                          tp_source_name(req->source), "name", req->tenant.name, "slug",
+                          req->tenant.slug, "residency", tp_residency_name(req->tenant.residency),
+                          "region", req->tenant.region, "plan", tp_plan_name(req->plan),
+                          "environment", tp_environment_name(req->environment));
+    if (!o)
+        return TP_ENOMEM;
+    if (req->has_requested_seats)
+        json_object_set_new(o, "requestedSeats", json_integer(req->requested_seats));
+    if (req->has_storage_estimate)
+        json_object_set_new(o, "storageEstimateBytes", json_integer(req->storage_estimate_bytes));
+    char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(o);
+    if (!s)
+        return TP_ENOMEM;
+    crypto_hash_sha256(fp, (const unsigned char *)s, strlen(s));
+    free(s);
+    return 0;
+}
+
+/* ---- jobs on the pool ----------------------------------------------------------------------- */
+
+static void guard_dispose(void *p) {
+    req_guard *g = p;
+    if (g->job)
+        g->job->req = NULL;
+}
+
+static job *job_new(tp_ingress_server *srv, h2o_req_t *req, tp_ingress_route route,
+                    uint64_t start_ns, job_kind kind) {
+    job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return NULL;
+    j->srv = srv;
+    j->req = req;
+    j->route = route;
+    j->start_ns = start_ns;
+    j->kind = kind;
+    j->work.data = j;
+    j->guard = h2o_mem_alloc_shared(&req->pool, sizeof(*j->guard), guard_dispose);
+    j->guard->job = j;
+    return j;
+}
+
+static void run_submit(job *j) {
+    const tp_ingress_hooks *h = &j->srv->hooks;
+    int rc;
+    if (j->request.idempotency_key[0] && h->idempotency_lookup) {
+        char id[TP_REQUEST_ID_MAX + 1] = "";
+        rc = h->idempotency_lookup(h->opaque, j->caller.sub, j->request.idempotency_key, j->fp, id,
+                                   sizeof(id));
+        if (rc == 0) {
+            snprintf(j->request.request_id, sizeof(j->request.request_id), "%s", id);
+            j->replayed = true;
+            return;
+        }
+        if (rc != TP_ENOT_FOUND) {
+            j->rc = rc;
+            j->failed_hook = 1;
+            return;
+        }
+    }
+    if (h->pre_check) {
+        rc = h->pre_check(h->opaque, &j->request, &j->decision);
+        if (rc != 0) {
+            j->rc = rc;
+            j->failed_hook = 2;
+            return;
+        }
+        j->have_decision = true;
+        if (!j->decision.allow) {
+            j->rc = TP_EPOLICY_DENIED;
+            j->failed_hook = 2;
+            return;
+        }
+    }
+    if (!h->enqueue) {
+        j->rc = TP_EUNAVAILABLE;
+        j->failed_hook = 3;
+        snprintf(j->detail, sizeof(j->detail), "no request queue is configured");
+        return;
+    }
+    rc = h->enqueue(h->opaque, &j->request, j->fp);
+    if (rc != 0) {
+        j->rc = rc;
+        j->failed_hook = 3;
+    }
+}
+
+static void work_cb(uv_work_t *w) {
+    job *j = w->data;
+    const tp_ingress_hooks *h = &j->srv->hooks;
+    switch (j->kind) {
+    case JOB_SUBMIT:
+        run_submit(j);
+        break;
+    case JOB_STATUS:
+        if (!h->status_lookup) {
+            j->rc = TP_ENOT_FOUND;
+            break;
+        }
+        j->rc = h->status_lookup(h->opaque, j->status_id, &j->status_json, j->owner, sizeof(j->owner));
+        j->failed_hook = j->rc ? 4 : 0;
+        break;
+    case JOB_READY:
+        j->rc = h->ready ? h->ready(h->opaque, j->detail, sizeof(j->detail)) : 0;
+        j->failed_hook = j->rc ? 5 : 0;
+        break;
+    }
+}
+
+static void answer_submit(job *j) {
+    tp_ingress_server *srv = j->srv;
+    h2o_req_t *req = j->req;
+    tp_log_ctx lc = {.request_id = j->request.request_id};
+    if (j->rc == 0) {
+        char loc[64 + TP_REQUEST_ID_MAX];
+        snprintf(loc, sizeof(loc), "/api/provisioning/requests/%s", j->request.request_id);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_LOCATION, NULL,
+                       h2o_strdup(&req->pool, loc, SIZE_MAX).base, strlen(loc));
+        json_t *body = json_pack("{s:b, s:s, s:s}", "success", 1, "requestId",
+                                 j->request.request_id, "status", "ACCEPTED");
+        if (body && j->have_decision)
+            json_object_set_new(body, "policy",
+                                json_pack("{s:{s:b, s:s}}", "opa", "allow", j->decision.allow,
+                                          "decisionId", j->decision.decision_id));
+        if (body && j->replayed)
+            json_object_set_new(body, "replayed", json_true());
+        tp_log(TP_LOG_INFO, COMPONENT, &lc, "accepted %s %s slug=%s",
+               tp_source_name(j->request.source), j->replayed ? "(replay)" : "",
+               j->request.tenant.slug);
+        send_json(srv, req, j->route, j->start_ns, 202, body);
+        return;
+    }
+    tp_problem *p = NULL;
+    if (j->rc == TP_EPOLICY_DENIED) {
+        p = tp_problem_new(TP_PROBLEM_POLICY_DENIED, "the provisioning policy denied this request");
+        for (int i = 0; p && i < j->decision.n_reasons && i < TP_POLICY_REASONS_MAX; i++)
+            tp_problem_add_reason(p, j->decision.reasons[i]);
+        if (p && j->decision.decision_id[0])
+            tp_problem_set_string(p, "decisionId", j->decision.decision_id);
+    } else if (j->rc == TP_EIDEMPOTENCY_MISMATCH) {
+        p = tp_problem_new(TP_PROBLEM_IDEMPOTENCY, "this Idempotency-Key was used with another body");
+    } else if (j->rc == TP_ECONFLICT || j->rc == TP_ESLUG_TAKEN) {
+        p = tp_problem_new(TP_PROBLEM_SLUG_TAKEN, "the slug is owned by another tenant");
+    } else {
+        static const char *const what[] = {"", "idempotency store", "policy engine", "request queue"};
+        char detail[384];
+        if (j->failed_hook == 3)
+            srv->metrics.produce_errors++;
+        snprintf(detail, sizeof(detail), "%s unavailable (%s)%s%s",
+                 what[j->failed_hook >= 1 && j->failed_hook <= 3 ? j->failed_hook : 0],
+                 tp_err_name(j->rc), j->detail[0] ? ": " : "", j->detail);
+        tp_log(TP_LOG_WARN, COMPONENT, &lc, "%s", detail);
+        p = tp_problem_new(TP_PROBLEM_UNAVAILABLE, detail);
+        if (p)
+            tp_problem_set_string(p, "retryAfter", RETRY_AFTER_S);
+    }
+    send_problem(srv, req, j->route, j->start_ns, p);
+}
+
+static void answer_status(job *j) {
+    h2o_req_t *req = j->req;
+    if (j->rc == TP_ENOT_FOUND ||
+        (j->rc == 0 && strcmp(j->owner, j->caller.sub) != 0 && !j->caller.is_admin)) {
+        /* Someone else's request looks exactly like a missing one. */
+        send_simple_problem(j->srv, req, j->route, j->start_ns, TP_PROBLEM_NOT_FOUND,
+                            "no such provisioning request");
+    } else if (j->rc != 0 || !j->status_json) {
+        tp_problem *p = tp_problem_new(TP_PROBLEM_UNAVAILABLE, "status store unavailable");
+        send_problem(j->srv, req, j->route, j->start_ns, p);
+    } else {
+        send_body(req, 200, "application/json", j->status_json, strlen(j->status_json));
+        finish(j->srv, j->route, j->start_ns, 200);
+    }
+}
+
+static void after_work_cb(uv_work_t *w, int status) {
+    job *j = w->data;
+    (void)status;
+    if (j->req) {
+        j->guard->job = NULL;
+        switch (j->kind) {
+        case JOB_SUBMIT:
+            answer_submit(j);
+            break;
+        case JOB_STATUS:
+            answer_status(j);
+            break;
+        case JOB_READY:
+            if (j->rc == 0) {
+                send_json(j->srv, j->req, j->route, j->start_ns, 200, json_pack("{s:s}", "status", "ready"));
+            } else {
+                char detail[320];
+                snprintf(detail, sizeof(detail), "not ready: %s", j->detail[0] ? j->detail : tp_err_name(j->rc));
+                send_simple_problem(j->srv, j->req, j->route, j->start_ns, TP_PROBLEM_UNAVAILABLE, detail);
+            }
+            break;
+        }
+    } else {
+        /* The client went away; the answer has nowhere to go (the enqueue, if any, stands). */
+        if (j->kind == JOB_SUBMIT && j->failed_hook == 3)
+            j->srv->metrics.produce_errors++;
+        finish(j->srv, j->route, j->start_ns, 499);
+    }
+    free(j->status_json);
+    free(j);
+}
+
+static int queue_job(job *j) {
+    int rc = uv_queue_work(&j->srv->loop, &j->work, work_cb, after_work_cb);
+    if (rc != 0) {
+        j->guard->job = NULL;
+        free(j);
+        return TP_EIO;
+    }
+    return 0;
+}
+
+/* ---- routes (loop thread) ------------------------------------------------------------------- */
+
+static bool authenticate(tp_ingress_server *srv, h2o_req_t *req, tp_ingress_route route,
+                         uint64_t start_ns, tp_caller *caller) {
+    tp_problem *p = NULL;
+    h2o_iovec_t authz = header_value(req, H2O_TOKEN_AUTHORIZATION);
+    int rc = tp_auth_check(srv->auth, authz.base, authz.len, 0, caller, &p);
+    if (rc == 0)
+        return true;
+    send_problem(srv, req, route, start_ns, p); /* NULL p (no memory) becomes a 500 */
+    return false;
+}
+
+static void handle_submit(tp_ingress_server *srv, h2o_req_t *req, tp_ingress_route route,
+                          uint64_t start_ns) {
+    tp_caller caller;
+    if (!authenticate(srv, req, route, start_ns, &caller))
+        return;
+    if (route == TP_ROUTE_ADMIN_TENANTS && !caller.is_admin) {
+        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_FORBIDDEN,
+                            "the admin endpoint needs the admin role");
+        return;
+    }
+    if (!is_json_content_type(header_value(req, H2O_TOKEN_CONTENT_TYPE))) {
+        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_UNSUPPORTED_MEDIA,
+                            "send the body as application/json");
+        return;
+    }
+    if (req->entity.len > srv->body_limit) {
+        char detail[96];
+        snprintf(detail, sizeof(detail), "the body limit is %zu bytes", srv->body_limit);
+        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_TOO_LARGE, detail);
+        return;
+    }
+    tp_source source = route == TP_ROUTE_ADMIN_TENANTS ? TP_SOURCE_ADMIN_API : TP_SOURCE_SELF_SERVE_API;
+    tp_request parsed;
+    tp_problem *p = NULL;
+    int rc = tp_ingress_parse_body(req->entity.base, req->entity.base ? req->entity.len : 0, source,
+                                   srv->allowlist, &parsed, &p);
+    if (rc != 0) {
+        send_problem(srv, req, route, start_ns, p);
+        return;
+    }
+    h2o_iovec_t key = header_value_str(req, H2O_STRLIT("idempotency-key"));
+    if (key.base && !copy_token(parsed.idempotency_key, sizeof(parsed.idempotency_key), key)) {
+        p = tp_problem_new(TP_PROBLEM_VALIDATION, "invalid Idempotency-Key header");
+        if (p)
+            tp_problem_add_error(p, "/headers/Idempotency-Key", "pattern",
+                                 "1..255 visible ASCII characters");
+        send_problem(srv, req, route, start_ns, p);
+        return;
+    }
+    job *j = job_new(srv, req, route, start_ns, JOB_SUBMIT);
+    if (!j) {
+        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_INTERNAL, "out of memory");
+        return;
+    }
+    j->caller = caller;
+    j->request = parsed;
+    tp_request *r = &j->request;
+    new_request_id(r->request_id);
+    snprintf(r->actor.id, sizeof(r->actor.id), "%s", caller.sub);
+    snprintf(r->actor.type, sizeof(r->actor.type), "user");
+    r->actor.n_roles = caller.n_roles;
+    memcpy(r->actor.roles, caller.roles, sizeof(r->actor.roles));
+    h2o_iovec_t corr = header_value_str(req, H2O_STRLIT("x-correlation-id"));
+    if (!copy_token(r->correlation_id, sizeof(r->correlation_id), corr))
+        snprintf(r->correlation_id, sizeof(r->correlation_id), "%s", r->request_id);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    r->submitted_at_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (tp_ingress_fingerprint(r, j->fp) != 0) {
+        j->guard->job = NULL;
+        free(j);
+        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_INTERNAL, "out of memory");
+        return;
+    }
+    if (queue_job(j) != 0) /* freed j */
+        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_INTERNAL, "could not schedule");
+}
+
+static void handle_status(tp_ingress_server *srv, h2o_req_t *req, const char *id, size_t id_len,
+                          uint64_t start_ns) {
+    tp_caller caller;
+    tp_ingress_route route = TP_ROUTE_STATUS;
+    if (!authenticate(srv, req, route, start_ns, &caller))
+        return;
+    char idbuf[TP_REQUEST_ID_MAX + 1];
+    bool ok = id_len > 0 && id_len < sizeof(idbuf);
+    for (size_t i = 0; ok && i < id_len; i++) {
+        char c = id[i];
+        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+             c == '-' || c == '_' || c == '.' || c == ':';
+    }
+    if (!ok) {
+        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_NOT_FOUND, "no such provisioning request");
+        return;
+    }
+    memcpy(idbuf, id, id_len);
+    idbuf[id_len] = '\0';
+    job *j = job_new(srv, req, route, start_ns, JOB_STATUS);
+    if (!j) {
+        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_INTERNAL, "out of memory");
+        return;
+    }
+    j->caller = caller;
+    snprintf(j->status_id, sizeof(j->status_id), "%s", idbuf);
+    if (queue_job(j) != 0)
+        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_INTERNAL, "could not schedule");
+}
+
+static bool path_is(h2o_iovec_t path, const char *s) { return h2o_memis(path.base, path.len, s, strlen(s)); }
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req) {
+    tp_ingress_server *srv = ((handler *)self)->srv;
+    uint64_t start_ns = uv_hrtime();
+    h2o_iovec_t path = req->path_normalized;
+    bool get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
+    bool post = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"));
+    static const char status_prefix[] = "/api/provisioning/requests/";
+    const size_t sp_len = sizeof(status_prefix) - 1;
+    tp_ingress_route route = TP_ROUTE_OTHER;
+    bool want_post = false;
+
+    srv->metrics.in_flight++;
+    if (path_is(path, "/api/admin/tenants")) {
+        route = TP_ROUTE_ADMIN_TENANTS;
+        want_post = true;
+    } else if (path_is(path, "/api/tenants/provision")) {
+        route = TP_ROUTE_SELF_SERVE;
+        want_post = true;
+    } else if (path.len > sp_len && memcmp(path.base, status_prefix, sp_len) == 0) {
+        route = TP_ROUTE_STATUS;
+    } else if (path_is(path, "/healthz")) {
+        route = TP_ROUTE_HEALTHZ;
+    } else if (path_is(path, "/readyz")) {
+        route = TP_ROUTE_READYZ;
+    } else if (path_is(path, "/metrics")) {
+        route = TP_ROUTE_METRICS;
+    } else {
+        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_NOT_FOUND, "no such resource");
+        return 0;
+    }
+    if (want_post ? !post : !get) {
+        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_METHOD_NOT_ALLOWED,
+                            want_post ? "use POST" : "use GET");
+        return 0;
+    }
+    if (srv->stopping && route != TP_ROUTE_HEALTHZ) {
+        tp_problem *p = tp_problem_new(TP_PROBLEM_UNAVAILABLE, "shutting down");
+        send_problem(srv, req, route, start_ns, p);
+        return 0;
+    }
+    switch (route) {
+    case TP_ROUTE_ADMIN_TENANTS:
+    case TP_ROUTE_SELF_SERVE:
+        handle_submit(srv, req, route, start_ns);
+        break;
+    case TP_ROUTE_STATUS:
+        handle_status(srv, req, path.base + sp_len, path.len - sp_len, start_ns);
+        break;
+    case TP_ROUTE_HEALTHZ:
+        send_json(srv, req, route, start_ns, 200, json_pack("{s:s}", "status", "ok"));
+        break;
+    case TP_ROUTE_READYZ: {
+        job *j = job_new(srv, req, route, start_ns, JOB_READY);
+        if (!j || queue_job(j) != 0)
+            send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_INTERNAL, "could not schedule");
+        break;
+    }
+    case TP_ROUTE_METRICS: {
+        /* Count this scrape before rendering so the gauge does not include it. */
+        srv->metrics.in_flight--;
+        size_t len = 0;
+        char *text = tp_ingress_metrics_render(&srv->metrics, &len);
+        srv->metrics.in_flight++;
+        if (!text) {
+            send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_INTERNAL, "out of memory");
+            break;
+        }
+        send_body(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+        free(text);
+        finish(srv, route, start_ns, 200);
+        break;
+    }
+    default:
+        break;
+    }
+    return 0;
+}
+
+/* ---- listener, lifecycle -------------------------------------------------------------------- */
+
+static void on_accept(uv_stream_t *listener, int status) {
+    tp_ingress_server *srv = listener->data;
+    if (status != 0 || srv->stopping)
+        return;
+    uv_tcp_t *conn = h2o_mem_alloc(sizeof(*conn));
+    uv_tcp_init(listener->loop, conn);
+    if (uv_accept(listener, (uv_stream_t *)conn) != 0) {
+        uv_close((uv_handle_t *)conn, (uv_close_cb)free);
+        return;
+    }
+    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)conn, (uv_close_cb)free);
+    h2o_accept(&srv->accept_ctx, sock);
+}
+
+static void begin_stop(tp_ingress_server *srv);
+
+static void on_stop_async(uv_async_t *a) { begin_stop(a->data); }
+
+static void on_signal(uv_signal_t *s, int signum) {
+    tp_log_info(COMPONENT, "signal %d: draining", signum);
+    begin_stop(s->data);
+}
+
+static void drain_tick(uv_timer_t *t) {
+    tp_ingress_server *srv = t->data;
+    uint64_t waited = uv_now(&srv->loop) - srv->drain_started_ms;
+    if (srv->metrics.in_flight > 0 && waited < DRAIN_MAX_MS)
+        return;
+    if (srv->metrics.in_flight > 0)
+        tp_log_warn(COMPONENT, "drain budget spent with %lld requests in flight",
+                    (long long)srv->metrics.in_flight);
+    uv_timer_stop(t);
+    uv_stop(&srv->loop);
+}
+
+static void begin_stop(tp_ingress_server *srv) {
+    if (srv->stopping)
+        return;
+    srv->stopping = true;
+    if (srv->listening) {
+        uv_close((uv_handle_t *)&srv->listener, NULL);
+        srv->listening = false;
+    }
+    srv->drain_started_ms = uv_now(&srv->loop);
+    uv_timer_start(&srv->drain_timer, drain_tick, 0, 20);
+}
+
+int tp_ingress_server_new(const tp_config *cfg, const tp_ingress_hooks *hooks,
+                          tp_ingress_server **out, char *errstr, size_t errstr_size) {
+    int rc, uvrc;
+    *out = NULL;
+    if (sodium_init() < 0) {
+        snprintf(errstr, errstr_size, "libsodium failed to initialise");
+        return TP_ECONFIG;
+    }
+    tp_ingress_server *srv = calloc(1, sizeof(*srv));
+    if (!srv) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return TP_ENOMEM;
+    }
+    if (hooks)
+        srv->hooks = *hooks;
+    int64_t limit = tp_config_get_int(cfg, "ingress.body_limit");
+    int64_t port = tp_config_get_int(cfg, "ingress.listen_port");
+    if (limit < 256 || limit > (64 << 20) || port < 0 || port > 65535) {
+        snprintf(errstr, errstr_size, "ingress.body_limit must be 256..64MiB and ingress.listen_port 0..65535");
+        rc = TP_ECONFIG;
+        goto out_free;
+    }
+    srv->body_limit = (size_t)limit;
+    srv->allowlist = strdup(tp_config_get(cfg, "policy.region_allowlist"));
+    if (!srv->allowlist) {
+        snprintf(errstr, errstr_size, "out of memory");
+        rc = TP_ENOMEM;
+        goto out_free;
+    }
+    rc = tp_auth_new(cfg, &srv->auth, errstr, errstr_size);
+    if (rc != 0)
+        goto out_free;
+
+    uv_loop_init(&srv->loop);
+    srv->loop_ready = true;
+    h2o_config_init(&srv->h2o_cfg);
+    /* h2o answers bodies above its limit itself (plain text); give it headroom so the handler
+     * answers moderately oversized bodies with a problem+json 413. */
+    srv->h2o_cfg.max_request_entity_size = srv->body_limit * 4;
+    h2o_hostconf_t *host = h2o_config_register_host(&srv->h2o_cfg, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *pathconf = h2o_config_register_path(host, "/", 0);
+    handler *hd = (handler *)h2o_create_handler(pathconf, sizeof(*hd));
+    hd->super.on_req = on_req;
+    hd->srv = srv;
+    h2o_context_init(&srv->h2o_ctx, &srv->loop, &srv->h2o_cfg);
+    srv->h2o_ctx_ready = true;
+    srv->accept_ctx.ctx = &srv->h2o_ctx;
+    srv->accept_ctx.hosts = srv->h2o_cfg.hosts;
+
+    struct sockaddr_in addr;
+    uv_ip4_addr("127.0.0.1", (int)port, &addr);
+    uv_tcp_init(&srv->loop, &srv->listener);
+    srv->listener.data = srv;
+    srv->listening = true;
+    if ((uvrc = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&addr, 0)) != 0 ||
+        (uvrc = uv_listen((uv_stream_t *)&srv->listener, 511, on_accept)) != 0) {
+        snprintf(errstr, errstr_size, "listen 127.0.0.1:%lld: %s", (long long)port, uv_strerror(uvrc));
+        rc = TP_EIO;
+        goto out_free;
+    }
+    struct sockaddr_storage bound;
+    int blen = sizeof(bound);
+    uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&bound, &blen);
+    srv->port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+
+    uv_async_init(&srv->loop, &srv->stop_async, on_stop_async);
+    srv->stop_async.data = srv;
+    uv_timer_init(&srv->loop, &srv->drain_timer);
+    srv->drain_timer.data = srv;
+    *out = srv;
+    return 0;
+out_free:
+    tp_ingress_server_free(srv);
+    return rc;
+}
+
+int tp_ingress_server_port(const tp_ingress_server *srv) { return srv->port; }
+
+int tp_ingress_server_run(tp_ingress_server *srv, bool handle_signals) {
+    signal(SIGPIPE, SIG_IGN);
+    if (handle_signals) {
+        uv_signal_init(&srv->loop, &srv->sig_term);
+        uv_signal_init(&srv->loop, &srv->sig_int);
+        srv->sig_term.data = srv->sig_int.data = srv;
+        uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
+        uv_signal_start(&srv->sig_int, on_signal, SIGINT);
+        srv->signals = true;
+    }
+    tp_log_info(COMPONENT, "listening on 127.0.0.1:%d", srv->port);
+    uv_run(&srv->loop, UV_RUN_DEFAULT);
+    tp_log_info(COMPONENT, "stopped");
+    return 0;
+}
+
+void tp_ingress_server_stop(tp_ingress_server *srv) { uv_async_send(&srv->stop_async); }
+
+static void close_walk(uv_handle_t *h, void *arg) {
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+void tp_ingress_server_free(tp_ingress_server *srv) {
+    if (!srv)
+        return;
+    if (srv->loop_ready) {
+        if (srv->h2o_ctx_ready)
+            h2o_context_dispose(&srv->h2o_ctx);
+        /* Whatever is left (listener, async, signals, timers, idle keep-alive connections whose
+         * close callbacks free their memory) is closed here; run the loop until it is empty. */
+        uv_walk(&srv->loop, close_walk, NULL);
+        for (int i = 0; i < 100 && uv_run(&srv->loop, UV_RUN_NOWAIT) != 0; i++)
+            ;
+        uv_loop_close(&srv->loop);
+        h2o_config_dispose(&srv->h2o_cfg);
+    }
+    tp_auth_free(srv->auth);
+    free(srv->allowlist);
+    free(srv);
+}
