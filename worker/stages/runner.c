@@ -101,7 +101,7 @@ int tp_stages_accept(tp_db *db, const tp_request *req, const char *payload_json_
                     "WITH r AS (INSERT INTO provisioning_requests (request_id, idempotency_key, "
                     "actor_id, actor_type, source, tenant_slug, payload, payload_fingerprint, "
                     "origin_topic, origin_partition, origin_offset) VALUES ($1, $2, $3, $4, $5, $6, "
-                    "$7::jsonb, encode(sha256(convert_to($7, 'UTF8')), 'hex'), $8, $9::int, "
+                    "$7::text::jsonb, encode(sha256(convert_to($7::text, 'UTF8')), 'hex'), $8, $9::int, "
                     "$10::bigint) ON CONFLICT (request_id) DO NOTHING RETURNING request_id) "
                     "INSERT INTO provisioning_stages (request_id, stage, ordinal) "
                     "SELECT r.request_id, s.name, s.ord FROM r, unnest(ARRAY['policy','tenant',"
@@ -341,6 +341,15 @@ static int run_stage(tp_stage_ctx *ctx, const tp_stage_def *def, int prev_attemp
     }
     tp_res_free(res);
     res = NULL;
+    if (!ctx->tenant_id[0] && def->id > TP_STAGE_TENANT) {
+        /* Another runner of this request did the tenant stage after we loaded the request. */
+        rc = tp_db_query_text(db, "SELECT tenant_id FROM provisioning_requests WHERE request_id = $1",
+                              1, params, ctx->tenant_id, sizeof(ctx->tenant_id), NULL);
+        if (rc != 0) {
+            tp_stage_db_error(ctx, rc, "read tenant id");
+            goto out_fail;
+        }
+    }
     if ((rc = def->run(ctx)) != 0)
         goto out_fail;
     if ((rc = write_marker(ctx, def, attempt)) != 0)

@@ -1,0 +1,604 @@
+/* test_stages_run.c: the seven stages on the real stack (PostgreSQL scratch database, the stack's
+ * OPA with config/policies, real Ed25519 sealing): happy path per plan, re-runs, slug conflicts,
+ * denies, retries until exhaustion and replay, the isolation kill switch, concurrent runners. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "support/pgtest.h"
+#include "tp/config.h"
+#include "tp/error.h"
+#include "tp/policy.h"
+#include "tp/receipts.h"
+#include "tp/stages.h"
+#include "tp/store.h"
+
+#define ALLOWLIST "us-east-1,us-west-2,eu-central-1,eu-west-1"
+
+typedef struct fixture {
+    pgtest_db t;
+    tp_db *db;
+    tp_policy_client *pc;
+    tp_signer *signer;
+    char *tiers;
+    char keydir[64];
+    tp_stage_env env;
+} fixture;
+
+static fixture fx;
+
+static int setup(void **state) {
+    char err[256], priv[128], pub[128];
+    size_t len = 0;
+    const char *opa = pgtest_env("TP_OPA_URL");
+    memset(&fx, 0, sizeof(fx));
+    if (!opa) {
+        fprintf(stderr, "TP_OPA_URL is not set and .stack/env has none: run scripts/stack up\n");
+        return -1;
+    }
+    if (pgtest_create_migrated(&fx.t) != 0)
+        return -1;
+    if (tp_db_connect(fx.t.dsn, &fx.db, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    fx.pc = tp_policy_client_new(opa, 3000);
+    snprintf(fx.keydir, sizeof(fx.keydir), "/tmp/tp_stages_keys_XXXXXX");
+    if (!fx.pc || !mkdtemp(fx.keydir))
+        return -1;
+    snprintf(priv, sizeof(priv), "%s/receipts.key", fx.keydir);
+    snprintf(pub, sizeof(pub), "%s/receipts.pub", fx.keydir);
+    if (tp_receipt_keygen(priv, pub) != 0 || tp_signer_load(priv, &fx.signer) != 0)
+        return -1;
+    if (tp_read_file("config/quota-tiers.json", 65536, &fx.tiers, &len) != 0)
+        return -1;
+    fx.env.db = fx.db;
+    fx.env.policy = fx.pc;
+    fx.env.signer = fx.signer;
+    fx.env.tiers_json = fx.tiers;
+    fx.env.region_allowlist = ALLOWLIST;
+    fx.env.max_attempts = 3;
+    fx.env.max_tenants_per_user = 3;
+    *state = &fx;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture *f = *state;
+    char path[128];
+    tp_db_close(f->db);
+    tp_policy_client_free(f->pc);
+    tp_signer_free(f->signer);
+    free(f->tiers);
+    snprintf(path, sizeof(path), "%s/receipts.key", f->keydir);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/receipts.pub", f->keydir);
+    unlink(path);
+    rmdir(f->keydir);
+    return pgtest_drop(&f->t);
+}
+
+static void make_req(tp_request *r, const char *rid, const char *slug, tp_source src, tp_plan plan) {
+    memset(r, 0, sizeof(*r));
+    snprintf(r->request_id, sizeof(r->request_id), "%s", rid);
+    r->source = src;
+    if (src == TP_SOURCE_ADMIN_API) {
+        snprintf(r->actor.id, sizeof(r->actor.id), "admin-1");
+        snprintf(r->actor.type, sizeof(r->actor.type), "user");
+        r->actor.n_roles = 1;
+        snprintf(r->actor.roles[0], sizeof(r->actor.roles[0]), "admin");
+    } else if (src == TP_SOURCE_SELF_SERVE_API) {
+        snprintf(r->actor.id, sizeof(r->actor.id), "user-42");
+        snprintf(r->actor.type, sizeof(r->actor.type), "user");
+    } else {
+        snprintf(r->actor.id, sizeof(r->actor.id), "billing");
+        snprintf(r->actor.type, sizeof(r->actor.type), "system");
+    }
+    snprintf(r->tenant.name, sizeof(r->tenant.name), "Tenant %s", slug);
+    snprintf(r->tenant.slug, sizeof(r->tenant.slug), "%s", slug);
+    r->tenant.residency = TP_RESIDENCY_US;
+    r->plan = plan;
+    r->environment = TP_ENV_PROD;
+    r->has_requested_seats = true;
+    r->requested_seats = 3;
+    r->has_storage_estimate = true;
+    r->storage_estimate_bytes = 1000000;
+    r->submitted_at_ms = 1700000000000;
+}
+
+static int64_t qint(tp_db *db, const char *sql, const char *p1) {
+    int64_t v = -1;
+    const char *params[1] = {p1};
+    assert_int_equal(pgtest_query_int_p(db, sql, p1 ? 1 : 0, params, &v), 0);
+    return v;
+}
+
+static void qtext(tp_db *db, const char *sql, const char *p1, char *buf, size_t cap) {
+    const char *params[1] = {p1};
+    assert_int_equal(tp_db_query_text(db, sql, 1, params, buf, cap, NULL), 0);
+}
+
+/* The tenant's outbox rows form a chain: sequence 1..n, each previous_hash the prior hash. */
+static void assert_chain(tp_db *db, const char *tenant_id, int want) {
+    tp_res *res = NULL;
+    const char *p[1] = {tenant_id};
+    assert_int_equal(tp_db_query(db, "SELECT sequence, previous_hash, hash, length(payload), "
+                                     "envelope->>'payloadType' FROM receipt_outbox WHERE "
+                                     "tenant_id = $1 ORDER BY sequence",
+                                 1, p, &res),
+                     0);
+    assert_int_equal(tp_res_nrows(res), want);
+    for (int r = 0; r < tp_res_nrows(res); r++) {
+        int64_t seq = 0, plen = 0;
+        assert_int_equal(tp_res_get_int64(res, r, 0, &seq), 0);
+        assert_int_equal(seq, r + 1);
+        if (r == 0)
+            assert_string_equal(tp_res_get(res, r, 1), TP_RECEIPT_ZERO_HASH);
+        else
+            assert_string_equal(tp_res_get(res, r, 1), tp_res_get(res, r - 1, 2));
+        assert_int_equal(strlen(tp_res_get(res, r, 2)), 64);
+        assert_int_equal(tp_res_get_int64(res, r, 3, &plen), 0);
+        assert_true(plen > 0);
+        assert_string_equal(tp_res_get(res, r, 4), TP_RECEIPT_PAYLOAD_TYPE);
+    }
+    tp_res_free(res);
+}
+
+static void assert_provisioned(fixture *f, const tp_request *req, const char *region) {
+    char tid[64], buf[128], want[128];
+    tp_quota_tier q;
+    qtext(f->db, "SELECT tenant_id FROM provisioning_requests WHERE request_id = $1", req->request_id,
+          tid, sizeof(tid));
+    assert_true(strncmp(tid, "tenant-", 7) == 0);
+    qtext(f->db, "SELECT state FROM provisioning_requests WHERE request_id = $1", req->request_id,
+          buf, sizeof(buf));
+    assert_string_equal(buf, "SUCCEEDED");
+    qtext(f->db, "SELECT status FROM tenants WHERE id = $1", tid, buf, sizeof(buf));
+    assert_string_equal(buf, "active");
+    qtext(f->db, "SELECT slug FROM tenant_namespaces WHERE tenant_id = $1", tid, buf, sizeof(buf));
+    snprintf(want, sizeof(want), "%s-%s", req->tenant.slug, tp_environment_name(req->environment));
+    assert_string_equal(buf, want);
+    qtext(f->db, "SELECT id FROM tenant_namespaces WHERE tenant_id = $1", tid, buf, sizeof(buf));
+    snprintf(want, sizeof(want), "ns_%s", tid);
+    assert_string_equal(buf, want);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenant_partitions WHERE tenant_id = $1", tid), 3);
+    assert_int_equal(qint(f->db, "SELECT count(DISTINCT name) FROM tenant_partitions WHERE "
+                                 "tenant_id = $1 AND name IN ('primary','analytics','audit')", tid), 3);
+    char sql[256];
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM tenant_partitions WHERE tenant_id = $1 AND "
+                               "region = '%s' AND isolation = '%s'",
+             region, req->plan == TP_PLAN_ENTERPRISE ? "dedicated" : "shared");
+    assert_int_equal(qint(f->db, sql, tid), 3);
+    /* The quota row holds the tier's full vector. */
+    assert_int_equal(tp_quota_tiers_get(f->tiers, req->plan, &q), 0);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenant_quotas WHERE tenant_id = $1", tid), 1);
+    qtext(f->db, "SELECT tier FROM tenant_quotas WHERE tenant_id = $1", tid, buf, sizeof(buf));
+    assert_string_equal(buf, tp_plan_name(req->plan));
+    assert_int_equal(qint(f->db, "SELECT requests_per_minute FROM tenant_quotas WHERE tenant_id = $1", tid), q.requests_per_minute);
+    assert_int_equal(qint(f->db, "SELECT requests_per_day FROM tenant_quotas WHERE tenant_id = $1", tid), q.requests_per_day);
+    assert_int_equal(qint(f->db, "SELECT ingest_events_per_minute FROM tenant_quotas WHERE tenant_id = $1", tid), q.ingest_events_per_minute);
+    assert_int_equal(qint(f->db, "SELECT max_tokens_per_request FROM tenant_quotas WHERE tenant_id = $1", tid), q.max_tokens_per_request);
+    assert_int_equal(qint(f->db, "SELECT storage_bytes FROM tenant_quotas WHERE tenant_id = $1", tid), q.storage_bytes);
+    assert_int_equal(qint(f->db, "SELECT seat_cap FROM tenant_quotas WHERE tenant_id = $1", tid), q.seat_cap);
+    assert_int_equal(qint(f->db, "SELECT round(burst_multiplier * 1000) FROM tenant_quotas WHERE tenant_id = $1", tid),
+                     (int64_t)(q.burst_multiplier * 1000 + 0.5));
+    /* Every stage SUCCEEDED, once. */
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM provisioning_stages WHERE request_id = $1 AND "
+                                 "status = 'SUCCEEDED' AND attempts = 1 AND finished_at IS NOT NULL",
+                          req->request_id), 7);
+    /* One receipt per action type, chained. */
+    assert_int_equal(qint(f->db, "SELECT count(DISTINCT action_type) FROM receipt_outbox WHERE "
+                                 "request_id = $1 AND action_type IN ('TENANT_PROVISIONED', "
+                                 "'TENANT_QUOTA_ASSIGNED', 'TENANT_ISOLATION_VERIFIED')",
+                          req->request_id), 3);
+    assert_chain(f->db, tid, 3);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM policy_decisions WHERE request_id = $1 AND allow",
+                          req->request_id), 1);
+}
+
+static void run_ok(fixture *f, const tp_request *req) {
+    tp_run_result out;
+    assert_int_equal(tp_stages_run(&f->env, req, &out), 0);
+    if (out.status != TP_RUN_SUCCEEDED)
+        fprintf(stderr, "run %s: status %d stage %s reason %s message %s\n", req->request_id,
+                out.status, tp_stage_name(out.stage), out.failure_reason, out.message);
+    assert_int_equal(out.status, TP_RUN_SUCCEEDED);
+}
+
+static void test_happy_path_each_plan(void **state) {
+    fixture *f = *state;
+    static const char *slugs[] = {"acme-free", "acme-starter", "acme-pro", "acme-enterprise"};
+    for (int p = TP_PLAN_FREE; p <= TP_PLAN_ENTERPRISE; p++) {
+        tp_request req;
+        char rid[64];
+        snprintf(rid, sizeof(rid), "req-plan-%d", p);
+        make_req(&req, rid, slugs[p], TP_SOURCE_ADMIN_API, (tp_plan)p);
+        assert_int_equal(tp_stages_accept(f->db, &req, NULL, "tenant.provisioning.requests.v1", 2, 40 + p), 0);
+        run_ok(f, &req);
+        assert_provisioned(f, &req, "us-east-1");
+    }
+    /* EU residency with an explicit region and another environment, from billing. */
+    tp_request eu;
+    make_req(&eu, "req-eu", "acme-eu", TP_SOURCE_BILLING, TP_PLAN_PRO);
+    eu.tenant.residency = TP_RESIDENCY_EU;
+    snprintf(eu.tenant.region, sizeof(eu.tenant.region), "eu-west-1");
+    eu.environment = TP_ENV_STAGING;
+    run_ok(f, &eu); /* without tp_stages_accept: the runner records it */
+    assert_provisioned(f, &eu, "eu-west-1");
+    char buf[64];
+    qtext(f->db, "SELECT origin_topic || ':' || origin_partition || ':' || origin_offset FROM "
+                 "provisioning_requests WHERE request_id = $1", "req-plan-3", buf, sizeof(buf));
+    assert_string_equal(buf, "tenant.provisioning.requests.v1:2:43");
+    qtext(f->db, "SELECT payload->'tenant'->>'slug' FROM provisioning_requests WHERE request_id = $1",
+          "req-eu", buf, sizeof(buf));
+    assert_string_equal(buf, "acme-eu");
+    assert_int_equal(qint(f->db, "SELECT length(payload_fingerprint) FROM provisioning_requests "
+                                 "WHERE request_id = $1", "req-eu"), 64);
+}
+
+static void test_same_request_three_times(void **state) {
+    fixture *f = *state;
+    tp_request req;
+    make_req(&req, "req-dup", "dup-co", TP_SOURCE_ADMIN_API, TP_PLAN_PRO);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(tp_stages_accept(f->db, &req, NULL, "tenant.provisioning.requests.v1", 0, 7), 0);
+        run_ok(f, &req);
+    }
+    assert_provisioned(f, &req, "us-east-1");
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenants WHERE slug = $1", "dup-co"), 1);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenant_namespaces", NULL), 1);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenant_partitions", NULL), 3);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenant_quotas", NULL), 1);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM receipt_outbox", NULL), 3);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM provisioning_requests", NULL), 1);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM provisioning_stages", NULL), 7);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM policy_decisions", NULL), 1);
+}
+
+static void test_slug_taken(void **state) {
+    fixture *f = *state;
+    tp_request a, b;
+    tp_run_result out;
+    char tid_a[64], buf[128];
+    make_req(&a, "req-slug-a", "shared-slug", TP_SOURCE_ADMIN_API, TP_PLAN_PRO);
+    make_req(&b, "req-slug-b", "shared-slug", TP_SOURCE_ADMIN_API, TP_PLAN_FREE);
+    run_ok(f, &a);
+    qtext(f->db, "SELECT tenant_id FROM provisioning_requests WHERE request_id = $1", a.request_id,
+          tid_a, sizeof(tid_a));
+    for (int i = 0; i < 2; i++) { /* the second run is a no-op on a terminal request */
+        assert_int_equal(tp_stages_run(&f->env, &b, &out), 0);
+        assert_int_equal(out.status, TP_RUN_FAILED);
+        assert_string_equal(out.failure_reason, "SLUG_TAKEN");
+    }
+    qtext(f->db, "SELECT state || '/' || failure_reason FROM provisioning_requests WHERE request_id = $1",
+          b.request_id, buf, sizeof(buf));
+    assert_string_equal(buf, "FAILED/SLUG_TAKEN");
+    qtext(f->db, "SELECT status || '/' || reason FROM provisioning_stages WHERE request_id = $1 "
+                 "AND stage = 'tenant'", b.request_id, buf, sizeof(buf));
+    assert_string_equal(buf, "FAILED/SLUG_TAKEN");
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM provisioning_stages WHERE request_id = $1 AND "
+                                 "status = 'PENDING'", b.request_id), 5);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM provisioning_requests WHERE request_id = $1 "
+                                 "AND tenant_id IS NULL", b.request_id), 1);
+    /* The first tenant is untouched. */
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenants", NULL), 1);
+    qtext(f->db, "SELECT created_by_request || '/' || plan || '/' || status FROM tenants WHERE id = $1",
+          tid_a, buf, sizeof(buf));
+    assert_string_equal(buf, "req-slug-a/PRO/active");
+    assert_provisioned(f, &a, "us-east-1");
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM receipt_outbox WHERE request_id = $1", b.request_id), 0);
+}
+
+static void test_policy_deny(void **state) {
+    fixture *f = *state;
+    tp_request req;
+    tp_run_result out;
+    char buf[256];
+    make_req(&req, "req-deny", "self-ent", TP_SOURCE_SELF_SERVE_API, TP_PLAN_ENTERPRISE);
+    assert_int_equal(tp_stages_run(&f->env, &req, &out), 0);
+    assert_int_equal(out.status, TP_RUN_DENIED);
+    assert_int_equal(out.stage, TP_STAGE_POLICY);
+    assert_string_equal(out.failure_reason, "POLICY_DENIED");
+    assert_non_null(strstr(out.message, "ENTERPRISE_NOT_SELF_SERVE"));
+    qtext(f->db, "SELECT state || '/' || failure_reason FROM provisioning_requests WHERE request_id = $1",
+          req.request_id, buf, sizeof(buf));
+    assert_string_equal(buf, "DENIED/POLICY_DENIED");
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM policy_decisions WHERE request_id = $1 AND NOT "
+                                 "allow AND reasons ? 'ENTERPRISE_NOT_SELF_SERVE' AND decision_id <> '' "
+                                 "AND policy_revision <> ''", req.request_id), 1);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenants", NULL), 0);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenant_namespaces", NULL), 0);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenant_partitions", NULL), 0);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenant_quotas", NULL), 0);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM receipt_outbox", NULL), 0);
+    /* A re-run of a denied request is a no-op. */
+    assert_int_equal(tp_stages_run(&f->env, &req, &out), 0);
+    assert_int_equal(out.status, TP_RUN_DENIED);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM policy_decisions", NULL), 1);
+    /* Replay is only for FAILED requests. */
+    assert_int_equal(tp_stages_prepare_replay(f->db, req.request_id), TP_ECONFLICT);
+    char *js = tp_stages_status_json(f->db, req.request_id);
+    assert_non_null(js);
+    json_t *o = json_loads(js, 0, NULL);
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_object_get(o, "state")), "DENIED");
+    json_t *reasons = json_object_get(json_object_get(json_object_get(o, "policy"), "opa"), "reasons");
+    assert_true(json_array_size(reasons) >= 1);
+    json_decref(o);
+    free(js);
+}
+
+static void test_self_serve_owner_and_limit(void **state) {
+    fixture *f = *state;
+    tp_request req;
+    tp_run_result out;
+    char buf[64];
+    for (int i = 0; i < 3; i++) {
+        char rid[32], slug[32];
+        snprintf(rid, sizeof(rid), "req-ss-%d", i);
+        snprintf(slug, sizeof(slug), "mine-%d", i);
+        make_req(&req, rid, slug, TP_SOURCE_SELF_SERVE_API, TP_PLAN_STARTER);
+        run_ok(f, &req);
+        qtext(f->db, "SELECT owner_id FROM tenants WHERE created_by_request = $1", rid, buf, sizeof(buf));
+        assert_string_equal(buf, "user-42");
+    }
+    make_req(&req, "req-ss-3", "mine-3", TP_SOURCE_SELF_SERVE_API, TP_PLAN_STARTER);
+    assert_int_equal(tp_stages_run(&f->env, &req, &out), 0);
+    assert_int_equal(out.status, TP_RUN_DENIED);
+    assert_non_null(strstr(out.message, "TENANT_LIMIT_REACHED"));
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenants WHERE owner_id = $1", "user-42"), 3);
+}
+
+static void test_retries_exhausted_then_replay(void **state) {
+    fixture *f = *state;
+    tp_request req;
+    tp_run_result out;
+    char buf[256];
+    tp_policy_client *dead = tp_policy_client_new("http://127.0.0.1:1", 500);
+    assert_non_null(dead);
+    f->env.policy = dead;
+    make_req(&req, "req-retry", "retry-co", TP_SOURCE_ADMIN_API, TP_PLAN_STARTER);
+    for (int i = 1; i <= 2; i++) {
+        assert_int_equal(tp_stages_run(&f->env, &req, &out), 0);
+        assert_int_equal(out.status, TP_RUN_RETRY);
+        assert_int_equal(out.stage, TP_STAGE_POLICY);
+        assert_int_equal(out.attempts, i);
+        assert_true(tp_err_is_transient(out.err));
+        qtext(f->db, "SELECT state FROM provisioning_requests WHERE request_id = $1", req.request_id,
+              buf, sizeof(buf));
+        assert_string_equal(buf, "RUNNING");
+        qtext(f->db, "SELECT status || '/' || attempts || '/' || reason FROM provisioning_stages "
+                     "WHERE request_id = $1 AND stage = 'policy'", req.request_id, buf, sizeof(buf));
+        char want[64];
+        snprintf(want, sizeof(want), "RETRYING/%d/OPA_UNAVAILABLE", i);
+        assert_string_equal(buf, want);
+    }
+    assert_int_equal(tp_stages_run(&f->env, &req, &out), 0);
+    assert_int_equal(out.status, TP_RUN_FAILED);
+    assert_string_equal(out.failure_reason, "RETRIES_EXHAUSTED");
+    assert_int_equal(out.attempts, 3);
+    qtext(f->db, "SELECT state || '/' || failure_reason FROM provisioning_requests WHERE request_id = $1",
+          req.request_id, buf, sizeof(buf));
+    assert_string_equal(buf, "FAILED/RETRIES_EXHAUSTED");
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenants", NULL), 0);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM policy_decisions", NULL), 0);
+    /* OPA is back: a replay evaluates policy again and finishes. */
+    f->env.policy = f->pc;
+    tp_policy_client_free(dead);
+    assert_int_equal(tp_stages_run(&f->env, &req, &out), 0);
+    assert_int_equal(out.status, TP_RUN_FAILED); /* terminal until replayed */
+    assert_int_equal(tp_stages_prepare_replay(f->db, req.request_id), 0);
+    qtext(f->db, "SELECT state FROM provisioning_requests WHERE request_id = $1", req.request_id, buf,
+          sizeof(buf));
+    assert_string_equal(buf, "ACCEPTED");
+    run_ok(f, &req);
+    assert_provisioned(f, &req, "us-east-1");
+    assert_int_equal(tp_stages_prepare_replay(f->db, req.request_id), TP_ECONFLICT);
+    assert_int_equal(tp_stages_prepare_replay(f->db, "no-such-request"), TP_ENOT_FOUND);
+}
+
+static void test_kill_switch_quarantines(void **state) {
+    fixture *f = *state;
+    tp_request req;
+    tp_run_result out;
+    char tid[64], buf[256];
+    assert_int_equal(tp_db_exec(f->db, "UPDATE tp_flags SET enabled = true WHERE name = "
+                                       "'provisioning.kill_switch'", 0, NULL, NULL), 0);
+    make_req(&req, "req-kill", "kill-co", TP_SOURCE_ADMIN_API, TP_PLAN_ENTERPRISE);
+    assert_int_equal(tp_stages_run(&f->env, &req, &out), 0);
+    assert_int_equal(out.status, TP_RUN_FAILED);
+    assert_int_equal(out.stage, TP_STAGE_ISOLATION);
+    assert_string_equal(out.failure_reason, "ISOLATION_VIOLATION");
+    assert_non_null(strstr(out.message, "kill_switch_off"));
+    qtext(f->db, "SELECT tenant_id FROM provisioning_requests WHERE request_id = $1", req.request_id,
+          tid, sizeof(tid));
+    qtext(f->db, "SELECT status FROM tenants WHERE id = $1", tid, buf, sizeof(buf));
+    assert_string_equal(buf, "quarantined");
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM receipt_outbox WHERE action_type = "
+                                 "'TENANT_ISOLATION_VERIFIED'", NULL), 0);
+    assert_chain(f->db, tid, 2);
+    /* Switch off, replay: the guard passes, the tenant becomes active, the chain continues. */
+    assert_int_equal(tp_db_exec(f->db, "UPDATE tp_flags SET enabled = false", 0, NULL, NULL), 0);
+    assert_int_equal(tp_stages_prepare_replay(f->db, req.request_id), 0);
+    run_ok(f, &req);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM policy_decisions WHERE request_id = $1",
+                          req.request_id), 2); /* policy was evaluated again */
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenants", NULL), 1);
+    qtext(f->db, "SELECT status FROM tenants WHERE id = $1", tid, buf, sizeof(buf));
+    assert_string_equal(buf, "active");
+    assert_chain(f->db, tid, 3);
+    /* The environment's kill switch works too. */
+    tp_request r2;
+    make_req(&r2, "req-kill-2", "kill-co-2", TP_SOURCE_ADMIN_API, TP_PLAN_FREE);
+    f->env.kill_switch = true;
+    assert_int_equal(tp_stages_run(&f->env, &r2, &out), 0);
+    f->env.kill_switch = false;
+    assert_int_equal(out.status, TP_RUN_FAILED);
+    assert_string_equal(out.failure_reason, "ISOLATION_VIOLATION");
+}
+
+static void test_isolation_detects_tampering(void **state) {
+    fixture *f = *state;
+    tp_request req;
+    tp_run_result out;
+    char tid[64], buf[64];
+    /* Make quota stage's insert disagree with the plan: a trigger rewrites the tier. */
+    assert_int_equal(tp_db_exec_script(f->db,
+        "CREATE FUNCTION tamper() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "NEW.seat_cap := NEW.seat_cap + 1; RETURN NEW; END $$; "
+        "CREATE TRIGGER tamper BEFORE INSERT ON tenant_quotas FOR EACH ROW EXECUTE FUNCTION tamper();"), 0);
+    make_req(&req, "req-tamper", "tamper-co", TP_SOURCE_ADMIN_API, TP_PLAN_PRO);
+    assert_int_equal(tp_stages_run(&f->env, &req, &out), 0);
+    assert_int_equal(out.status, TP_RUN_FAILED);
+    assert_string_equal(out.failure_reason, "ISOLATION_VIOLATION");
+    assert_non_null(strstr(out.message, "quota_matches_plan"));
+    assert_null(strstr(out.message, "kill_switch_off"));
+    qtext(f->db, "SELECT tenant_id FROM provisioning_requests WHERE request_id = $1", req.request_id,
+          tid, sizeof(tid));
+    qtext(f->db, "SELECT status FROM tenants WHERE id = $1", tid, buf, sizeof(buf));
+    assert_string_equal(buf, "quarantined");
+}
+
+static void test_status_json(void **state) {
+    fixture *f = *state;
+    tp_request req;
+    make_req(&req, "req-status", "status-co", TP_SOURCE_ADMIN_API, TP_PLAN_ENTERPRISE);
+    assert_null(tp_stages_status_json(f->db, req.request_id));
+    assert_int_equal(tp_stages_accept(f->db, &req, NULL, NULL, 0, 0), 0);
+    char *js = tp_stages_status_json(f->db, req.request_id);
+    assert_non_null(js);
+    json_t *o = json_loads(js, 0, NULL);
+    free(js);
+    assert_string_equal(json_string_value(json_object_get(o, "state")), "ACCEPTED");
+    assert_int_equal(json_array_size(json_object_get(o, "conditions")), 7);
+    assert_true(json_is_null(json_object_get(o, "tenant")));
+    json_decref(o);
+
+    run_ok(f, &req);
+    js = tp_stages_status_json(f->db, req.request_id);
+    assert_non_null(js);
+    o = json_loads(js, 0, NULL);
+    free(js);
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_object_get(o, "state")), "SUCCEEDED");
+    assert_true(json_is_null(json_object_get(o, "failureReason")));
+    json_t *conds = json_object_get(o, "conditions");
+    assert_int_equal(json_array_size(conds), 7);
+    static const char *names[] = {"policy", "tenant", "namespace", "partitions", "quota",
+                                  "receipts", "isolation"};
+    for (size_t i = 0; i < 7; i++) {
+        json_t *c = json_array_get(conds, i);
+        assert_string_equal(json_string_value(json_object_get(c, "stage")), names[i]);
+        assert_string_equal(json_string_value(json_object_get(c, "status")), "SUCCEEDED");
+        assert_int_equal(json_integer_value(json_object_get(c, "attempts")), 1);
+        assert_true(json_is_string(json_object_get(c, "startedAt")));
+        assert_true(json_is_string(json_object_get(c, "finishedAt")));
+    }
+    json_t *tenant = json_object_get(o, "tenant");
+    assert_true(strncmp(json_string_value(json_object_get(tenant, "id")), "tenant-", 7) == 0);
+    assert_string_equal(json_string_value(json_object_get(tenant, "status")), "active");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(o, "namespace"), "slug")),
+                        "status-co-prod");
+    assert_int_equal(json_array_size(json_object_get(o, "partitions")), 3);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(o, "partitions"), 0),
+                                                          "isolation")), "dedicated");
+    json_t *quota = json_object_get(o, "quota");
+    assert_string_equal(json_string_value(json_object_get(quota, "tier")), "ENTERPRISE");
+    assert_int_equal(json_integer_value(json_object_get(quota, "requestsPerDay")), 10000000);
+    json_t *receipts = json_object_get(o, "receipts");
+    assert_true(strncmp(json_string_value(json_object_get(json_object_get(receipts, "provisioning"), "id")),
+                        "prov_", 5) == 0);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(receipts, "quotaAssignment"),
+                                                          "actionType")), "TENANT_QUOTA_ASSIGNED");
+    assert_non_null(json_object_get(receipts, "isolationVerified"));
+    assert_true(json_is_true(json_object_get(json_object_get(json_object_get(o, "policy"), "opa"), "allow")));
+    json_decref(o);
+}
+
+typedef struct runner_arg {
+    const char *dsn;
+    const tp_request *req;
+    int rc;
+    tp_run_result out;
+} runner_arg;
+
+static void *runner_thread(void *p) {
+    runner_arg *a = p;
+    char err[256];
+    tp_stage_env env = fx.env;
+    a->rc = -1;
+    if (tp_db_connect(a->dsn, &env.db, err, sizeof(err)) != 0)
+        return NULL;
+    env.policy = tp_policy_client_new(pgtest_env("TP_OPA_URL"), 3000);
+    a->rc = tp_stages_run(&env, a->req, &a->out);
+    tp_policy_client_free(env.policy);
+    tp_db_close(env.db);
+    return NULL;
+}
+
+static void test_concurrent_runners(void **state) {
+    fixture *f = *state;
+    enum { N = 4 };
+    tp_request req;
+    pthread_t th[N];
+    runner_arg args[N];
+    make_req(&req, "req-race", "race-co", TP_SOURCE_ADMIN_API, TP_PLAN_PRO);
+    assert_int_equal(tp_stages_accept(f->db, &req, NULL, NULL, 0, 0), 0);
+    for (int i = 0; i < N; i++) {
+        args[i] = (runner_arg){f->t.dsn, &req, 0, {0}};
+        assert_int_equal(pthread_create(&th[i], NULL, runner_thread, &args[i]), 0);
+    }
+    for (int i = 0; i < N; i++)
+        pthread_join(th[i], NULL); /* all joined before any assert can longjmp away */
+    for (int i = 0; i < N; i++) {
+        if (args[i].out.status != TP_RUN_SUCCEEDED)
+            fprintf(stderr, "runner %d: %s %s\n", i, args[i].out.failure_reason, args[i].out.message);
+        assert_int_equal(args[i].rc, 0);
+        assert_int_equal(args[i].out.status, TP_RUN_SUCCEEDED);
+    }
+    assert_provisioned(f, &req, "us-east-1");
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenants", NULL), 1);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM receipt_outbox", NULL), 3);
+    /* Two different requests for one slug at once: exactly one wins. */
+    tp_request a, b;
+    pthread_t ta, tb;
+    make_req(&a, "req-race-a", "race-slug", TP_SOURCE_ADMIN_API, TP_PLAN_FREE);
+    make_req(&b, "req-race-b", "race-slug", TP_SOURCE_ADMIN_API, TP_PLAN_FREE);
+    runner_arg ra = {f->t.dsn, &a, 0, {0}}, rb = {f->t.dsn, &b, 0, {0}};
+    pthread_create(&ta, NULL, runner_thread, &ra);
+    pthread_create(&tb, NULL, runner_thread, &rb);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    assert_int_equal(ra.rc, 0);
+    assert_int_equal(rb.rc, 0);
+    assert_true((ra.out.status == TP_RUN_SUCCEEDED) != (rb.out.status == TP_RUN_SUCCEEDED));
+    runner_arg *loser = ra.out.status == TP_RUN_SUCCEEDED ? &rb : &ra;
+    assert_int_equal(loser->out.status, TP_RUN_FAILED);
+    assert_string_equal(loser->out.failure_reason, "SLUG_TAKEN");
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenants WHERE slug = $1", "race-slug"), 1);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_happy_path_each_plan, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_same_request_three_times, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_slug_taken, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_policy_deny, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_self_serve_owner_and_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retries_exhausted_then_replay, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kill_switch_quarantines, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_isolation_detects_tampering, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_status_json, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_runners, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
