@@ -1,0 +1,485 @@
+/* test_ingress_server.c: real HTTP requests (libcurl) against the libh2o server on a loopback
+ * port, with fake hooks: routes, auth, 413/415/400/403/404/405/422/503 problems, 202 + Location,
+ * idempotent replay, status access rules and /metrics. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tp/config.h"
+#include "tp/error.h"
+#include "tp/ingress.h"
+
+#define SECRET "0123456789abcdef0123456789abcdef-server-test"
+#define SEED_BODY                                                                                  \
+    "{\"name\":\"Acme Intel\",\"slug\":\"acme-intel\",\"residency\":\"US\",\"region\":\"us-east-1\"," \
+    "\"plan\":\"ENTERPRISE\",\"environment\":\"prod\",\"requestedSeats\":250,"                      \
+    "\"storageEstimateBytes\":500000000000}"
+
+/* ---- fake hooks ---------------------------------------------------------------------------- */
+
+#define FAKE_MAX 32
+typedef struct fake {
+    pthread_mutex_t mu;
+    int n;
+    char ids[FAKE_MAX][TP_REQUEST_ID_MAX + 1];
+    char owners[FAKE_MAX][TP_ACTOR_ID_MAX + 1];
+    char keys[FAKE_MAX][TP_IDEMPOTENCY_KEY_MAX + 1];
+    unsigned char fps[FAKE_MAX][32];
+    tp_request last;
+    int enqueued;
+    int pre_checks;
+    int ready_rc;
+} fake;
+
+static fake fk = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static int fake_idem(void *opaque, const char *sub, const char *key, const unsigned char fp[32],
+                     char *id, size_t cap) {
+    fake *f = opaque;
+    int rc = TP_ENOT_FOUND;
+    pthread_mutex_lock(&f->mu);
+    for (int i = 0; i < f->n; i++) {
+        if (strcmp(f->keys[i], key) == 0 && strcmp(f->owners[i], sub) == 0) {
+            rc = memcmp(f->fps[i], fp, 32) == 0 ? 0 : TP_EIDEMPOTENCY_MISMATCH;
+            snprintf(id, cap, "%s", f->ids[i]);
+        }
+    }
+    pthread_mutex_unlock(&f->mu);
+    return rc;
+}
+
+static int fake_pre_check(void *opaque, const tp_request *req, tp_policy_decision *out) {
+    fake *f = opaque;
+    pthread_mutex_lock(&f->mu);
+    f->pre_checks++;
+    pthread_mutex_unlock(&f->mu);
+    memset(out, 0, sizeof(*out));
+    snprintf(out->decision_id, sizeof(out->decision_id), "dec-1");
+    if (strcmp(req->tenant.slug, "opa-down") == 0)
+        return TP_EOPA_UNAVAILABLE;
+    if (strcmp(req->tenant.slug, "deny-me") == 0) {
+        out->n_reasons = 1;
+        snprintf(out->reasons[0], sizeof(out->reasons[0]), "ENTERPRISE_NOT_SELF_SERVE");
+        return 0;
+    }
+    out->allow = true;
+    return 0;
+}
+
+static int fake_enqueue(void *opaque, const tp_request *req, const unsigned char fp[32]) {
+    fake *f = opaque;
+    if (strcmp(req->tenant.slug, "kafka-down") == 0)
+        return TP_EKAFKA;
+    pthread_mutex_lock(&f->mu);
+    if (f->n < FAKE_MAX) {
+        snprintf(f->ids[f->n], sizeof(f->ids[0]), "%s", req->request_id);
+        snprintf(f->owners[f->n], sizeof(f->owners[0]), "%s", req->actor.id);
+        snprintf(f->keys[f->n], sizeof(f->keys[0]), "%s", req->idempotency_key);
+        memcpy(f->fps[f->n], fp, 32);
+        f->n++;
+    }
+    f->last = *req;
+    f->enqueued++;
+    pthread_mutex_unlock(&f->mu);
+    return 0;
+}
+
+static int fake_status(void *opaque, const char *id, char **json_out, char *owner, size_t cap) {
+    fake *f = opaque;
+    int rc = TP_ENOT_FOUND;
+    pthread_mutex_lock(&f->mu);
+    for (int i = 0; i < f->n; i++) {
+        if (strcmp(f->ids[i], id) == 0) {
+            snprintf(owner, cap, "%s", f->owners[i]);
+            json_t *o = json_pack("{s:s, s:s}", "requestId", id, "state", "ACCEPTED");
+            *json_out = json_dumps(o, JSON_COMPACT);
+            json_decref(o);
+            rc = 0;
+        }
+    }
+    pthread_mutex_unlock(&f->mu);
+    return rc;
+}
+
+static int fake_ready(void *opaque, char *detail, size_t cap) {
+    fake *f = opaque;
+    if (f->ready_rc)
+        snprintf(detail, cap, "kafka: broker down");
+    return f->ready_rc;
+}
+
+/* ---- server thread and HTTP client ---------------------------------------------------------- */
+
+static tp_ingress_server *srv;
+static pthread_t srv_thread;
+static char dir[64], key_path[128];
+static char *tok_admin, *tok_alice, *tok_bob;
+
+static pthread_mutex_t park_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t park_cv = PTHREAD_COND_INITIALIZER;
+static bool server_done;
+
+/* Runs and frees the server on its own thread, then parks: h2o keeps per-thread recycle caches
+ * in TLS that only stay reachable (for LeakSanitizer) while the thread lives. */
+static void *run_server(void *arg) {
+    (void)arg;
+    tp_ingress_server_run(srv, false);
+    tp_ingress_server_free(srv);
+    pthread_mutex_lock(&park_mu);
+    server_done = true;
+    pthread_cond_broadcast(&park_cv);
+    for (;;)
+        pthread_cond_wait(&park_cv, &park_mu);
+    return NULL;
+}
+
+static char *mint(const char *sub, const char *roles) {
+    char claims[512];
+    snprintf(claims, sizeof(claims),
+             "{\"sub\":\"%s\",\"roles\":%s,\"iss\":\"tp-dev\",\"aud\":\"tenant-provisioner\","
+             "\"exp\":%lld}",
+             sub, roles, (long long)time(NULL) + 600);
+    return tp_auth_sign("HS256", (const unsigned char *)SECRET, strlen(SECRET), claims);
+}
+
+static int setup(void **state) {
+    (void)state;
+    char err[256];
+    snprintf(dir, sizeof(dir), "/tmp/tp_srv_XXXXXX");
+    if (!mkdtemp(dir))
+        return -1;
+    snprintf(key_path, sizeof(key_path), "%s/jwt.secret", dir);
+    FILE *f = fopen(key_path, "w");
+    fputs(SECRET "\n", f);
+    fclose(f);
+    tp_config *cfg = tp_config_new();
+    if (tp_config_set(cfg, "jwt.key_file", key_path, err, sizeof(err)) != 0 ||
+        tp_config_set(cfg, "ingress.listen_port", "0", err, sizeof(err)) != 0 ||
+        tp_config_set(cfg, "ingress.body_limit", "1024", err, sizeof(err)) != 0)
+        return -1;
+    tp_ingress_hooks hooks = {.opaque = &fk,
+                              .idempotency_lookup = fake_idem,
+                              .pre_check = fake_pre_check,
+                              .enqueue = fake_enqueue,
+                              .status_lookup = fake_status,
+                              .ready = fake_ready};
+    int rc = tp_ingress_server_new(cfg, &hooks, &srv, err, sizeof(err));
+    tp_config_free(cfg);
+    if (rc != 0) {
+        fprintf(stderr, "server: %s\n", err);
+        return -1;
+    }
+    tok_admin = mint("root", "[\"admin\"]");
+    tok_alice = mint("alice", "[\"user\"]");
+    tok_bob = mint("bob", "[\"user\"]");
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    return pthread_create(&srv_thread, NULL, run_server, NULL);
+}
+
+static int teardown(void **state) {
+    (void)state;
+    tp_ingress_server_stop(srv);
+    pthread_mutex_lock(&park_mu);
+    while (!server_done)
+        pthread_cond_wait(&park_cv, &park_mu);
+    pthread_mutex_unlock(&park_mu);
+    pthread_detach(srv_thread);
+    free(tok_admin);
+    free(tok_alice);
+    free(tok_bob);
+    curl_global_cleanup();
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+typedef struct resp {
+    long status;
+    char body[65536];
+    size_t body_len;
+    char headers[8192];
+    size_t headers_len;
+} resp;
+
+static size_t on_body(char *p, size_t sz, size_t n, void *ud) {
+    resp *r = ud;
+    size_t len = sz * n, room = sizeof(r->body) - 1 - r->body_len;
+    size_t c = len < room ? len : room;
+    memcpy(r->body + r->body_len, p, c);
+    r->body_len += c;
+    r->body[r->body_len] = '\0';
+    return len;
+}
+
+static size_t on_header(char *p, size_t sz, size_t n, void *ud) {
+    resp *r = ud;
+    size_t len = sz * n, room = sizeof(r->headers) - 1 - r->headers_len;
+    size_t c = len < room ? len : room;
+    memcpy(r->headers + r->headers_len, p, c);
+    r->headers_len += c;
+    r->headers[r->headers_len] = '\0';
+    return len;
+}
+
+/* One request; token/ctype/body/extra may be NULL. Returns the status. */
+static long http(resp *r, const char *method, const char *path, const char *token,
+                 const char *ctype, const char *body, size_t body_len, const char *extra) {
+    char url[256], h1[4096], h2[256];
+    memset(r, 0, sizeof(*r));
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", tp_ingress_server_port(srv), path);
+    CURL *c = curl_easy_init();
+    struct curl_slist *hs = NULL;
+    if (token) {
+        snprintf(h1, sizeof(h1), "Authorization: Bearer %s", token);
+        hs = curl_slist_append(hs, h1);
+    }
+    snprintf(h2, sizeof(h2), "Content-Type: %s", ctype ? ctype : "");
+    hs = curl_slist_append(hs, ctype ? h2 : "Content-Type:");
+    if (!extra || strncasecmp(extra, "Expect:", 7) != 0)
+        hs = curl_slist_append(hs, "Expect:");
+    if (extra)
+        hs = curl_slist_append(hs, extra);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hs);
+    if (body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)body_len);
+    }
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    CURLcode cc = curl_easy_perform(c);
+    if (cc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+    curl_slist_free_all(hs);
+    curl_easy_cleanup(c);
+    return r->status;
+}
+
+static long post(resp *r, const char *path, const char *token, const char *body, const char *extra) {
+    return http(r, "POST", path, token, "application/json", body, strlen(body), extra);
+}
+
+/* Asserts a problem+json answer with this type slug. */
+static void assert_problem(const resp *r, const char *slug) {
+    char want[128];
+    assert_non_null(strstr(r->headers, "application/problem+json"));
+    snprintf(want, sizeof(want), "\"type\":\"%s%s\"", TP_PROBLEM_TYPE_PREFIX, slug);
+    if (!strstr(r->body, want))
+        print_error("want %s in %s\n", want, r->body);
+    assert_non_null(strstr(r->body, want));
+}
+
+/* ---- tests ---------------------------------------------------------------------------------- */
+
+static void test_healthz_and_unknown(void **state) {
+    (void)state;
+    resp r;
+    assert_int_equal(http(&r, "GET", "/healthz", NULL, NULL, NULL, 0, NULL), 200);
+    assert_string_equal(r.body, "{\"status\":\"ok\"}");
+    assert_int_equal(http(&r, "GET", "/nope", NULL, NULL, NULL, 0, NULL), 404);
+    assert_problem(&r, "not-found");
+    assert_int_equal(http(&r, "GET", "/api/admin/tenants", tok_admin, NULL, NULL, 0, NULL), 405);
+    assert_problem(&r, "method-not-allowed");
+}
+
+static void test_auth_required(void **state) {
+    (void)state;
+    resp r;
+    assert_int_equal(post(&r, "/api/admin/tenants", NULL, SEED_BODY, NULL), 401);
+    assert_problem(&r, "unauthorized");
+    assert_non_null(strstr(r.headers, "www-authenticate: Bearer"));
+    assert_int_equal(post(&r, "/api/tenants/provision", "garbage.token.x", SEED_BODY, NULL), 401);
+    assert_int_equal(http(&r, "GET", "/api/provisioning/requests/x", NULL, NULL, NULL, 0, NULL), 401);
+}
+
+static void test_admin_role_required(void **state) {
+    (void)state;
+    resp r;
+    assert_int_equal(post(&r, "/api/admin/tenants", tok_alice, SEED_BODY, NULL), 403);
+    assert_problem(&r, "forbidden");
+}
+
+static void test_content_type_and_size(void **state) {
+    (void)state;
+    resp r;
+    assert_int_equal(http(&r, "POST", "/api/admin/tenants", tok_admin, "text/plain", SEED_BODY,
+                          strlen(SEED_BODY), NULL), 415);
+    assert_problem(&r, "unsupported-media-type");
+    assert_int_equal(http(&r, "POST", "/api/admin/tenants", tok_admin, NULL, SEED_BODY,
+                          strlen(SEED_BODY), NULL), 415);
+    assert_int_equal(http(&r, "POST", "/api/admin/tenants", tok_admin,
+                          "Application/JSON; charset=utf-8", SEED_BODY, strlen(SEED_BODY), NULL), 202);
+    /* Over the 1024-byte limit: a problem+json 413 ... */
+    char *big = malloc(2 << 20);
+    memset(big, ' ', 2 << 20);
+    assert_int_equal(http(&r, "POST", "/api/admin/tenants", tok_admin, "application/json", big,
+                          2000, NULL), 413);
+    assert_problem(&r, "payload-too-large");
+    /* ... and 2 MB is refused by h2o from its Content-Length, before 100-continue. */
+    assert_int_equal(http(&r, "POST", "/api/admin/tenants", tok_admin, "application/json", big,
+                          2 << 20, "Expect: 100-continue"), 413);
+    free(big);
+}
+
+static void test_validation_problem(void **state) {
+    (void)state;
+    resp r;
+    assert_int_equal(post(&r, "/api/admin/tenants", tok_admin,
+                          "{\"name\":\"A\",\"slug\":\"acme\",\"residency\":\"US\",\"x\":1}", NULL), 400);
+    assert_problem(&r, "validation-error");
+    assert_non_null(strstr(r.body, "\"field\":\"/name\""));
+    assert_non_null(strstr(r.body, "\"field\":\"/x\""));
+    assert_int_equal(post(&r, "/api/admin/tenants", tok_admin, "{\"name\":", NULL), 400);
+    assert_problem(&r, "malformed-json");
+}
+
+static void test_accepted_with_location(void **state) {
+    (void)state;
+    resp r;
+    int before = fk.enqueued;
+    assert_int_equal(post(&r, "/api/admin/tenants", tok_admin, SEED_BODY,
+                          "X-Correlation-Id: corr-123"), 202);
+    json_t *o = json_loads(r.body, 0, NULL);
+    assert_non_null(o);
+    assert_true(json_is_true(json_object_get(o, "success")));
+    assert_string_equal(json_string_value(json_object_get(o, "status")), "ACCEPTED");
+    const char *id = json_string_value(json_object_get(o, "requestId"));
+    assert_non_null(id);
+    char loc[256];
+    snprintf(loc, sizeof(loc), "location: /api/provisioning/requests/%s", id);
+    assert_non_null(strstr(r.headers, loc));
+    assert_true(json_is_true(json_object_get(json_object_get(json_object_get(o, "policy"), "opa"), "allow")));
+    json_decref(o);
+    pthread_mutex_lock(&fk.mu);
+    assert_int_equal(fk.enqueued, before + 1);
+    assert_string_equal(fk.last.actor.id, "root");
+    assert_int_equal(fk.last.source, TP_SOURCE_ADMIN_API);
+    assert_string_equal(fk.last.correlation_id, "corr-123");
+    assert_true(fk.last.submitted_at_ms > 0);
+    pthread_mutex_unlock(&fk.mu);
+    /* Self-serve: the caller is the actor, the default plan is STARTER. */
+    assert_int_equal(post(&r, "/api/tenants/provision", tok_alice,
+                          "{\"name\":\"Alice Co\",\"slug\":\"alice-co\",\"residency\":\"EU\"}", NULL), 202);
+    pthread_mutex_lock(&fk.mu);
+    assert_string_equal(fk.last.actor.id, "alice");
+    assert_int_equal(fk.last.source, TP_SOURCE_SELF_SERVE_API);
+    assert_int_equal(fk.last.plan, TP_PLAN_STARTER);
+    assert_string_equal(fk.last.tenant.region, "eu-central-1");
+    pthread_mutex_unlock(&fk.mu);
+}
+
+static void test_policy_deny_and_dependency_failures(void **state) {
+    (void)state;
+    resp r;
+    int before = fk.enqueued;
+    assert_int_equal(post(&r, "/api/tenants/provision", tok_alice,
+                          "{\"name\":\"Deny\",\"slug\":\"deny-me\",\"residency\":\"US\"}", NULL), 403);
+    assert_problem(&r, "policy-denied");
+    assert_non_null(strstr(r.body, "ENTERPRISE_NOT_SELF_SERVE"));
+    assert_int_equal(post(&r, "/api/tenants/provision", tok_alice,
+                          "{\"name\":\"Opa\",\"slug\":\"opa-down\",\"residency\":\"US\"}", NULL), 503);
+    assert_problem(&r, "service-unavailable");
+    assert_non_null(strstr(r.headers, "retry-after: "));
+    assert_int_equal(post(&r, "/api/tenants/provision", tok_alice,
+                          "{\"name\":\"Kafka\",\"slug\":\"kafka-down\",\"residency\":\"US\"}", NULL), 503);
+    assert_non_null(strstr(r.headers, "retry-after: "));
+    assert_int_equal(fk.enqueued, before);
+    assert_int_equal(http(&r, "GET", "/metrics", NULL, NULL, NULL, 0, NULL), 200);
+    assert_non_null(strstr(r.body, "tp_ingress_produce_errors_total 1\n"));
+}
+
+static void test_idempotency_key(void **state) {
+    (void)state;
+    resp r;
+    const char *body = "{\"name\":\"Idem\",\"slug\":\"idem-one\",\"residency\":\"US\"}";
+    /* Same meaning, other spelling: the fingerprint is over validated fields. */
+    const char *same = "{ \"residency\":\"US\", \"slug\":\"idem-one\", \"name\":\"Idem\" }";
+    assert_int_equal(post(&r, "/api/tenants/provision", tok_alice, body, "Idempotency-Key: k-1"), 202);
+    json_t *o = json_loads(r.body, 0, NULL);
+    char id[128];
+    snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(o, "requestId")));
+    json_decref(o);
+    int enq = fk.enqueued;
+    assert_int_equal(post(&r, "/api/tenants/provision", tok_alice, same, "Idempotency-Key: k-1"), 202);
+    assert_non_null(strstr(r.body, id));
+    assert_int_equal(fk.enqueued, enq); /* not enqueued twice */
+    assert_int_equal(post(&r, "/api/tenants/provision", tok_alice,
+                          "{\"name\":\"Idem\",\"slug\":\"idem-two\",\"residency\":\"US\"}",
+                          "Idempotency-Key: k-1"), 422);
+    assert_problem(&r, "idempotency-key-reused");
+    /* The key is scoped to the caller: bob's k-1 is a new request. */
+    assert_int_equal(post(&r, "/api/tenants/provision", tok_bob, body, "Idempotency-Key: k-1"), 202);
+    assert_null(strstr(r.body, id));
+}
+
+static void test_status_access(void **state) {
+    (void)state;
+    resp r;
+    assert_int_equal(post(&r, "/api/tenants/provision", tok_alice,
+                          "{\"name\":\"Mine\",\"slug\":\"alice-own\",\"residency\":\"US\"}", NULL), 202);
+    json_t *o = json_loads(r.body, 0, NULL);
+    char path[256];
+    snprintf(path, sizeof(path), "/api/provisioning/requests/%s",
+             json_string_value(json_object_get(o, "requestId")));
+    json_decref(o);
+    assert_int_equal(http(&r, "GET", path, tok_alice, NULL, NULL, 0, NULL), 200);
+    assert_non_null(strstr(r.body, "\"state\":\"ACCEPTED\""));
+    assert_int_equal(http(&r, "GET", path, tok_admin, NULL, NULL, 0, NULL), 200);
+    assert_int_equal(http(&r, "GET", path, tok_bob, NULL, NULL, 0, NULL), 404);
+    assert_problem(&r, "not-found");
+    assert_int_equal(http(&r, "GET", "/api/provisioning/requests/unknown-id", tok_admin, NULL, NULL, 0, NULL), 404);
+}
+
+static void test_readyz(void **state) {
+    (void)state;
+    resp r;
+    assert_int_equal(http(&r, "GET", "/readyz", NULL, NULL, NULL, 0, NULL), 200);
+    fk.ready_rc = TP_EKAFKA;
+    assert_int_equal(http(&r, "GET", "/readyz", NULL, NULL, NULL, 0, NULL), 503);
+    assert_non_null(strstr(r.body, "broker down"));
+    fk.ready_rc = 0;
+}
+
+static void test_metrics(void **state) {
+    (void)state;
+    resp r;
+    assert_int_equal(http(&r, "GET", "/metrics", NULL, NULL, NULL, 0, NULL), 200);
+    assert_non_null(strstr(r.headers, "text/plain; version=0.0.4"));
+    assert_non_null(strstr(r.body, "tp_ingress_requests_total{route=\"admin_tenants\",status=\"202\"}"));
+    assert_non_null(strstr(r.body, "tp_ingress_requests_total{route=\"admin_tenants\",status=\"401\"} 1\n"));
+    assert_non_null(strstr(r.body, "tp_ingress_request_duration_seconds_bucket{route=\"admin_tenants\",le=\"+Inf\"}"));
+    assert_non_null(strstr(r.body, "tp_ingress_requests_in_flight 0\n"));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_healthz_and_unknown),
+        cmocka_unit_test(test_auth_required),
+        cmocka_unit_test(test_admin_role_required),
+        cmocka_unit_test(test_content_type_and_size),
+        cmocka_unit_test(test_validation_problem),
+        cmocka_unit_test(test_accepted_with_location),
+        cmocka_unit_test(test_policy_deny_and_dependency_failures),
+        cmocka_unit_test(test_idempotency_key),
+        cmocka_unit_test(test_status_access),
+        cmocka_unit_test(test_readyz),
+        cmocka_unit_test(test_metrics),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
