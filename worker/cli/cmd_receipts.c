@@ -34,6 +34,51 @@ int tpctl_receipts_verify_views(tp_verifier *v, const tp_receipt_view *views, si
     return worst;
 }
 
+int tpctl_receipts_view_from_record(const tp_receipt_record *rec, tp_receipt_view *view,
+                                    tp_receipt_sig *sigs, size_t sigs_cap) {
+    if (!rec || !view || (rec->n_signatures && (!sigs || !rec->signatures)))
+        return TP_EINVAL;
+    if (rec->n_signatures > sigs_cap)
+        return TP_EINVAL;
+    for (size_t i = 0; i < rec->n_signatures; i++)
+        sigs[i] = (tp_receipt_sig){.keyid = rec->signatures[i].keyid,
+                                   .sig = rec->signatures[i].sig,
+                                   .sig_len = rec->signatures[i].sig_len};
+    *view = (tp_receipt_view){
+        .receipt_id = rec->receipt_id,
+        .action_type = rec->action_type,
+        .tenant_id = rec->tenant_id,
+        .request_id = rec->request_id,
+        .sequence = rec->sequence,
+        .prev_hash_hex = rec->previous_hash,
+        .hash_hex = rec->hash,
+        .timestamp_ms = rec->timestamp_ms,
+        .payload_type = rec->payload_type,
+        .payload = rec->payload,
+        .payload_len = rec->payload_len,
+        .sigs = sigs,
+        .n_sigs = rec->n_signatures,
+    };
+    return 0;
+}
+
+int tpctl_receipts_verify_records(tp_verifier *v, const tp_receipt_record *recs, size_t n) {
+    int worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        tp_receipt_sig sigs[TP_RECEIPT_SIGNATURES_MAX];
+        tp_receipt_view view;
+        int rc = tpctl_receipts_view_from_record(&recs[i], &view, sigs, TP_RECEIPT_SIGNATURES_MAX);
+        if (rc != 0)
+            return rc; /* the codec bounds signatures, so this is a caller bug */
+        rc = tp_verifier_feed(v, &view);
+        if (rc == TP_ENOMEM)
+            return rc;
+        if (rc != 0)
+            worst = rc;
+    }
+    return worst;
+}
+
 int tpctl_receipts_tail_views(FILE *out, const tp_receipt_view *views, size_t n) {
     for (size_t i = 0; i < n; i++) {
         char *line = NULL;

@@ -15,6 +15,7 @@
 
 #include "cli/cli.h"
 #include "receipts_fixture.h"
+#include "tp/codec.h"
 #include "tp/config.h"
 
 /* Runs fn with stdout/stderr redirected into files; returns its exit code; out/err get the text. */
@@ -332,12 +333,69 @@ static void test_cmd_verify_and_tail(void **state) {
     fx_key_release(&k);
 }
 
+/* The hook the Kafka reader will use: Avro-encoded receipts, decoded, mapped and verified. */
+static void test_verify_decoded_avro_records(void **state) {
+    fx_key k;
+    fx_receipt r[3];
+    tp_receipt_record dec[3];
+    tp_codec *codec;
+    tp_keyset *ks;
+    tp_verifier *v = NULL;
+    tp_verify_summary sum;
+    char errstr[256] = "";
+    (void)state;
+    codec = tp_codec_new(TP_SOURCE_DIR "/schemas/avro", NULL, errstr, sizeof(errstr));
+    if (!codec)
+        fail_msg("codec: %s", errstr);
+    assert_int_equal(fx_key_new(&k), 0);
+    const fx_key *keys[1] = {&k};
+    ks = fx_keyset(keys, 1);
+    memset(dec, 0, sizeof(dec));
+    for (int i = 0; i < 3; i++) {
+        unsigned char *buf = NULL;
+        size_t len = 0;
+        assert_int_equal(fx_seal(k.signer, "ten_avro", i ? &r[i - 1] : NULL, &r[i]), 0);
+        tp_receipt_signature sig = {r[i].sealed.keyid, r[i].sealed.sig, 64};
+        tp_receipt_record rec = {
+            .receipt_id = r[i].receipt_id, .action_type = r[i].action, .tenant_id = r[i].tenant_id,
+            .request_id = r[i].request_id, .sequence = r[i].seq, .previous_hash = r[i].prev,
+            .hash = r[i].sealed.hash_hex, .timestamp_ms = r[i].ts,
+            .payload_type = (char *)TP_RECEIPT_PAYLOAD_TYPE,
+            .payload = (unsigned char *)r[i].sealed.payload, .payload_len = r[i].sealed.payload_len,
+            .n_signatures = 1, .signatures = &sig};
+        assert_int_equal(tp_codec_encode_receipt(codec, &rec, &buf, &len), 0);
+        if (i == 1)
+            buf[len - 100] ^= 0x20; /* inside the payload bytes, near the end of the record */
+        assert_int_equal(tp_codec_decode_receipt(codec, buf, len, &dec[i], errstr, sizeof(errstr)), 0);
+        free(buf);
+    }
+    assert_int_equal(tp_verifier_new(ks, &v), 0);
+    assert_int_equal(tpctl_receipts_verify_records(v, dec, 3), TP_EVERIFY);
+    tp_verifier_summary(v, &sum);
+    assert_int_equal(sum.receipts, 3);
+    assert_int_equal(sum.errors, 1);
+    assert_non_null(strstr(sum.first_error, "receipt prov_ten_avro_2 "));
+    tp_verifier_free(v);
+    /* The untouched first record verifies on its own. */
+    assert_int_equal(tp_verifier_new(ks, &v), 0);
+    assert_int_equal(tpctl_receipts_verify_records(v, dec, 1), 0);
+    tp_verifier_free(v);
+    for (int i = 0; i < 3; i++) {
+        tp_receipt_record_release(&dec[i]);
+        fx_receipt_release(&r[i]);
+    }
+    tp_keyset_free(ks);
+    fx_key_release(&k);
+    tp_codec_free(codec);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jsonl_roundtrip),
         cmocka_unit_test(test_jsonl_rejects_and_mutations),
         cmocka_unit_test(test_cmd_keygen),
         cmocka_unit_test(test_cmd_verify_and_tail),
+        cmocka_unit_test(test_verify_decoded_avro_records),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
