@@ -506,6 +506,8 @@ static void run_after(uv_work_t *req, int status) {
     job *j = req->data;
     tp_worker *w = j->w;
     tp_log_ctx ctx = {j->req.request_id, tp_stage_name(j->result.stage), j->result.attempts};
+    if (j->result.status == TP_RUN_SUCCEEDED)
+        ctx.stage = NULL, ctx.attempt = 0;
     (void)status;
 
     j->part->busy--;

@@ -1,0 +1,199 @@
+/* test_worker_e2e: tp-worker end to end on the real stack: records on a private requests topic,
+ * outcomes asserted in PostgreSQL and on the receipts and dead-letter topics. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "support/e2e.h"
+#include "tp/codec.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int setup(void **state) {
+    e2e *e = calloc(1, sizeof(*e));
+    const char *name = *state ? *state : "worker";
+    if (!e || e2e_setup(e, name, NULL) != 0 || e2e_worker_start(e, 0) != 0) {
+        free(e);
+        return -1;
+    }
+    *state = e;
+    return 0;
+}
+
+static int teardown(void **state) {
+    e2e *e = *state;
+    int status = e2e_worker_stop(e, 0, SIGTERM, 20000, NULL);
+    if (status != 0)
+        fprintf(stderr, "worker exit status %d (log %s)\n", status, e->log_path[0]);
+    e2e_teardown(e);
+    free(e);
+    return status == 0 ? 0 : -1;
+}
+
+/* Every assertion of a provisioned tenant (DESIGN §6). */
+static void assert_provisioned(e2e *e, const tp_request *req, const char *region, const char *isolation,
+                               int64_t rpm, int64_t rpd, int64_t storage, int64_t seats) {
+    const char *rid = req->request_id;
+    char tenant[128];
+    assert_int_equal(e2e_wait_int(e, 1, 60, "SELECT count(*) FROM provisioning_requests WHERE request_id = '%s' AND state = 'SUCCEEDED'", rid), 1);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM provisioning_stages WHERE request_id = '%s' AND status = 'SUCCEEDED'", rid), 7);
+    assert_int_equal(e2e_text(e, tenant, sizeof(tenant), "SELECT id FROM tenants WHERE slug = '%s'", req->tenant.slug), 0);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenants WHERE id = '%s' AND status = 'active'", tenant), 1);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenant_namespaces WHERE tenant_id = '%s' AND id = 'ns_%s' AND slug = '%s-prod'", tenant, tenant, req->tenant.slug), 1);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenant_partitions WHERE tenant_id = '%s' AND region = '%s' AND isolation = '%s' AND id IN ('part_%s_primary', 'part_%s_analytics', 'part_%s_audit')", tenant, region, isolation, tenant, tenant, tenant), 3);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenant_quotas WHERE tenant_id = '%s' AND tier = '%s' AND requests_per_minute = %lld AND requests_per_day = %lld AND storage_bytes = %lld AND seat_cap = %lld", tenant, tp_plan_name(req->plan), (long long)rpm, (long long)rpd, (long long)storage, (long long)seats), 1);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM receipt_outbox WHERE tenant_id = '%s'", tenant), 3);
+}
+
+static void test_happy_path_each_plan(void **state) {
+    e2e *e = *state;
+    tp_request reqs[4];
+    static const struct {
+        tp_plan plan;
+        const char *isolation;
+        int64_t rpm, rpd, storage, seats;
+    } plans[4] = {
+        {TP_PLAN_FREE, "shared", 20, 1000, 5000000000LL, 5},
+        {TP_PLAN_STARTER, "shared", 100, 100000, 50000000000LL, 50},
+        {TP_PLAN_PRO, "shared", 1000, 1000000, 250000000000LL, 150},
+        {TP_PLAN_ENTERPRISE, "dedicated", 10000, 10000000, 1000000000000LL, 500},
+    };
+    for (int i = 0; i < 4; i++) {
+        char slug[64];
+        snprintf(slug, sizeof(slug), "happy-%s-%d", e->suffix, i);
+        e2e_request_init(&reqs[i], slug, plans[i].plan);
+        if (i == 3) { /* an EU tenant with its region given */
+            reqs[i].tenant.residency = TP_RESIDENCY_EU;
+            snprintf(reqs[i].tenant.region, sizeof(reqs[i].tenant.region), "eu-west-1");
+        }
+        assert_int_equal(e2e_submit(e, &reqs[i], 1, -1), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        assert_provisioned(e, &reqs[i], i == 3 ? "eu-west-1" : "us-east-1", plans[i].isolation, plans[i].rpm,
+                           plans[i].rpd, plans[i].storage, plans[i].seats);
+    /* The receipts topic holds three receipts per tenant. */
+    assert_int_equal(e2e_read_topic(e, e->topic_receipts, 12, 30000, NULL, NULL), 12);
+}
+
+static void test_same_record_three_times(void **state) {
+    e2e *e = *state;
+    tp_request req;
+    char slug[64];
+    snprintf(slug, sizeof(slug), "dup-%s", e->suffix);
+    e2e_request_init(&req, slug, TP_PLAN_PRO);
+    assert_int_equal(e2e_submit(e, &req, 3, -1), 0);
+    assert_provisioned(e, &req, "us-east-1", "shared", 1000, 1000000, 250000000000LL, 150);
+    /* Wait until all three records are consumed and committed, then count everything again. */
+    assert_int_equal(e2e_wait_committed(e, 3, 30), 3);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenants WHERE slug = '%s'", slug), 1);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenant_namespaces n JOIN tenants t ON t.id = n.tenant_id WHERE t.slug = '%s'", slug), 1);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenant_partitions p JOIN tenants t ON t.id = p.tenant_id WHERE t.slug = '%s'", slug), 3);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenant_quotas q JOIN tenants t ON t.id = q.tenant_id WHERE t.slug = '%s'", slug), 1);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM receipt_outbox WHERE request_id = '%s'", req.request_id), 3);
+    assert_int_equal(e2e_int(e, "SELECT count(DISTINCT action_type) FROM receipt_outbox WHERE request_id = '%s'", req.request_id), 3);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM provisioning_requests"), 1);
+}
+
+static void test_slug_taken(void **state) {
+    e2e *e = *state;
+    tp_request first, second;
+    char slug[64], tenant_before[128], tenant_after[128];
+    snprintf(slug, sizeof(slug), "taken-%s", e->suffix);
+    e2e_request_init(&first, slug, TP_PLAN_STARTER);
+    assert_int_equal(e2e_submit(e, &first, 1, -1), 0);
+    assert_int_equal(e2e_wait_int(e, 1, 60, "SELECT count(*) FROM provisioning_requests WHERE request_id = '%s' AND state = 'SUCCEEDED'", first.request_id), 1);
+    assert_int_equal(e2e_text(e, tenant_before, sizeof(tenant_before), "SELECT id || status || plan || updated_at FROM tenants WHERE slug = '%s'", slug), 0);
+
+    e2e_request_init(&second, slug, TP_PLAN_PRO);
+    assert_int_equal(e2e_submit(e, &second, 1, -1), 0);
+    assert_int_equal(e2e_wait_int(e, 1, 60, "SELECT count(*) FROM provisioning_requests WHERE request_id = '%s' AND state = 'FAILED' AND failure_reason = 'SLUG_TAKEN'", second.request_id), 1);
+    assert_int_equal(e2e_text(e, tenant_after, sizeof(tenant_after), "SELECT id || status || plan || updated_at FROM tenants WHERE slug = '%s'", slug), 0);
+    assert_string_equal(tenant_before, tenant_after);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenants"), 1);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM receipt_outbox WHERE request_id = '%s'", second.request_id), 0);
+}
+
+static void test_policy_deny(void **state) {
+    e2e *e = *state;
+    tp_request req;
+    char slug[64], reasons[512];
+    snprintf(slug, sizeof(slug), "deny-%s", e->suffix);
+    e2e_request_init(&req, slug, TP_PLAN_ENTERPRISE);
+    req.source = TP_SOURCE_SELF_SERVE_API;
+    snprintf(req.actor.id, sizeof(req.actor.id), "user-42");
+    snprintf(req.actor.type, sizeof(req.actor.type), "user");
+    assert_int_equal(e2e_submit(e, &req, 1, -1), 0);
+    assert_int_equal(e2e_wait_int(e, 1, 60, "SELECT count(*) FROM provisioning_requests WHERE request_id = '%s' AND state = 'DENIED'", req.request_id), 1);
+    assert_int_equal(e2e_text(e, reasons, sizeof(reasons), "SELECT reasons::text FROM policy_decisions WHERE request_id = '%s'", req.request_id), 0);
+    assert_non_null(strstr(reasons, "ENTERPRISE_NOT_SELF_SERVE"));
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenants"), 0);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenant_namespaces"), 0);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenant_partitions"), 0);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenant_quotas"), 0);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM receipt_outbox"), 0);
+}
+
+typedef struct dlq_seen {
+    e2e *e;
+    int garbage, fingerprint;
+    int64_t garbage_offset;
+} dlq_seen;
+
+static void on_dlq(void *arg, const void *key, size_t key_len, const void *value, size_t len,
+                   int32_t partition, int64_t offset) {
+    dlq_seen *s = arg;
+    tp_dead_letter dl;
+    char err[256];
+    (void)key, (void)key_len, (void)partition, (void)offset;
+    if (tp_codec_decode_dead_letter(s->e->codec, value, len, &dl, err, sizeof(err)) != 0)
+        return;
+    if (strcmp(dl.reason_code, "DECODE_FRAMING") == 0 && dl.origin_partition == 0) {
+        s->garbage++;
+        s->garbage_offset = dl.origin_offset;
+    }
+    if (strcmp(dl.reason_code, "DECODE_FINGERPRINT") == 0 && dl.origin_partition == 0)
+        s->fingerprint++;
+    assert_string_equal(dl.origin_topic, s->e->topic_requests);
+    tp_dead_letter_release(&dl);
+}
+
+static void test_poison_records_to_dlq(void **state) {
+    e2e *e = *state;
+    static const unsigned char garbage[] = "this is not avro at all \xff\xfe\x00\x01";
+    unsigned char unknown_fp[32] = {0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 0x02, 'x'};
+    tp_request behind[3];
+    dlq_seen seen = {e, 0, 0, -1};
+
+    /* Both poison records first on partition 0, then valid requests behind them on it. */
+    assert_int_equal(e2e_produce_raw(e, garbage, sizeof(garbage), "poison", 0), 0);
+    assert_int_equal(e2e_produce_raw(e, unknown_fp, sizeof(unknown_fp), "poison", 0), 0);
+    for (int i = 0; i < 3; i++) {
+        char slug[64];
+        snprintf(slug, sizeof(slug), "behind-%s-%d", e->suffix, i);
+        e2e_request_init(&behind[i], slug, TP_PLAN_FREE);
+        assert_int_equal(e2e_submit(e, &behind[i], 1, 0), 0);
+    }
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(e2e_wait_int(e, 1, 60, "SELECT count(*) FROM provisioning_requests WHERE request_id = '%s' AND state = 'SUCCEEDED'", behind[i].request_id), 1);
+    assert_int_equal(e2e_wait_int(e, 2, 30, "SELECT count(*) FROM dead_letters WHERE origin_partition = 0 AND reason IN ('DECODE_FRAMING', 'DECODE_FINGERPRINT')"), 2);
+    assert_true(e2e_read_topic(e, e->topic_dlq, 2, 30000, on_dlq, &seen) >= 2);
+    assert_int_equal(seen.garbage, 1);
+    assert_int_equal(seen.fingerprint, 1);
+    assert_int_equal(seen.garbage_offset, 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_prestate_setup_teardown(test_happy_path_each_plan, setup, teardown, "happy"),
+        cmocka_unit_test_prestate_setup_teardown(test_same_record_three_times, setup, teardown, "dup"),
+        cmocka_unit_test_prestate_setup_teardown(test_slug_taken, setup, teardown, "slug"),
+        cmocka_unit_test_prestate_setup_teardown(test_policy_deny, setup, teardown, "deny"),
+        cmocka_unit_test_prestate_setup_teardown(test_poison_records_to_dlq, setup, teardown, "poison"),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

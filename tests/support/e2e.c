@@ -1,0 +1,376 @@
+/* e2e.c: the end-to-end harness (see e2e.h): real PostgreSQL, Kafka and OPA from .stack/env, a
+ * tp-worker child per slot, private topics per test so tests never see each other's records. */
+#include "support/e2e.h"
+#include "tp/error.h"
+#include "tp/ids.h"
+
+#include <errno.h>
+#include <librdkafka/rdkafka.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static rd_kafka_t *admin_client(void) {
+    char err[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", pgtest_env("TP_KAFKA_BOOTSTRAP"), err, sizeof(err));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    if (!rk)
+        fprintf(stderr, "e2e: kafka admin client: %s\n", err);
+    return rk;
+}
+
+static int topics_admin(e2e *e, bool create) {
+    const char *names[3] = {e->topic_requests, e->topic_receipts, e->topic_dlq};
+    const int parts[3] = {6, 6, 1};
+    rd_kafka_t *rk = admin_client();
+    rd_kafka_queue_t *q;
+    rd_kafka_event_t *ev;
+    int rc = 0;
+    if (!rk)
+        return -1;
+    q = rd_kafka_queue_new(rk);
+    if (create) {
+        rd_kafka_NewTopic_t *nt[3];
+        char err[256];
+        for (int i = 0; i < 3; i++)
+            nt[i] = rd_kafka_NewTopic_new(names[i], parts[i], 1, err, sizeof(err));
+        rd_kafka_CreateTopics(rk, nt, 3, NULL, q);
+        rd_kafka_NewTopic_destroy_array(nt, 3);
+    } else {
+        rd_kafka_DeleteTopic_t *dt[3];
+        for (int i = 0; i < 3; i++)
+            dt[i] = rd_kafka_DeleteTopic_new(names[i]);
+        rd_kafka_DeleteTopics(rk, dt, 3, NULL, q);
+        rd_kafka_DeleteTopic_destroy_array(dt, 3);
+    }
+    ev = rd_kafka_queue_poll(q, 30000);
+    if (!ev || rd_kafka_event_error(ev)) {
+        fprintf(stderr, "e2e: topic admin: %s\n", ev ? rd_kafka_event_error_string(ev) : "timeout");
+        rc = -1;
+    } else if (create) {
+        size_t n;
+        const rd_kafka_topic_result_t **res = rd_kafka_CreateTopics_result_topics(
+            rd_kafka_event_CreateTopics_result(ev), &n);
+        for (size_t i = 0; i < n; i++) {
+            if (rd_kafka_topic_result_error(res[i])) {
+                fprintf(stderr, "e2e: create %s: %s\n", rd_kafka_topic_result_name(res[i]),
+                        rd_kafka_topic_result_error_string(res[i]));
+                rc = -1;
+            }
+        }
+    }
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
+int e2e_setup(e2e *e, const char *name, const char *extra_config) {
+    char err[512], uuid[TP_UUID_LEN + 1];
+    FILE *f;
+    memset(e, 0, sizeof(*e));
+    if (!pgtest_env("TP_KAFKA_BOOTSTRAP") || !pgtest_env("TP_PG_DSN") || !pgtest_env("TP_OPA_URL")) {
+        fprintf(stderr, "e2e: TP_KAFKA_BOOTSTRAP, TP_PG_DSN and TP_OPA_URL are needed: scripts/stack up\n");
+        return -1;
+    }
+    tp_uuid_v4(uuid);
+    snprintf(e->suffix, sizeof(e->suffix), "%.8s", uuid);
+    snprintf(e->topic_requests, sizeof(e->topic_requests), "t.%s.%s.requests", name, e->suffix);
+    snprintf(e->topic_receipts, sizeof(e->topic_receipts), "t.%s.%s.receipts", name, e->suffix);
+    snprintf(e->topic_dlq, sizeof(e->topic_dlq), "t.%s.%s.dlq", name, e->suffix);
+    snprintf(e->group, sizeof(e->group), "t-%s-%s", name, e->suffix);
+    snprintf(e->config_path, sizeof(e->config_path), "/tmp/tp-e2e-%s-%s.conf", name, e->suffix);
+    for (int i = 0; i < E2E_MAX_WORKERS; i++)
+        snprintf(e->log_path[i], sizeof(e->log_path[i]), "/tmp/tp-e2e-%s-%s.worker%d.log", name, e->suffix, i);
+    if (pgtest_create_migrated(&e->db) != 0 || topics_admin(e, true) != 0)
+        return -1;
+    f = fopen(e->config_path, "w");
+    if (!f)
+        return -1;
+    fprintf(f,
+            "kafka.bootstrap.servers = %s\npg.dsn = %s\nopa.url = %s\nopa.timeout_ms = 1000\n"
+            "topic.requests = %s\ntopic.receipts = %s\ntopic.dlq = %s\nworker.group_id = %s\n"
+            "retry.initial_ms = 100\nretry.cap_ms = 1000\nretry.max_attempts = 30\n"
+            "worker.shutdown_grace_ms = 15000\nworker.relay_interval_ms = 100\n"
+            "receipts.signing_key_file = .stack/keys/receipts.key\n"
+            "receipts.keyset_file = .stack/keys/receipts.keyset\n%s\n",
+            pgtest_env("TP_KAFKA_BOOTSTRAP"), e->db.dsn, pgtest_env("TP_OPA_URL"), e->topic_requests,
+            e->topic_receipts, e->topic_dlq, e->group, extra_config ? extra_config : "");
+    fclose(f);
+    e->cfg = tp_config_new();
+    if (!e->cfg || tp_config_load_file(e->cfg, e->config_path, err, sizeof(err)) != 0) {
+        fprintf(stderr, "e2e: config: %s\n", err);
+        return -1;
+    }
+    e->codec = tp_codec_new("schemas/avro", "", err, sizeof(err));
+    if (!e->codec || tp_producer_new(e->cfg, &e->producer, err, sizeof(err)) != 0 ||
+        tp_db_connect(e->db.dsn, &e->conn, err, sizeof(err)) != 0) {
+        fprintf(stderr, "e2e: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+void e2e_teardown(e2e *e) {
+    for (int i = 0; i < E2E_MAX_WORKERS; i++)
+        if (e->workers[i] > 0)
+            e2e_worker_stop(e, i, SIGKILL, 5000, NULL);
+    tp_db_close(e->conn);
+    tp_producer_free(e->producer, 5000);
+    tp_codec_free(e->codec);
+    tp_config_free(e->cfg);
+    if (e->db.name[0])
+        pgtest_drop(&e->db);
+    if (e->topic_requests[0])
+        topics_admin(e, false);
+    unlink(e->config_path);
+}
+
+int e2e_worker_start(e2e *e, int i) {
+    char exe[1024], dir[1024];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    pid_t pid;
+    if (n <= 0)
+        return -1;
+    exe[n] = '\0';
+    snprintf(dir, sizeof(dir), "%s", dirname(exe));
+    snprintf(exe, sizeof(exe), "%s/tp-worker", dir);
+    pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        FILE *log = freopen(e->log_path[i], "a", stderr);
+        (void)log;
+        dup2(STDERR_FILENO, STDOUT_FILENO);
+        execl(exe, "tp-worker", "--config", e->config_path, (char *)NULL);
+        _exit(127);
+    }
+    e->workers[i] = pid;
+    return 0;
+}
+
+int e2e_worker_stop(e2e *e, int i, int sig, int timeout_ms, int64_t *elapsed_ms) {
+    int64_t start = now_ms();
+    int status;
+    pid_t pid = e->workers[i];
+    if (pid <= 0)
+        return -1;
+    kill(pid, sig);
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            break;
+        if (now_ms() - start > timeout_ms) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            e->workers[i] = 0;
+            if (elapsed_ms)
+                *elapsed_ms = now_ms() - start;
+            return -1;
+        }
+        usleep(20000);
+    }
+    e->workers[i] = 0;
+    if (elapsed_ms)
+        *elapsed_ms = now_ms() - start;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+void e2e_request_init(tp_request *req, const char *slug, tp_plan plan) {
+    memset(req, 0, sizeof(*req));
+    tp_uuid_v4(req->request_id);
+    req->source = TP_SOURCE_BILLING;
+    snprintf(req->actor.id, sizeof(req->actor.id), "billing-e2e");
+    snprintf(req->actor.type, sizeof(req->actor.type), "system");
+    snprintf(req->tenant.name, sizeof(req->tenant.name), "Tenant %s", slug);
+    snprintf(req->tenant.slug, sizeof(req->tenant.slug), "%s", slug);
+    req->tenant.residency = TP_RESIDENCY_US;
+    req->plan = plan;
+    req->environment = TP_ENV_PROD;
+    req->submitted_at_ms = (int64_t)time(NULL) * 1000;
+}
+
+typedef struct sent_state {
+    int ok, failed;
+} sent_state;
+
+static void on_sent(void *opaque, int err, int32_t partition, int64_t offset) {
+    sent_state *s = opaque;
+    (void)partition;
+    (void)offset;
+    if (err)
+        s->failed++;
+    else
+        s->ok++;
+}
+
+/* Produces through librdkafka directly when a partition is forced (tp_producer partitions by key). */
+static int produce_to_partition(e2e *e, const void *buf, size_t len, const char *key, int partition) {
+    char err[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_t *rk;
+    int rc = 0;
+    rd_kafka_conf_set(conf, "bootstrap.servers", pgtest_env("TP_KAFKA_BOOTSTRAP"), err, sizeof(err));
+    rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof(err));
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    if (!rk)
+        return -1;
+    if (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(e->topic_requests), RD_KAFKA_V_PARTITION(partition),
+                          RD_KAFKA_V_KEY(key, key ? strlen(key) : 0), RD_KAFKA_V_VALUE((void *)buf, len),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END) != 0 ||
+        rd_kafka_flush(rk, 30000) != 0)
+        rc = -1;
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
+int e2e_produce_raw(e2e *e, const void *buf, size_t len, const char *key, int partition) {
+    sent_state s = {0, 0};
+    if (partition >= 0)
+        return produce_to_partition(e, buf, len, key, partition);
+    if (tp_producer_send(e->producer, e->topic_requests, key, key ? strlen(key) : 0, buf, len, NULL, 0,
+                         on_sent, &s) != 0 ||
+        tp_producer_flush(e->producer, 30000) != 0 || s.ok != 1)
+        return -1;
+    return 0;
+}
+
+int e2e_submit(e2e *e, const tp_request *req, int repeat, int partition) {
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    int rc = 0;
+    if (tp_codec_encode_request(e->codec, req, &buf, &len) != 0)
+        return -1;
+    for (int i = 0; i < repeat && rc == 0; i++)
+        rc = e2e_produce_raw(e, buf, len, req->tenant.slug, partition);
+    free(buf);
+    return rc;
+}
+
+static int64_t vquery_int(e2e *e, const char *fmt, va_list ap) {
+    char sql[4096];
+    int64_t v = -1;
+    vsnprintf(sql, sizeof(sql), fmt, ap);
+    if (pgtest_query_int(e->conn, sql, &v) != 0)
+        return -1;
+    return v;
+}
+
+int64_t e2e_int(e2e *e, const char *fmt, ...) {
+    va_list ap;
+    int64_t v;
+    va_start(ap, fmt);
+    v = vquery_int(e, fmt, ap);
+    va_end(ap);
+    return v;
+}
+
+int e2e_text(e2e *e, char *out, size_t cap, const char *fmt, ...) {
+    char sql[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof(sql), fmt, ap);
+    va_end(ap);
+    return pgtest_query_text(e->conn, sql, out, cap) == 0 ? 0 : -1;
+}
+
+int64_t e2e_wait_int(e2e *e, int64_t want, int timeout_s, const char *fmt, ...) {
+    int64_t deadline = now_ms() + (int64_t)timeout_s * 1000, v = -1;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        v = vquery_int(e, fmt, ap);
+        va_end(ap);
+        if (v == want || now_ms() > deadline)
+            return v;
+        usleep(200000);
+    }
+}
+
+int e2e_read_topic(e2e *e, const char *topic, int expect, int timeout_ms, e2e_record_fn fn, void *arg) {
+    char err[256], group[128];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_t *rk;
+    rd_kafka_topic_partition_list_t *subs;
+    int64_t deadline = now_ms() + timeout_ms;
+    int n = 0;
+    snprintf(group, sizeof(group), "%s-reader-%d", e->group, rand());
+    rd_kafka_conf_set(conf, "bootstrap.servers", pgtest_env("TP_KAFKA_BOOTSTRAP"), err, sizeof(err));
+    rd_kafka_conf_set(conf, "group.id", group, err, sizeof(err));
+    rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", err, sizeof(err));
+    rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err));
+    rd_kafka_conf_set(conf, "partition.assignment.strategy", "roundrobin", err, sizeof(err));
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    if (!rk)
+        return -1;
+    rd_kafka_poll_set_consumer(rk);
+    subs = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(subs, topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_subscribe(rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    while (now_ms() < deadline && (expect < 0 || n < expect)) {
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 100);
+        if (!msg)
+            continue;
+        if (!msg->err) {
+            n++;
+            if (fn)
+                fn(arg, msg->key, msg->key_len, msg->payload, msg->len, msg->partition, msg->offset);
+        }
+        rd_kafka_message_destroy(msg);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return n;
+}
+
+int e2e_sh(const char *cmd) {
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+int64_t e2e_committed(e2e *e) {
+    char err[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_t *rk;
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(6);
+    int64_t sum = 0;
+    rd_kafka_conf_set(conf, "bootstrap.servers", pgtest_env("TP_KAFKA_BOOTSTRAP"), err, sizeof(err));
+    rd_kafka_conf_set(conf, "group.id", e->group, err, sizeof(err));
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    if (!rk) {
+        rd_kafka_topic_partition_list_destroy(parts);
+        return -1;
+    }
+    for (int i = 0; i < 6; i++)
+        rd_kafka_topic_partition_list_add(parts, e->topic_requests, i);
+    if (rd_kafka_committed(rk, parts, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        sum = -1;
+    for (int i = 0; sum >= 0 && i < parts->cnt; i++)
+        if (parts->elems[i].offset > 0)
+            sum += parts->elems[i].offset;
+    rd_kafka_topic_partition_list_destroy(parts);
+    rd_kafka_destroy(rk);
+    return sum;
+}
+
+int64_t e2e_wait_committed(e2e *e, int64_t want, int timeout_s) {
+    int64_t deadline = now_ms() + (int64_t)timeout_s * 1000, v;
+    while ((v = e2e_committed(e)) != want && now_ms() < deadline)
+        usleep(250000);
+    return v;
+}

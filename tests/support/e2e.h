@@ -1,0 +1,77 @@
+/* e2e.h: end-to-end harness on the real stack: a scratch database, private topics (requests,
+ * receipts, dlq) named for the test, a tp-worker child process configured for them, and helpers to
+ * produce requests, query PostgreSQL and read topics. */
+#ifndef TP_E2E_H
+#define TP_E2E_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "support/pgtest.h"
+#include "tp/codec.h"
+#include "tp/config.h"
+#include "tp/kafka.h"
+#include "tp/request.h"
+#include "tp/store.h"
+
+#define E2E_MAX_WORKERS 4
+
+typedef struct e2e {
+    pgtest_db db;
+    char suffix[40];
+    char topic_requests[160], topic_receipts[160], topic_dlq[160];
+    char group[80];
+    char config_path[256];
+    char log_path[E2E_MAX_WORKERS][256];
+    pid_t workers[E2E_MAX_WORKERS];
+    tp_config *cfg;
+    tp_codec *codec;
+    tp_producer *producer;
+    tp_db *conn;
+} e2e;
+
+/* Creates the database, the topics and the worker config (extra_config: more `key = value`
+ * lines, may be NULL). Returns 0 or -1 (message on stderr). */
+int e2e_setup(e2e *e, const char *name, const char *extra_config);
+/* Kills remaining workers, drops the database, deletes the topics. */
+void e2e_teardown(e2e *e);
+
+/* Starts worker slot i (0..E2E_MAX_WORKERS-1); returns 0 or -1. */
+int e2e_worker_start(e2e *e, int i);
+/* Sends sig to worker i and waits up to timeout_ms; returns its exit status, 128+signal when
+ * killed, or -1 on a timeout (then it is killed). *elapsed_ms may be NULL. */
+int e2e_worker_stop(e2e *e, int i, int sig, int timeout_ms, int64_t *elapsed_ms);
+
+/* A valid billing request: system actor, residency US, prod, a fresh UUID request id. */
+void e2e_request_init(tp_request *req, const char *slug, tp_plan plan);
+/* Encodes and produces req repeat times (partition -1: by key), waiting for PERSISTED. 0 or -1. */
+int e2e_submit(e2e *e, const tp_request *req, int repeat, int partition);
+/* Produces raw bytes (e.g. garbage) with key to partition (-1: by key). 0 or -1. */
+int e2e_produce_raw(e2e *e, const void *buf, size_t len, const char *key, int partition);
+
+/* One integer from a query (printf-style SQL built by the test itself); -1 on error. */
+int64_t e2e_int(e2e *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* One text value into out; 0 or -1. */
+int e2e_text(e2e *e, char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Polls the query until it returns want or timeout_s passes; returns the last value. */
+int64_t e2e_wait_int(e2e *e, int64_t want, int timeout_s, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Reads topic from the beginning until expect records came or timeout_ms passed; calls fn for
+ * each (may be NULL). Returns the number of records read. */
+typedef void (*e2e_record_fn)(void *arg, const void *key, size_t key_len, const void *value,
+                              size_t len, int32_t partition, int64_t offset);
+int e2e_read_topic(e2e *e, const char *topic, int expect, int timeout_ms, e2e_record_fn fn, void *arg);
+
+/* The sum of the worker group's committed offsets on the requests topic (offsets start at 0,
+ * so this is the number of records consumed and finished); -1 on error. */
+int64_t e2e_committed(e2e *e);
+/* Polls e2e_committed until it equals want or timeout_s passes; returns the last value. */
+int64_t e2e_wait_committed(e2e *e, int64_t want, int timeout_s);
+
+/* Runs a shell command from the repository root (scripts/stack stop opa, ...); returns its status. */
+int e2e_sh(const char *cmd);
+
+#endif
