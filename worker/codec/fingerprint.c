@@ -96,7 +96,7 @@ typedef struct pcf_ctx {
     size_t errstr_size;
 } pcf_ctx;
 
-static int pcf_fail(pcf_ctx *c, const char *fmt, ...) {
+__attribute__((format(printf, 2, 3))) static int pcf_fail(pcf_ctx *c, const char *fmt, ...) {
     if (c->errstr && c->errstr_size) {
         va_list ap;
         va_start(ap, fmt);
