@@ -5,6 +5,8 @@
 #include "tp/ids.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <librdkafka/rdkafka.h>
 #include <libgen.h>
 #include <signal.h>
@@ -373,4 +375,41 @@ int64_t e2e_wait_committed(e2e *e, int64_t want, int timeout_s) {
     while ((v = e2e_committed(e)) != want && now_ms() < deadline)
         usleep(250000);
     return v;
+}
+
+int e2e_submit_batch(e2e *e, const tp_request *reqs, int n) {
+    sent_state s = {0, 0};
+    for (int i = 0; i < n; i++) {
+        unsigned char *buf = NULL;
+        size_t len = 0;
+        int rc;
+        if (tp_codec_encode_request(e->codec, &reqs[i], &buf, &len) != 0)
+            return -1;
+        while ((rc = tp_producer_send(e->producer, e->topic_requests, reqs[i].tenant.slug,
+                                      strlen(reqs[i].tenant.slug), buf, len, NULL, 0, on_sent, &s)) == TP_EKAFKA)
+            tp_producer_poll(e->producer, 50);
+        free(buf);
+        if (rc != 0)
+            return -1;
+        tp_producer_poll(e->producer, 0);
+    }
+    if (tp_producer_flush(e->producer, 60000) != 0 || s.ok != n) {
+        fprintf(stderr, "e2e: %d of %d records persisted\n", s.ok, n);
+        return -1;
+    }
+    return 0;
+}
+
+int e2e_faults_lock(void) {
+    int fd = open("/tmp/tp-stack-faults.lock", O_RDWR | O_CREAT, 0666);
+    if (fd >= 0)
+        flock(fd, LOCK_EX);
+    return fd;
+}
+
+void e2e_faults_unlock(int fd) {
+    if (fd >= 0) {
+        flock(fd, LOCK_UN);
+        close(fd);
+    }
 }

@@ -71,6 +71,14 @@ int64_t e2e_committed(e2e *e);
 /* Polls e2e_committed until it equals want or timeout_s passes; returns the last value. */
 int64_t e2e_wait_committed(e2e *e, int64_t want, int timeout_s);
 
+/* Produces n encoded requests without waiting for each one, then waits for all. 0 or -1. */
+int e2e_submit_batch(e2e *e, const tp_request *reqs, int n);
+
+/* Serialises fault injection on the shared stack (stopping OPA or Kafka) between tests and
+ * processes: an exclusive flock on /tmp/tp-stack-faults.lock. lock returns the fd to unlock. */
+int e2e_faults_lock(void);
+void e2e_faults_unlock(int fd);
+
 /* Runs a shell command from the repository root (scripts/stack stop opa, ...); returns its status. */
 int e2e_sh(const char *cmd);
 

@@ -661,6 +661,8 @@ static void cancel_jobs(tp_worker *w, bool all) {
             j->cancelled = true;
             if (j->phase == JOB_QUEUED || j->phase == JOB_BACKOFF)
                 n++;
+            else if (j->phase == JOB_RUNNING || j->phase == JOB_DLQ_DB)
+                uv_cancel((uv_req_t *)&j->work); /* not started yet: its after-callback comes now */
         }
     }
     if (n == 0)
@@ -733,6 +735,8 @@ static void on_poll(uv_timer_t *t) {
         rd_kafka_message_destroy(msg);
     }
     tp_producer_poll(w->producer, 0);
+    if (w->stopping)
+        check_drained(w); /* the relay going idle has no callback of its own */
 }
 
 /* ---------------------------------------------------------------------------------------------
