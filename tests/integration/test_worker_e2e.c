@@ -195,5 +195,7 @@ int main(void) {
         cmocka_unit_test_prestate_setup_teardown(test_policy_deny, setup, teardown, "deny"),
         cmocka_unit_test_prestate_setup_teardown(test_poison_records_to_dlq, setup, teardown, "poison"),
     };
+    if (getenv("TP_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("TP_TEST_FILTER"));
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -201,5 +201,7 @@ int main(void) {
         cmocka_unit_test_prestate_setup_teardown(test_kill9_mid_batch, setup_default, teardown, "kill9"),
         cmocka_unit_test_prestate_setup_teardown(test_sigterm_under_load, setup_default, teardown, "sigterm"),
     };
+    if (getenv("TP_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("TP_TEST_FILTER"));
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
