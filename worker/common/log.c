@@ -58,7 +58,7 @@ static void put_raw(char *buf, size_t cap, size_t *off, const char *s) {
 }
 
 void tp_log(tp_log_level level, const char *component, const tp_log_ctx *ctx, const char *fmt, ...) {
-    char msg[1024], line[2048], ts[40];
+    char msg[1024], line[2048], ts[96];
     size_t off = 0;
     struct timespec now;
     struct tm tm;
