@@ -30,6 +30,7 @@ typedef enum tp_problem_kind {
     TP_PROBLEM_IDEMPOTENCY,        /* 422 idempotency-key-reused */
     TP_PROBLEM_UNAVAILABLE,        /* 503 service-unavailable */
     TP_PROBLEM_INTERNAL,           /* 500 internal-error */
+    TP_PROBLEM_PROVISIONING_FAILED, /* 500 provisioning-failed (a terminal FAILED request) */
     TP_PROBLEM_KIND_COUNT_
 } tp_problem_kind;
 
@@ -145,10 +146,13 @@ typedef struct tp_ingress_hooks {
      * negative code: 503 with Retry-After (fail closed). NULL: no pre-check (tests only). */
     int (*pre_check)(void *opaque, const tp_request *req, tp_policy_decision *out);
     /* Makes req durable (Kafka delivery report PERSISTED, bounded by ingress.produce_timeout_ms)
-     * and records req->idempotency_key with fp when set. Returns 0, TP_EIDEMPOTENCY_MISMATCH
-     * (422, a concurrent request won the key), TP_ECONFLICT (409) or another code (503).
-     * NULL: every POST is answered 503. */
-    int (*enqueue)(void *opaque, const tp_request *req, const unsigned char fp[32]);
+     * and records req->idempotency_key with fp when set. Returns 0 with replay_id "" (enqueued),
+     * 0 with replay_id set (a concurrent request with the same key and body won the key: the
+     * server answers as a replay of that id, nothing was enqueued), TP_EIDEMPOTENCY_MISMATCH
+     * (422, a concurrent request with another body won the key), TP_ECONFLICT (409) or another
+     * code (503). NULL: every POST is answered 503. */
+    int (*enqueue)(void *opaque, const tp_request *req, const unsigned char fp[32],
+                   char *replay_id, size_t replay_cap);
     /* The status resource of a request: *json_out a new malloc'd JSON object text (the server
      * frees it) and the submitter's sub in owner. Returns 0, TP_ENOT_FOUND (404) or another code
      * (503). The server answers 404 unless owner equals the caller or the caller is an admin.
@@ -158,6 +162,10 @@ typedef struct tp_ingress_hooks {
     /* Readiness (Kafka, PostgreSQL, OPA reachable): 0, or a code with detail filled (503).
      * NULL: always ready. */
     int (*ready)(void *opaque, char *detail, size_t detail_cap);
+    /* The state of a request ("ACCEPTED", "RUNNING", "SUCCEEDED", "FAILED", "DENIED") for the
+     * polling of `Prefer: wait=N` and of replays: a cheap read. Returns 0, TP_ENOT_FOUND (not
+     * recorded yet: keep waiting) or another code. NULL: status_lookup is used instead. */
+    int (*state_lookup)(void *opaque, const char *request_id, char *state, size_t state_cap);
 } tp_ingress_hooks;
 
 typedef struct tp_ingress_server tp_ingress_server;
@@ -182,10 +190,57 @@ void tp_ingress_server_free(tp_ingress_server *srv);
  * environment, seats, storage): two bodies that mean the same thing share a fingerprint. */
 int tp_ingress_fingerprint(const tp_request *req, unsigned char fp[32]);
 
+/* ---- outcomes of a submitted request (Prefer: wait, replays) --------------------------------- */
+
+/* Largest N honoured in `Prefer: wait=N` (larger values are cut to it). */
+#define TP_INGRESS_WAIT_MAX_S 30
+
+/* Parses a Prefer header value (RFC 7240: comma separated preferences, parameters after ';',
+ * token names case-insensitive, values optionally quoted) of len bytes (untrusted, need not be
+ * NUL-terminated). Returns N of the first "wait=N" (0..TP_INGRESS_WAIT_MAX_S, capped), or -1
+ * when there is no valid wait preference. Any thread. */
+int tp_ingress_parse_prefer_wait(const char *value, size_t len);
+
+/* True for the terminal states SUCCEEDED, FAILED and DENIED. */
+bool tp_ingress_state_is_terminal(const char *state);
+
+/* Maps the status view of a request (the JSON text of tp_stages_status_json, untrusted) to the
+ * answer of its POST. Not terminal (ACCEPTED, RUNNING): returns 0 with *http_status 0 and
+ * *body_out NULL. SUCCEEDED: 201 with the seed's response body (success, data.tenant{id,name,
+ * slug}, data.namespace{id,slug,environment}, data.partitions[{id,name,type}], data.quota{tier
+ * and the full quota vector}, receipts.provisioning|quotaAssignment{id,actionType},
+ * policy.opa{allow,decisionId}). DENIED: a 403 policy-denied problem with the policy's reasons.
+ * FAILED: a 409 slug-taken problem for SLUG_TAKEN, else a 500 provisioning-failed problem naming
+ * the failure reason. *body_out is a new malloc'd JSON text (the caller frees it); *problem_out
+ * tells whether it is application/problem+json. Returns 0, TP_EINVAL (not a status view) or
+ * TP_ENOMEM. Any thread. */
+int tp_ingress_outcome(const char *status_json, int *http_status, char **body_out,
+                       bool *problem_out);
+
+/* ---- the production hooks: PostgreSQL, Kafka, OPA ------------------------------------------- */
+
+typedef struct tp_ingress_backend tp_ingress_backend;
+
+/* Builds the hooks of tp-ingress from cfg: an idempotent producer on topic.requests (kafka.*;
+ * kafka.message.timeout.ms is set to ingress.produce_timeout_ms in cfg when the config does not
+ * set it, so an undelivered record fails instead of arriving after its 503), the codec
+ * (codec.schema_dir), a pool of PostgreSQL connections (pg.dsn; one per pool thread at most,
+ * opened lazily), the OPA pre-check (tp_ingress_opa_new) with the caller's owned-tenant count, a
+ * Kafka metadata probe for readiness. A thread serves delivery reports. Returns 0 with *out set,
+ * or TP_ECONFIG / TP_ENOMEM / TP_EKAFKA_FATAL with errstr filled. Loop thread. */
+int tp_ingress_backend_new(tp_config *cfg, tp_ingress_backend **out, char *errstr,
+                           size_t errstr_size);
+/* Fills hooks with the backend's functions (opaque = b). */
+void tp_ingress_backend_hooks(tp_ingress_backend *b, tp_ingress_hooks *hooks);
+/* Stops the delivery thread, flushes the producer (at most 5 s), closes every connection. Call
+ * after the server stopped (no hook may be running). */
+void tp_ingress_backend_free(tp_ingress_backend *b);
+
 /* ---- the default OPA pre-check (worker/policy behind it) ------------------------------------ */
 
 typedef struct tp_ingress_opa tp_ingress_opa;
-/* Reads opa.url, opa.timeout_ms, quota.tiers_file, policy.region_allowlist, jwt.admin_role.
+/* Reads opa.url, opa.timeout_ms, quota.tiers_file, policy.region_allowlist,
+ * policy.max_tenants_per_user, jwt.admin_role.
  * Returns 0 or TP_ECONFIG / TP_EIO / TP_ENOMEM with errstr filled. */
 int tp_ingress_opa_new(const tp_config *cfg, tp_ingress_opa **out, char *errstr, size_t errstr_size);
 void tp_ingress_opa_free(tp_ingress_opa *opa);
@@ -197,5 +252,7 @@ int tp_ingress_opa_decide(tp_ingress_opa *opa, const tp_request *req, int owned_
 /* A pre_check hook for tp_ingress_hooks with opaque = tp_ingress_opa* (owned tenants = 0; wrap
  * it to pass the caller's real count from PostgreSQL). */
 int tp_ingress_opa_pre_check(void *opaque, const tp_request *req, tp_policy_decision *out);
+/* Readiness of OPA (GET /health) with this thread's client: 0 or TP_EOPA_UNAVAILABLE / TP_ENOMEM. */
+int tp_ingress_opa_ping(tp_ingress_opa *opa);
 
 #endif

@@ -1,5 +1,5 @@
-/* tp-ingress: serve the admin and self-serve HTTP API: config, the server with its default hooks
- * (OPA pre-check through worker/policy), SIGTERM drain. Kafka, PostgreSQL hooks: wired by the lead. */
+/* tp-ingress: serve the admin and self-serve HTTP API: config, the server with the production
+ * hooks (PostgreSQL, Kafka, OPA: backend.c), SIGTERM drain. */
 #include "tp/config.h"
 #include "tp/error.h"
 #include "tp/ingress.h"
@@ -38,7 +38,7 @@ int main(int argc, char **argv) {
     setenv("UV_THREADPOOL_SIZE", "16", 0);
 
     tp_config *cfg = tp_config_new();
-    tp_ingress_opa *opa = NULL;
+    tp_ingress_backend *backend = NULL;
     tp_ingress_server *srv = NULL;
     if (!cfg) {
         fprintf(stderr, "tp-ingress: out of memory\n");
@@ -47,9 +47,10 @@ int main(int argc, char **argv) {
     if ((config_file && tp_config_load_file(cfg, config_file, errstr, sizeof(errstr)) != 0) ||
         tp_config_apply_env(cfg, errstr, sizeof(errstr)) != 0)
         goto out_error;
-    if (tp_ingress_opa_new(cfg, &opa, errstr, sizeof(errstr)) != 0)
+    if (tp_ingress_backend_new(cfg, &backend, errstr, sizeof(errstr)) != 0)
         goto out_error;
-    tp_ingress_hooks hooks = {.opaque = opa, .pre_check = tp_ingress_opa_pre_check};
+    tp_ingress_hooks hooks;
+    tp_ingress_backend_hooks(backend, &hooks);
     if (tp_ingress_server_new(cfg, &hooks, &srv, errstr, sizeof(errstr)) != 0)
         goto out_error;
     status = tp_ingress_server_run(srv, true) == 0 ? 0 : 1;
@@ -58,7 +59,7 @@ out_error:
     tp_log_error("ingress", "startup failed: %s", errstr);
 out_free:
     tp_ingress_server_free(srv);
-    tp_ingress_opa_free(opa);
+    tp_ingress_backend_free(backend);
     tp_config_free(cfg);
     return status;
 }

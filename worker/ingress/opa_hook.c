@@ -14,6 +14,7 @@ struct tp_ingress_opa {
     char *tiers_json;
     char *allowlist;
     char *admin_role;
+    int max_tenants_per_user;
 };
 
 /* Pool threads live as long as the process; each keeps one client (never freed: LSan sees it
@@ -33,6 +34,7 @@ int tp_ingress_opa_new(const tp_config *cfg, tp_ingress_opa **out, char *errstr,
     o->allowlist = strdup(tp_config_get(cfg, "policy.region_allowlist"));
     o->admin_role = strdup(tp_config_get(cfg, "jwt.admin_role"));
     o->timeout_ms = (long)tp_config_get_int(cfg, "opa.timeout_ms");
+    o->max_tenants_per_user = (int)tp_config_get_int(cfg, "policy.max_tenants_per_user");
     if (!o->url || !o->allowlist || !o->admin_role)
         goto out_nomem;
     if (strlen(o->url) >= sizeof(tl_url)) {
@@ -66,18 +68,31 @@ void tp_ingress_opa_free(tp_ingress_opa *o) {
     free(o);
 }
 
-int tp_ingress_opa_decide(tp_ingress_opa *o, const tp_request *req, int owned_tenants,
-                          tp_policy_decision *out) {
+/* This thread's client for o's URL (made on first use). */
+static tp_policy_client *thread_client(tp_ingress_opa *o) {
     if (!tl_client || strcmp(tl_url, o->url) != 0) {
         tp_policy_client_free(tl_client);
         tl_client = tp_policy_client_new(o->url, o->timeout_ms);
         if (!tl_client)
-            return TP_ENOMEM;
+            return NULL;
         snprintf(tl_url, sizeof(tl_url), "%s", o->url);
     }
+    return tl_client;
+}
+
+int tp_ingress_opa_ping(tp_ingress_opa *o) {
+    tp_policy_client *pc = thread_client(o);
+    return pc ? tp_policy_ping(pc) : TP_ENOMEM;
+}
+
+int tp_ingress_opa_decide(tp_ingress_opa *o, const tp_request *req, int owned_tenants,
+                          tp_policy_decision *out) {
+    if (!thread_client(o))
+        return TP_ENOMEM;
     tp_policy_context ctx = {.owned_tenants = owned_tenants,
                              .tiers_json = o->tiers_json,
                              .region_allowlist_csv = o->allowlist,
+                             .max_tenants_per_user = o->max_tenants_per_user,
                              .admin_role = o->admin_role};
     char *input = tp_policy_build_input_ctx(req, "provision", &ctx);
     if (!input)

@@ -37,6 +37,7 @@ static const kind_def kinds[TP_PROBLEM_KIND_COUNT_] = {
                                 "Idempotency-Key reused with a different body"},
     [TP_PROBLEM_UNAVAILABLE] = {503, "service-unavailable", "A dependency is unavailable"},
     [TP_PROBLEM_INTERNAL] = {500, "internal-error", "Internal error"},
+    [TP_PROBLEM_PROVISIONING_FAILED] = {500, "provisioning-failed", "Provisioning failed"},
 };
 
 static int set_new(json_t *obj, const char *key, json_t *v) {

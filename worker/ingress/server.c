@@ -46,7 +46,11 @@ typedef struct handler {
     tp_ingress_server *srv;
 } handler;
 
-typedef enum job_kind { JOB_SUBMIT, JOB_STATUS, JOB_READY } job_kind;
+typedef enum job_kind { JOB_SUBMIT, JOB_STATUS, JOB_READY, JOB_OUTCOME } job_kind;
+
+/* Polling of `Prefer: wait=N`: first look after POLL_FIRST_MS, then every POLL_MAX_MS at most. */
+#define POLL_FIRST_MS 50
+#define POLL_MAX_MS 250
 
 typedef struct job job;
 
@@ -76,6 +80,16 @@ struct job {
     char *status_json;
     char owner[TP_ACTOR_ID_MAX + 1];
     char detail[256];
+    /* Prefer: wait=N (-1: not asked) and the outcome polling (JOB_OUTCOME) */
+    int wait_s;
+    uint64_t deadline_ms;
+    uv_timer_t timer;
+    bool timer_ready;
+    uint64_t poll_ms;
+    char state[16];
+    int out_status; /* 0 until the request is terminal */
+    char *out_body;
+    bool out_problem;
 };
 
 /* ---- responses (loop thread) ---------------------------------------------------------------- */
@@ -298,11 +312,46 @@ static void run_submit(job *j) {
         snprintf(j->detail, sizeof(j->detail), "no request queue is configured");
         return;
     }
-    rc = h->enqueue(h->opaque, &j->request, j->fp);
+    char replay[TP_REQUEST_ID_MAX + 1] = "";
+    rc = h->enqueue(h->opaque, &j->request, j->fp, replay, sizeof(replay));
     if (rc != 0) {
         j->rc = rc;
         j->failed_hook = 3;
+    } else if (replay[0]) {
+        /* A concurrent request with the same key and body won: answer as its replay. */
+        snprintf(j->request.request_id, sizeof(j->request.request_id), "%s", replay);
+        j->replayed = true;
+        j->have_decision = false;
     }
+}
+
+/* One look at a submitted request's outcome: its state, and the answer once it is terminal. */
+static void run_outcome(job *j) {
+    const tp_ingress_hooks *h = &j->srv->hooks;
+    const char *id = j->request.request_id;
+    char *json = NULL;
+    char owner[TP_ACTOR_ID_MAX + 1];
+    int rc;
+    if (h->state_lookup) {
+        rc = h->state_lookup(h->opaque, id, j->state, sizeof(j->state));
+        if (rc != 0 || !tp_ingress_state_is_terminal(j->state))
+            return; /* not recorded yet, running, or the store is down: keep waiting */
+    }
+    if (!h->status_lookup || h->status_lookup(h->opaque, id, &json, owner, sizeof(owner)) != 0) {
+        free(json);
+        return;
+    }
+    free(j->out_body);
+    j->out_body = NULL;
+    if (tp_ingress_outcome(json, &j->out_status, &j->out_body, &j->out_problem) != 0)
+        j->out_status = 0;
+    if (!h->state_lookup) {
+        json_t *o = json_loads(json, 0, NULL);
+        const char *st = json_string_value(json_object_get(o, "state"));
+        snprintf(j->state, sizeof(j->state), "%s", st ? st : "");
+        json_decref(o);
+    }
+    free(json);
 }
 
 static void work_cb(uv_work_t *w) {
@@ -324,7 +373,36 @@ static void work_cb(uv_work_t *w) {
         j->rc = h->ready ? h->ready(h->opaque, j->detail, sizeof(j->detail)) : 0;
         j->failed_hook = j->rc ? 5 : 0;
         break;
+    case JOB_OUTCOME:
+        run_outcome(j);
+        break;
     }
+}
+
+/* Location of the status resource and, when the client asked to wait, Preference-Applied. */
+static void add_submit_headers(job *j) {
+    h2o_req_t *req = j->req;
+    char loc[64 + TP_REQUEST_ID_MAX];
+    snprintf(loc, sizeof(loc), "/api/provisioning/requests/%s", j->request.request_id);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_LOCATION, NULL,
+                   h2o_strdup(&req->pool, loc, SIZE_MAX).base, strlen(loc));
+    if (j->wait_s >= 0) {
+        char pa[32];
+        snprintf(pa, sizeof(pa), "wait=%d", j->wait_s);
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("preference-applied"), 0,
+                              NULL, h2o_strdup(&req->pool, pa, SIZE_MAX).base, strlen(pa));
+    }
+}
+
+/* The terminal answer found by the outcome polling (201, 403, 409, 500). */
+static void answer_outcome(job *j) {
+    tp_log_ctx lc = {.request_id = j->request.request_id};
+    tp_log(TP_LOG_INFO, COMPONENT, &lc, "answered %d (%s)%s", j->out_status, j->state,
+           j->replayed ? " (replay)" : "");
+    add_submit_headers(j);
+    send_body(j->req, j->out_status, j->out_problem ? "application/problem+json" : "application/json",
+              j->out_body, strlen(j->out_body));
+    finish(j->srv, j->route, j->start_ns, j->out_status);
 }
 
 static void answer_submit(job *j) {
@@ -332,12 +410,11 @@ static void answer_submit(job *j) {
     h2o_req_t *req = j->req;
     tp_log_ctx lc = {.request_id = j->request.request_id};
     if (j->rc == 0) {
-        char loc[64 + TP_REQUEST_ID_MAX];
-        snprintf(loc, sizeof(loc), "/api/provisioning/requests/%s", j->request.request_id);
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_LOCATION, NULL,
-                       h2o_strdup(&req->pool, loc, SIZE_MAX).base, strlen(loc));
+        const char *status = j->state[0] && !tp_ingress_state_is_terminal(j->state) ? j->state
+                                                                                    : "ACCEPTED";
+        add_submit_headers(j);
         json_t *body = json_pack("{s:b, s:s, s:s}", "success", 1, "requestId",
-                                 j->request.request_id, "status", "ACCEPTED");
+                                 j->request.request_id, "status", status);
         if (body && j->have_decision)
             json_object_set_new(body, "policy",
                                 json_pack("{s:{s:b, s:s}}", "opa", "allow", j->decision.allow,
@@ -393,9 +470,76 @@ static void answer_status(job *j) {
     }
 }
 
+static void job_free_closed(uv_handle_t *h) {
+    job *j = h->data;
+    free(j->out_body);
+    free(j->status_json);
+    free(j);
+}
+
+/* Frees a job (after its timer, when it has one, is closed). Loop thread. */
+static void job_free(job *j) {
+    if (j->timer_ready) {
+        uv_close((uv_handle_t *)&j->timer, job_free_closed);
+        return;
+    }
+    free(j->out_body);
+    free(j->status_json);
+    free(j);
+}
+
+static void after_work_cb(uv_work_t *w, int status);
+
+static void outcome_tick(uv_timer_t *t) {
+    job *j = t->data;
+    if (!j->req) { /* the client went away while we waited */
+        finish(j->srv, j->route, j->start_ns, 499);
+        job_free(j);
+        return;
+    }
+    if (uv_queue_work(&j->srv->loop, &j->work, work_cb, after_work_cb) != 0) {
+        j->guard->job = NULL;
+        answer_submit(j); /* 202: the request is durable, only the wait ends early */
+        job_free(j);
+    }
+}
+
+/* Decides whether a finished job keeps waiting for its request's outcome: a submit asked to wait
+ * (or replayed, to give the current answer) becomes JOB_OUTCOME; an outcome job that is not
+ * terminal yet looks again after a timer until its deadline. Returns true when it goes on. */
+static bool continue_outcome(job *j) {
+    tp_ingress_server *srv = j->srv;
+    uint64_t now = uv_now(&srv->loop);
+    if (j->kind == JOB_SUBMIT) {
+        if (j->rc != 0 || !(j->wait_s > 0 || j->replayed) || !srv->hooks.status_lookup)
+            return false;
+        j->kind = JOB_OUTCOME;
+        j->deadline_ms = now + (uint64_t)(j->wait_s > 0 ? j->wait_s : 0) * 1000;
+        j->poll_ms = POLL_FIRST_MS;
+        if (j->replayed) /* the current answer first, without delay */
+            return uv_queue_work(&srv->loop, &j->work, work_cb, after_work_cb) == 0;
+    } else if (j->kind != JOB_OUTCOME || j->out_status != 0 || now >= j->deadline_ms ||
+               srv->stopping) {
+        return false;
+    }
+    if (!j->timer_ready) {
+        uv_timer_init(&srv->loop, &j->timer);
+        j->timer.data = j;
+        j->timer_ready = true;
+    }
+    uint64_t delay = j->poll_ms;
+    if (now + delay > j->deadline_ms)
+        delay = j->deadline_ms - now;
+    j->poll_ms = j->poll_ms * 2 > POLL_MAX_MS ? POLL_MAX_MS : j->poll_ms * 2;
+    uv_timer_start(&j->timer, outcome_tick, delay, 0);
+    return true;
+}
+
 static void after_work_cb(uv_work_t *w, int status) {
     job *j = w->data;
     (void)status;
+    if (j->req && continue_outcome(j))
+        return;
     if (j->req) {
         j->guard->job = NULL;
         switch (j->kind) {
@@ -404,6 +548,12 @@ static void after_work_cb(uv_work_t *w, int status) {
             break;
         case JOB_STATUS:
             answer_status(j);
+            break;
+        case JOB_OUTCOME:
+            if (j->out_status != 0 && j->out_body)
+                answer_outcome(j);
+            else
+                answer_submit(j); /* not terminal within the wait: 202 */
             break;
         case JOB_READY:
             if (j->rc == 0) {
@@ -421,8 +571,7 @@ static void after_work_cb(uv_work_t *w, int status) {
             j->srv->metrics.produce_errors++;
         finish(j->srv, j->route, j->start_ns, 499);
     }
-    free(j->status_json);
-    free(j);
+    job_free(j);
 }
 
 static int queue_job(job *j) {
@@ -494,6 +643,8 @@ static void handle_submit(tp_ingress_server *srv, h2o_req_t *req, tp_ingress_rou
     }
     j->caller = caller;
     j->request = parsed;
+    h2o_iovec_t prefer = header_value_str(req, H2O_STRLIT("prefer"));
+    j->wait_s = tp_ingress_parse_prefer_wait(prefer.base, prefer.len);
     tp_request *r = &j->request;
     new_request_id(r->request_id);
     snprintf(r->actor.id, sizeof(r->actor.id), "%s", caller.sub);

@@ -78,8 +78,11 @@ static int fake_pre_check(void *opaque, const tp_request *req, tp_policy_decisio
     return 0;
 }
 
-static int fake_enqueue(void *opaque, const tp_request *req, const unsigned char fp[32]) {
+static int fake_enqueue(void *opaque, const tp_request *req, const unsigned char fp[32],
+                        char *replay_id, size_t replay_cap) {
     fake *f = opaque;
+    (void)replay_cap;
+    replay_id[0] = '\0';
     if (strcmp(req->tenant.slug, "kafka-down") == 0)
         return TP_EKAFKA;
     pthread_mutex_lock(&f->mu);
