@@ -413,3 +413,119 @@ void e2e_faults_unlock(int fd) {
         close(fd);
     }
 }
+
+/* ---- added for the receipts tests ------------------------------------------------------------ */
+
+int e2e_bin_path(const char *name, char *out, size_t cap) {
+    char exe[1024];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0)
+        return -1;
+    exe[n] = '\0';
+    return snprintf(out, cap, "%s/%s", dirname(exe), name) < (int)cap ? 0 : -1;
+}
+
+int e2e_run(char *out, size_t cap, const char *fmt, ...) {
+    char cmd[4096];
+    va_list ap;
+    FILE *p;
+    size_t len = 0;
+    int status;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd) - 8, fmt, ap);
+    va_end(ap);
+    strcat(cmd, " 2>&1");
+    out[0] = '\0';
+    p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    for (;;) {
+        char buf[4096];
+        size_t n = fread(buf, 1, sizeof(buf), p);
+        if (n == 0)
+            break;
+        if (len + 1 < cap) {
+            size_t take = n < cap - 1 - len ? n : cap - 1 - len;
+            memcpy(out + len, buf, take);
+            len += take;
+        }
+    }
+    out[len] = '\0';
+    status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int one_topic_admin(const char *name, int partitions) {
+    rd_kafka_t *rk = admin_client();
+    rd_kafka_queue_t *q;
+    rd_kafka_event_t *ev;
+    char err[256];
+    int rc = 0;
+    if (!rk)
+        return -1;
+    q = rd_kafka_queue_new(rk);
+    if (partitions > 0) {
+        rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(name, partitions, 1, err, sizeof(err));
+        rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
+        rd_kafka_NewTopic_destroy(nt);
+    } else {
+        rd_kafka_DeleteTopic_t *dt = rd_kafka_DeleteTopic_new(name);
+        rd_kafka_DeleteTopics(rk, &dt, 1, NULL, q);
+        rd_kafka_DeleteTopic_destroy(dt);
+    }
+    ev = rd_kafka_queue_poll(q, 30000);
+    if (!ev || rd_kafka_event_error(ev)) {
+        fprintf(stderr, "e2e: topic %s: %s\n", name, ev ? rd_kafka_event_error_string(ev) : "timeout");
+        rc = -1;
+    } else if (partitions > 0) {
+        size_t n;
+        const rd_kafka_topic_result_t **res =
+            rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
+        for (size_t i = 0; i < n; i++)
+            if (rd_kafka_topic_result_error(res[i])) {
+                fprintf(stderr, "e2e: create %s: %s\n", name, rd_kafka_topic_result_error_string(res[i]));
+                rc = -1;
+            }
+    }
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
+int e2e_topic_create(const char *name, int partitions) {
+    return one_topic_admin(name, partitions > 0 ? partitions : 1);
+}
+
+int e2e_topic_delete(const char *name) { return one_topic_admin(name, 0); }
+
+static void on_persisted(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
+    (void)rk;
+    (void)opaque;
+    if (!msg->err && rd_kafka_message_status(msg) == RD_KAFKA_MSG_STATUS_PERSISTED)
+        (*(int *)msg->_private)++;
+}
+
+int e2e_produce_to(const char *topic, const void *key, size_t key_len, const void *value, size_t len,
+                   int partition) {
+    char err[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_t *rk;
+    int persisted = 0, rc = 0;
+    rd_kafka_conf_set(conf, "bootstrap.servers", pgtest_env("TP_KAFKA_BOOTSTRAP"), err, sizeof(err));
+    rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof(err));
+    rd_kafka_conf_set(conf, "partitioner", "murmur2_random", err, sizeof(err));
+    rd_kafka_conf_set_dr_msg_cb(conf, on_persisted);
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    if (!rk)
+        return -1;
+    if (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA : partition),
+                          RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, len),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&persisted),
+                          RD_KAFKA_V_END) != 0 ||
+        rd_kafka_flush(rk, 30000) != 0 || persisted != 1)
+        rc = -1;
+    rd_kafka_destroy(rk);
+    return rc;
+}

@@ -82,4 +82,19 @@ void e2e_faults_unlock(int fd);
 /* Runs a shell command from the repository root (scripts/stack stop opa, ...); returns its status. */
 int e2e_sh(const char *cmd);
 
+/* ---- added for the receipts tests ------------------------------------------------------------ */
+
+/* Writes the path of a binary built next to this test (tpctl, tp-worker) into out; 0 or -1. */
+int e2e_bin_path(const char *name, char *out, size_t cap);
+/* Runs a shell command from the repository root with stdout and stderr captured into out
+ * (NUL-terminated, truncated to cap - 1); returns its exit status, or -1. */
+int e2e_run(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Creates / deletes an extra topic (e.g. a tampered copy); 0 or -1. */
+int e2e_topic_create(const char *name, int partitions);
+int e2e_topic_delete(const char *name);
+/* Produces one record (value copied as is, no headers) to topic/partition (-1: by key) with an
+ * idempotent producer and waits until it is PERSISTED; 0 or -1. */
+int e2e_produce_to(const char *topic, const void *key, size_t key_len, const void *value, size_t len,
+                   int partition);
+
 #endif

@@ -1,25 +1,31 @@
 /* cmd_receipts.c: `tpctl receipts verify|tail`: checks receipts (signatures, chain per tenant,
- * duplicates) and prints them as JSON lines. Input today is a JSON-lines file; the Kafka topic
- * reader plugs into the *_views hooks once the Avro codec exists. */
+ * duplicates) and prints them as JSON lines, reading either the receipts topic from the beginning
+ * (Avro ProvenanceReceipt records, group-less) or a JSON-lines file. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/cli_common.h"
+#include "tp/codec.h"
 #include "tp/config.h"
 #include "tp/error.h"
 #include "tp/receipts.h"
+#include "tp/receipts_reader.h"
 
 static void receipts_usage(FILE *out) {
     fprintf(out,
-            "usage: tpctl receipts verify --file F [--keyset K] [--quiet]\n"
-            "       tpctl receipts tail --file F\n"
+            "usage: tpctl receipts [--config FILE] verify [--topic T | --file F] [--keyset K] [--quiet]\n"
+            "       tpctl receipts [--config FILE] tail [--topic T [--follow] | --file F]\n"
             "  verify: checks every signature (key set: --keyset, else receipts.keyset_file /\n"
             "          TP_RECEIPTS_KEYSET_FILE), every chain link and sequence per tenant; prints a\n"
             "          summary; exit 1 on any break. Re-published receipt ids count as duplicates.\n"
             "  tail:   prints the receipts as JSON lines with the decoded statement.\n"
-            "  F is a JSON-lines file of receipts (the format tail prints). Reading the topic\n"
-            "  directly is not wired yet.\n");
+            "  Without --file both read the receipts topic (--topic, else topic.receipts) from the\n"
+            "  beginning to its current end (tail --follow: until interrupted). An undecodable\n"
+            "  record is a break naming its topic, partition and offset. F is a JSON-lines file of\n"
+            "  receipts (the format tail prints; - for stdin). Exit 0 ok, 1 break, 2 usage or I/O.\n");
 }
 
 int tpctl_receipts_verify_views(tp_verifier *v, const tp_receipt_view *views, size_t n) {
@@ -97,21 +103,51 @@ void tpctl_receipts_print_summary(FILE *out, const tp_verify_summary *sum) {
             sum->errors ? sum->first_error : "none", sum->errors ? "BROKEN" : "OK");
 }
 
+static void print_error(void *arg, const char *receipt_id, const char *text);
+
+/* State shared by both inputs. Breaks found outside the verifier (unreadable lines, undecodable
+ * records, a key that is not the tenant id) are counted here and merged into the summary. */
+typedef struct read_state {
+    tp_verifier *v;        /* verify mode; NULL: tail */
+    tp_codec *codec;       /* topic input */
+    size_t bad;            /* breaks found outside the verifier */
+    size_t undecodable;    /* records/lines that were not receipts */
+    char first_bad[512];   /* the first such break, when it came before any verifier break */
+    char where[160];       /* position of the record being fed ("topic[p]@offset" or "file:line") */
+    char first_where[160]; /* position of the first break of any kind */
+    int quiet;
+} read_state;
+
 static void print_error(void *arg, const char *receipt_id, const char *text) {
+    read_state *st = arg;
     (void)receipt_id;
-    if (!*(const int *)arg)
-        fprintf(stderr, "BREAK %s\n", text);
+    if (!st->first_where[0])
+        snprintf(st->first_where, sizeof(st->first_where), "%s", st->where);
+    if (!st->quiet)
+        fprintf(stderr, "BREAK %s (at %s)\n", text, st->where);
 }
 
-typedef struct file_state {
-    tp_verifier *v;        /* verify mode */
-    size_t bad_lines;      /* unreadable lines */
-    char first_bad[512];   /* the first unreadable line, when it came before any verifier break */
-    int quiet;
-} file_state;
+/* Records a break the verifier cannot see (text names where it is). */
+static void outside_break(read_state *st, const char *text) {
+    tp_verify_summary sum = {0};
+    if (!st->quiet)
+        fprintf(stderr, "BREAK %s\n", text);
+    if (st->v)
+        tp_verifier_summary(st->v, &sum);
+    if (!st->first_where[0])
+        snprintf(st->first_where, sizeof(st->first_where), "%s", st->where);
+    if (st->bad++ == 0 && sum.errors == 0)
+        snprintf(st->first_bad, sizeof(st->first_bad), "%s", text);
+}
 
-/* Reads path line by line; each receipt goes to the verifier (v != NULL) or to stdout. */
-static int run_file(const char *path, file_state *fs) {
+/* Feeds one view to the verifier or prints it. Returns 0 or a fatal TP_E* code. */
+static int take_view(read_state *st, const tp_receipt_view *view) {
+    int rc = st->v ? tpctl_receipts_verify_views(st->v, view, 1) : tpctl_receipts_tail_views(stdout, view, 1);
+    return rc == TP_EVERIFY ? 0 : rc;
+}
+
+/* Reads path line by line; each receipt goes to the verifier (st->v != NULL) or to stdout. */
+static int run_file(const char *path, read_state *st) {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
     char *line = NULL, errstr[256];
     size_t cap = 0, lineno = 0;
@@ -128,29 +164,20 @@ static int run_file(const char *path, file_state *fs) {
             n--;
         if (n == 0)
             continue;
+        snprintf(st->where, sizeof(st->where), "%.120s:%zu", path, lineno);
         rc = tp_receipt_doc_parse(line, (size_t)n, &d, errstr, sizeof(errstr));
         if (rc == TP_ENOMEM)
             break;
         if (rc != 0) {
-            tp_verify_summary sum = {0};
             char text[512];
-            snprintf(text, sizeof(text), "%s line %zu: not a receipt: %s", path, lineno, errstr);
-            if (!fs->quiet)
-                fprintf(stderr, "BREAK %s\n", text);
-            if (fs->v)
-                tp_verifier_summary(fs->v, &sum);
-            if (fs->bad_lines++ == 0 && sum.errors == 0)
-                snprintf(fs->first_bad, sizeof(fs->first_bad), "%s", text);
+            snprintf(text, sizeof(text), "%.150s line %zu: not a receipt: %.250s", path, lineno, errstr);
+            outside_break(st, text);
+            st->undecodable++;
             rc = 0;
             continue;
         }
-        if (fs->v)
-            rc = tpctl_receipts_verify_views(fs->v, tp_receipt_doc_view(d), 1);
-        else
-            rc = tpctl_receipts_tail_views(stdout, tp_receipt_doc_view(d), 1);
+        rc = take_view(st, tp_receipt_doc_view(d));
         tp_receipt_doc_free(d);
-        if (rc == TP_EVERIFY)
-            rc = 0;
         if (rc != 0)
             break;
     }
@@ -162,23 +189,98 @@ static int run_file(const char *path, file_state *fs) {
     return rc;
 }
 
-static int cmd_verify(const char *file, const char *keyset_path, int quiet) {
-    tp_config *cfg = NULL;
+/* One record of the topic: decode, check the key, feed or print. */
+static int on_record(void *arg, const tp_topic_record *rec) {
+    read_state *st = arg;
+    tp_receipt_record dec;
+    tp_receipt_sig sigs[TP_RECEIPT_SIGNATURES_MAX];
+    tp_receipt_view view;
+    char errstr[256], text[512];
+    int rc;
+
+    snprintf(st->where, sizeof(st->where), "%.120s[%d]@%lld", rec->topic, (int)rec->partition,
+             (long long)rec->offset);
+    memset(&dec, 0, sizeof(dec));
+    errstr[0] = '\0';
+    rc = rec->value ? tp_codec_decode_receipt(st->codec, rec->value, rec->len, &dec, errstr, sizeof(errstr))
+                    : TP_EDECODE_FRAMING;
+    if (rc == TP_ENOMEM) {
+        tp_receipt_record_release(&dec);
+        return rc;
+    }
+    if (rc != 0) {
+        snprintf(text, sizeof(text), "record at topic %.120s, partition %d, offset %lld is not a "
+                 "ProvenanceReceipt: %.200s", rec->topic, (int)rec->partition, (long long)rec->offset,
+                 errstr[0] ? errstr : tp_strerror(rc));
+        outside_break(st, text);
+        st->undecodable++;
+        tp_receipt_record_release(&dec);
+        return 0;
+    }
+    rc = tpctl_receipts_view_from_record(&dec, &view, sigs, TP_RECEIPT_SIGNATURES_MAX);
+    if (rc == 0 && st->v &&
+        (!rec->key || rec->key_len != strlen(dec.tenant_id) || memcmp(rec->key, dec.tenant_id, rec->key_len) != 0)) {
+        /* The key decides the partition, and so the order the chain is read in. */
+        snprintf(text, sizeof(text), "receipt %.100s (tenant %.100s, sequence %lld): record key is not "
+                 "the tenant id (at %s)", dec.receipt_id, dec.tenant_id, (long long)dec.sequence, st->where);
+        outside_break(st, text);
+    }
+    if (rc == 0)
+        rc = take_view(st, &view);
+    tp_receipt_record_release(&dec);
+    return rc;
+}
+
+static volatile sig_atomic_t follow_stop;
+
+static void on_stop_signal(int sig) {
+    (void)sig;
+    follow_stop = 1;
+}
+
+static int run_topic(const tp_config *cfg, const char *topic, bool follow, read_state *st) {
+    tp_topic_read_opts opts = {follow, 30000, &follow_stop};
+    char errstr[512] = "";
+    int rc;
+    st->codec = tp_codec_new(tp_config_get(cfg, "codec.schema_dir"),
+                             tp_config_get(cfg, "codec.confluent_schema_ids"), errstr, sizeof(errstr));
+    if (!st->codec) {
+        fprintf(stderr, "tpctl receipts: codec: %s\n", errstr);
+        return TP_ECONFIG;
+    }
+    if (follow) {
+        follow_stop = 0;
+        signal(SIGINT, on_stop_signal);
+        signal(SIGTERM, on_stop_signal);
+    }
+    rc = tp_topic_read(cfg, topic, &opts, on_record, st, errstr, sizeof(errstr));
+    if (follow) {
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+    }
+    if (rc != 0 && errstr[0])
+        fprintf(stderr, "tpctl receipts: %s\n", errstr);
+    tp_codec_free(st->codec);
+    st->codec = NULL;
+    return rc;
+}
+
+typedef struct receipts_args {
+    const char *sub, *config, *file, *topic, *keyset;
+    bool follow;
+    int quiet;
+} receipts_args;
+
+static int cmd_verify(const receipts_args *a, const tp_config *cfg) {
+    const char *keyset_path = a->keyset ? a->keyset : tp_config_get(cfg, "receipts.keyset_file");
     tp_keyset *ks = NULL;
     tp_verifier *v = NULL;
     tp_verify_summary sum;
-    file_state fs = {0};
+    read_state st;
     char errstr[256] = "";
     int rc, exit_code = 2;
 
-    if (!keyset_path) {
-        cfg = tp_config_new();
-        if (!cfg || tp_config_apply_env(cfg, errstr, sizeof(errstr)) != 0) {
-            fprintf(stderr, "tpctl receipts verify: %s\n", cfg ? errstr : "out of memory");
-            goto out;
-        }
-        keyset_path = tp_config_get(cfg, "receipts.keyset_file");
-    }
+    memset(&st, 0, sizeof(st));
     rc = tp_keyset_load(keyset_path, &ks, errstr, sizeof(errstr));
     if (rc != 0) {
         fprintf(stderr, "tpctl receipts verify: %s\n", errstr[0] ? errstr : tp_strerror(rc));
@@ -189,72 +291,95 @@ static int cmd_verify(const char *file, const char *keyset_path, int quiet) {
         fprintf(stderr, "tpctl receipts verify: %s\n", tp_strerror(rc));
         goto out;
     }
-    fs.v = v;
-    fs.quiet = quiet;
-    tp_verifier_set_error_cb(v, print_error, &fs.quiet);
-    rc = run_file(file, &fs);
+    st.v = v;
+    st.quiet = a->quiet;
+    tp_verifier_set_error_cb(v, print_error, &st);
+    rc = a->file ? run_file(a->file, &st)
+                 : run_topic(cfg, a->topic ? a->topic : tp_config_get(cfg, "topic.receipts"), false, &st);
     if (rc != 0) {
         fprintf(stderr, "tpctl receipts verify: %s\n", tp_strerror(rc));
         goto out;
     }
     tp_verifier_summary(v, &sum);
-    if (fs.bad_lines) {
-        if (fs.first_bad[0])
-            snprintf(sum.first_error, sizeof(sum.first_error), "%s", fs.first_bad);
-        sum.errors += fs.bad_lines;
-        sum.receipts += fs.bad_lines;
+    if (st.bad) {
+        if (st.first_bad[0])
+            snprintf(sum.first_error, sizeof(sum.first_error), "%s", st.first_bad);
+        sum.errors += st.bad;
+        sum.receipts += st.undecodable;
+    }
+    if (sum.errors && st.first_where[0] && !strstr(sum.first_error, st.first_where)) {
+        size_t len = strlen(sum.first_error);
+        snprintf(sum.first_error + len, sizeof(sum.first_error) - len, " (at %s)", st.first_where);
     }
     tpctl_receipts_print_summary(stdout, &sum);
     exit_code = sum.errors ? 1 : 0;
 out:
     tp_verifier_free(v);
     tp_keyset_free(ks);
-    tp_config_free(cfg);
     return exit_code;
 }
 
+static int cmd_tail(const receipts_args *a, const tp_config *cfg) {
+    read_state st;
+    int rc;
+    memset(&st, 0, sizeof(st));
+    rc = a->file ? run_file(a->file, &st)
+                 : run_topic(cfg, a->topic ? a->topic : tp_config_get(cfg, "topic.receipts"), a->follow, &st);
+    fflush(stdout);
+    if (rc != 0) {
+        fprintf(stderr, "tpctl receipts tail: %s\n", tp_strerror(rc));
+        return 2;
+    }
+    return st.bad ? 1 : 0;
+}
+
 int tpctl_cmd_receipts(int argc, char **argv) {
-    const char *sub, *file = NULL, *keyset = NULL;
-    int quiet = 0;
-    if (argc < 2) {
+    receipts_args a;
+    tp_config *cfg;
+    int i = 1, code;
+
+    memset(&a, 0, sizeof(a));
+    /* --config may come before or after the subcommand. */
+    if (i + 1 < argc && strcmp(argv[i], "--config") == 0) {
+        a.config = argv[i + 1];
+        i += 2;
+    }
+    if (i >= argc) {
         receipts_usage(stderr);
         return 2;
     }
-    sub = argv[1];
-    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+    a.sub = argv[i++];
+    if (strcmp(a.sub, "--help") == 0 || strcmp(a.sub, "-h") == 0) {
         receipts_usage(stdout);
         return 0;
     }
-    for (int i = 2; i < argc; i++) {
+    for (; i < argc; i++) {
         if (strcmp(argv[i], "--file") == 0 && i + 1 < argc) {
-            file = argv[++i];
+            a.file = argv[++i];
         } else if (strcmp(argv[i], "--keyset") == 0 && i + 1 < argc) {
-            keyset = argv[++i];
+            a.keyset = argv[++i];
+        } else if (strcmp(argv[i], "--topic") == 0 && i + 1 < argc) {
+            a.topic = argv[++i];
+        } else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            a.config = argv[++i];
         } else if (strcmp(argv[i], "--quiet") == 0) {
-            quiet = 1;
+            a.quiet = 1;
+        } else if (strcmp(argv[i], "--follow") == 0) {
+            a.follow = true;
         } else {
             receipts_usage(stderr);
             return 2;
         }
     }
-    if (strcmp(sub, "verify") != 0 && strcmp(sub, "tail") != 0) {
+    if ((strcmp(a.sub, "verify") != 0 && strcmp(a.sub, "tail") != 0) || (a.file && (a.topic || a.follow)) ||
+        (a.follow && strcmp(a.sub, "tail") != 0)) {
         receipts_usage(stderr);
         return 2;
     }
-    if (!file) {
-        /* TODO(kafka): read the receipts topic from the beginning via the codec and the *_views hooks. */
-        fprintf(stderr, "tpctl receipts %s: reading the topic is not available yet; use --file F\n", sub);
+    cfg = tpctl_config_load(a.config);
+    if (!cfg)
         return 2;
-    }
-    if (strcmp(sub, "verify") == 0)
-        return cmd_verify(file, keyset, quiet);
-    {
-        file_state fs = {0};
-        int rc = run_file(file, &fs);
-        if (rc != 0) {
-            fprintf(stderr, "tpctl receipts tail: %s\n", tp_strerror(rc));
-            return 2;
-        }
-        return fs.bad_lines ? 1 : 0;
-    }
+    code = strcmp(a.sub, "verify") == 0 ? cmd_verify(&a, cfg) : cmd_tail(&a, cfg);
+    tp_config_free(cfg);
+    return code;
 }
