@@ -142,6 +142,15 @@ void e2e_teardown(e2e *e) {
     unlink(e->config_path);
 }
 
+/* The test's config file is authoritative: TP_* variables from .stack/env (which scripts/test
+ * exports) would override its pg.dsn and point a child at the shared database. */
+static void clear_stack_env(void) {
+    static const char *const names[] = {"TP_PG_DSN", "TP_KAFKA_BOOTSTRAP", "TP_KAFKA_BOOTSTRAP_SERVERS",
+                                        "TP_OPA_URL", "TP_TOPIC_REQUESTS", "TP_TOPIC_RECEIPTS", "TP_TOPIC_DLQ"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        unsetenv(names[i]);
+}
+
 int e2e_worker_start(e2e *e, int i) {
     char exe[1024], dir[1024];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
@@ -158,6 +167,7 @@ int e2e_worker_start(e2e *e, int i) {
         FILE *log = freopen(e->log_path[i], "a", stderr);
         (void)log;
         dup2(STDERR_FILENO, STDOUT_FILENO);
+        clear_stack_env();
         execl(exe, "tp-worker", "--config", e->config_path, (char *)NULL);
         _exit(127);
     }
@@ -341,7 +351,12 @@ int e2e_read_topic(e2e *e, const char *topic, int expect, int timeout_ms, e2e_re
 }
 
 int e2e_sh(const char *cmd) {
-    int rc = system(cmd);
+    char full[4096];
+    int rc;
+    /* Same reason as clear_stack_env: commands given --config must not be redirected by TP_*. */
+    snprintf(full, sizeof(full),
+             "env -u TP_PG_DSN -u TP_KAFKA_BOOTSTRAP -u TP_KAFKA_BOOTSTRAP_SERVERS -u TP_OPA_URL sh -c '%s'", cmd);
+    rc = system(strchr(cmd, '\'') ? cmd : full);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
