@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -164,7 +165,9 @@ int e2e_worker_start(e2e *e, int i) {
     if (pid < 0)
         return -1;
     if (pid == 0) {
-        FILE *log = freopen(e->log_path[i], "a", stderr);
+        FILE *log;
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a crashed test */
+        log = freopen(e->log_path[i], "a", stderr);
         (void)log;
         dup2(STDERR_FILENO, STDOUT_FILENO);
         clear_stack_env();
