@@ -508,10 +508,12 @@ static void run_after(uv_work_t *req, int status) {
     tp_log_ctx ctx = {j->req.request_id, tp_stage_name(j->result.stage), j->result.attempts};
     if (j->result.status == TP_RUN_SUCCEEDED)
         ctx.stage = NULL, ctx.attempt = 0;
-    (void)status;
 
     j->part->busy--;
-    if (j->cancelled) {
+    /* Cancelled before it ran, or its partition is gone: leave the record to the next owner. A
+     * cancelled run that did finish (shutdown) still counts, so a restart redoes less. */
+    if (status == UV_ECANCELED || (j->cancelled && (j->part->revoked || j->work_rc != 0 ||
+                                                    j->result.status == TP_RUN_RETRY))) {
         job_finish(j, false);
         return;
     }
@@ -541,6 +543,10 @@ static void run_after(uv_work_t *req, int status) {
         tp_log(TP_LOG_WARN, "worker", &ctx, "request FAILED (%s): %s", j->result.failure_reason,
                j->result.message);
         if (strcmp(j->result.failure_reason, "RETRIES_EXHAUSTED") == 0) {
+            if (j->cancelled) { /* the dead letter is written when the record comes again */
+                job_finish(j, false);
+                return;
+            }
             send_to_dlq(j, "RETRIES_EXHAUSTED", tp_stage_name(j->result.stage), j->result.message);
             return;
         }
