@@ -25,6 +25,17 @@ static int setup(void **state) {
     return 0;
 }
 
+/* A worker that may hold only two requests in flight: partitions pause and resume all along. */
+static int setup_small_inflight(void **state) {
+    e2e *e = calloc(1, sizeof(*e));
+    if (!e || e2e_setup(e, "inflight", "worker.inflight_max = 2\n") != 0) {
+        free(e);
+        return -1;
+    }
+    *state = e;
+    return 0;
+}
+
 static int teardown(void **state) {
     e2e *e = *state;
     int status = e2e_worker_stop(e, 0, SIGTERM, 20000, NULL);
@@ -187,6 +198,28 @@ static void test_poison_records_to_dlq(void **state) {
     assert_int_equal(seen.garbage_offset, 0);
 }
 
+static void test_inflight_limit_and_key_order(void **state) {
+    e2e *e = *state;
+    enum { N = 40, SAME = 5 };
+    tp_request reqs[N + SAME];
+    char slug[64], winner[160];
+    for (int i = 0; i < N; i++) {
+        snprintf(slug, sizeof(slug), "pause-%s-%d", e->suffix, i);
+        e2e_request_init(&reqs[i], slug, TP_PLAN_FREE);
+    }
+    /* SAME requests for one slug, in this order: the first must win, every later one SLUG_TAKEN. */
+    snprintf(slug, sizeof(slug), "order-%s", e->suffix);
+    for (int i = 0; i < SAME; i++)
+        e2e_request_init(&reqs[N + i], slug, TP_PLAN_STARTER);
+    assert_int_equal(e2e_submit_batch(e, reqs, N + SAME), 0);
+    assert_int_equal(e2e_worker_start(e, 0), 0);
+    assert_int_equal(e2e_wait_int(e, N + 1, 120, "SELECT count(*) FROM provisioning_requests WHERE state = 'SUCCEEDED'"), N + 1);
+    assert_int_equal(e2e_wait_int(e, SAME - 1, 60, "SELECT count(*) FROM provisioning_requests WHERE state = 'FAILED' AND failure_reason = 'SLUG_TAKEN'"), SAME - 1);
+    assert_int_equal(e2e_text(e, winner, sizeof(winner), "SELECT created_by_request FROM tenants WHERE slug = '%s'", slug), 0);
+    assert_string_equal(winner, reqs[N].request_id);
+    assert_int_equal(e2e_wait_committed(e, N + SAME, 30), N + SAME);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_prestate_setup_teardown(test_happy_path_each_plan, setup, teardown, "happy"),
@@ -194,6 +227,7 @@ int main(void) {
         cmocka_unit_test_prestate_setup_teardown(test_slug_taken, setup, teardown, "slug"),
         cmocka_unit_test_prestate_setup_teardown(test_policy_deny, setup, teardown, "deny"),
         cmocka_unit_test_prestate_setup_teardown(test_poison_records_to_dlq, setup, teardown, "poison"),
+        cmocka_unit_test_setup_teardown(test_inflight_limit_and_key_order, setup_small_inflight, teardown),
     };
     if (getenv("TP_TEST_FILTER"))
         cmocka_set_test_filter(getenv("TP_TEST_FILTER"));
