@@ -37,6 +37,9 @@ typedef struct fake {
     char owners[FAKE_MAX][TP_ACTOR_ID_MAX + 1];
     char keys[FAKE_MAX][TP_IDEMPOTENCY_KEY_MAX + 1];
     unsigned char fps[FAKE_MAX][32];
+    char states[FAKE_MAX][16];
+    char slugs[FAKE_MAX][TP_SLUG_MAX + 1];
+    int state_lookups[FAKE_MAX];
     tp_request last;
     int enqueued;
     int pre_checks;
@@ -91,6 +94,12 @@ static int fake_enqueue(void *opaque, const tp_request *req, const unsigned char
         snprintf(f->owners[f->n], sizeof(f->owners[0]), "%s", req->actor.id);
         snprintf(f->keys[f->n], sizeof(f->keys[0]), "%s", req->idempotency_key);
         memcpy(f->fps[f->n], fp, 32);
+        snprintf(f->slugs[f->n], sizeof(f->slugs[0]), "%s", req->tenant.slug);
+        snprintf(f->states[f->n], sizeof(f->states[0]), "%s",
+                 strcmp(req->tenant.slug, "wait-done") == 0     ? "SUCCEEDED"
+                 : strcmp(req->tenant.slug, "wait-denied") == 0 ? "DENIED"
+                 : strcmp(req->tenant.slug, "wait-taken") == 0  ? "FAILED"
+                                                                : "ACCEPTED");
         f->n++;
     }
     f->last = *req;
@@ -106,9 +115,37 @@ static int fake_status(void *opaque, const char *id, char **json_out, char *owne
     for (int i = 0; i < f->n; i++) {
         if (strcmp(f->ids[i], id) == 0) {
             snprintf(owner, cap, "%s", f->owners[i]);
-            json_t *o = json_pack("{s:s, s:s}", "requestId", id, "state", "ACCEPTED");
+            json_t *o = json_pack(
+                "{s:s, s:s, s:s?, s:{s:{s:b, s:s, s:[s]}}, s:{s:s, s:s, s:s}, s:{s:s, s:s, s:s},"
+                " s:[{s:s, s:s, s:s}], s:{s:s, s:i}, s:{s:{s:s, s:s}, s:{s:s, s:s}}}",
+                "requestId", id, "state", f->states[i], "failureReason",
+                strcmp(f->states[i], "FAILED") == 0 ? "SLUG_TAKEN" : NULL, "policy", "opa", "allow",
+                strcmp(f->states[i], "DENIED") != 0, "decisionId", "dec-7", "reasons",
+                "SEATS_OVER_PLAN_CAP", "tenant", "id", "tenant-x", "name", "Wait", "slug",
+                f->slugs[i], "namespace", "id", "ns_tenant-x", "slug", "wait-prod", "environment",
+                "prod", "partitions", "id", "part_tenant-x_primary", "name", "primary", "type",
+                "primary", "quota", "tier", "STARTER", "requestsPerDay", 100000, "receipts",
+                "provisioning", "id", "prov_1", "actionType", "TENANT_PROVISIONED",
+                "quotaAssignment", "id", "prov_2", "actionType", "TENANT_QUOTA_ASSIGNED");
             *json_out = json_dumps(o, JSON_COMPACT);
             json_decref(o);
+            rc = 0;
+        }
+    }
+    pthread_mutex_unlock(&f->mu);
+    return rc;
+}
+
+/* wait-later becomes SUCCEEDED on its third look. */
+static int fake_state(void *opaque, const char *id, char *state, size_t cap) {
+    fake *f = opaque;
+    int rc = TP_ENOT_FOUND;
+    pthread_mutex_lock(&f->mu);
+    for (int i = 0; i < f->n; i++) {
+        if (strcmp(f->ids[i], id) == 0) {
+            if (++f->state_lookups[i] >= 3 && strcmp(f->slugs[i], "wait-later") == 0)
+                snprintf(f->states[i], sizeof(f->states[0]), "SUCCEEDED");
+            snprintf(state, cap, "%s", f->states[i]);
             rc = 0;
         }
     }
@@ -177,6 +214,7 @@ static int setup(void **state) {
                               .pre_check = fake_pre_check,
                               .enqueue = fake_enqueue,
                               .status_lookup = fake_status,
+                              .state_lookup = fake_state,
                               .ready = fake_ready};
     int rc = tp_ingress_server_new(cfg, &hooks, &srv, err, sizeof(err));
     tp_config_free(cfg);
@@ -449,6 +487,74 @@ static void test_status_access(void **state) {
     assert_int_equal(http(&r, "GET", "/api/provisioning/requests/unknown-id", tok_admin, NULL, NULL, 0, NULL), 404);
 }
 
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void test_prefer_wait(void **state) {
+    (void)state;
+    resp r;
+    /* Already terminal: 201 with the seed's body, Location and Preference-Applied. */
+    assert_int_equal(post(&r, "/api/tenants/provision", tok_alice,
+                          "{\"name\":\"Wait\",\"slug\":\"wait-done\",\"residency\":\"US\"}",
+                          "Prefer: wait=5"), 201);
+    assert_non_null(strstr(r.headers, "preference-applied: wait=5"));
+    assert_non_null(strstr(r.headers, "location: /api/provisioning/requests/"));
+    assert_non_null(strstr(r.headers, "content-type: application/json"));
+    json_t *o = json_loads(r.body, 0, NULL);
+    assert_non_null(o);
+    assert_true(json_is_true(json_object_get(o, "success")));
+    assert_string_equal(json_string_value(json_object_get(json_object_get(json_object_get(o, "data"), "tenant"), "slug")), "wait-done");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(json_object_get(o, "receipts"), "quotaAssignment"), "actionType")), "TENANT_QUOTA_ASSIGNED");
+    json_decref(o);
+    /* Terminal after a few looks. */
+    int64_t t0 = mono_ms();
+    assert_int_equal(post(&r, "/api/tenants/provision", tok_alice,
+                          "{\"name\":\"Wait\",\"slug\":\"wait-later\",\"residency\":\"US\"}",
+                          "Prefer: respond-async, wait=5"), 201);
+    assert_true(mono_ms() - t0 < 4000);
+    /* DENIED and FAILED/SLUG_TAKEN map to their problems. */
+    assert_int_equal(post(&r, "/api/tenants/provision", tok_alice,
+                          "{\"name\":\"Wait\",\"slug\":\"wait-denied\",\"residency\":\"US\"}",
+                          "Prefer: wait=5"), 403);
+    assert_problem(&r, "policy-denied");
+    assert_non_null(strstr(r.body, "SEATS_OVER_PLAN_CAP"));
+    assert_int_equal(post(&r, "/api/tenants/provision", tok_alice,
+                          "{\"name\":\"Wait\",\"slug\":\"wait-taken\",\"residency\":\"US\"}",
+                          "Prefer: wait=5"), 409);
+    assert_problem(&r, "slug-taken");
+    /* Never terminal: 202 once the wait is over (about 1 s). */
+    t0 = mono_ms();
+    assert_int_equal(post(&r, "/api/tenants/provision", tok_alice,
+                          "{\"name\":\"Wait\",\"slug\":\"wait-never\",\"residency\":\"US\"}",
+                          "Prefer: wait=1"), 202);
+    int64_t took = mono_ms() - t0;
+    assert_true(took >= 900 && took < 3000);
+    assert_non_null(strstr(r.headers, "preference-applied: wait=1"));
+    /* wait=0 answers at once. */
+    t0 = mono_ms();
+    assert_int_equal(post(&r, "/api/tenants/provision", tok_alice,
+                          "{\"name\":\"Wait\",\"slug\":\"wait-zero\",\"residency\":\"US\"}",
+                          "Prefer: wait=0"), 202);
+    assert_true(mono_ms() - t0 < 900);
+    /* A replay gives the current answer: the first POST (no Prefer) answers 202, its replay
+     * the 201 of the now terminal request. */
+    assert_int_equal(post(&r, "/api/tenants/provision", tok_alice,
+                          "{\"name\":\"Wait\",\"slug\":\"wait-done\",\"residency\":\"US\"}",
+                          "Idempotency-Key: wait-k"), 202);
+    char loc[256];
+    const char *l = strstr(r.headers, "location: ");
+    assert_non_null(l);
+    snprintf(loc, sizeof(loc), "%.*s", (int)strcspn(l, "\r\n"), l);
+    assert_int_equal(post(&r, "/api/tenants/provision", tok_alice,
+                          "{\"name\":\"Wait\",\"slug\":\"wait-done\",\"residency\":\"US\"}",
+                          "Idempotency-Key: wait-k"), 201);
+    assert_non_null(strstr(r.headers, loc));
+    assert_null(strstr(r.headers, "preference-applied"));
+}
+
 static void test_readyz(void **state) {
     (void)state;
     resp r;
@@ -481,6 +587,7 @@ int main(void) {
         cmocka_unit_test(test_policy_deny_and_dependency_failures),
         cmocka_unit_test(test_idempotency_key),
         cmocka_unit_test(test_status_access),
+        cmocka_unit_test(test_prefer_wait),
         cmocka_unit_test(test_readyz),
         cmocka_unit_test(test_metrics),
     };
