@@ -222,8 +222,8 @@ int tp_ingress_outcome(const char *status_json, int *http_status, char **body_ou
 typedef struct tp_ingress_backend tp_ingress_backend;
 
 /* Builds the hooks of tp-ingress from cfg: an idempotent producer on topic.requests (kafka.*;
- * kafka.message.timeout.ms is set to ingress.produce_timeout_ms in cfg when the config does not
- * set it, so an undelivered record fails instead of arriving after its 503), the codec
+ * kafka.message.timeout.ms is set to ingress.produce_timeout_ms - 1 s in cfg when the config
+ * does not set it, so an undelivered record fails instead of arriving after its 503), the codec
  * (codec.schema_dir), a pool of PostgreSQL connections (pg.dsn; one per pool thread at most,
  * opened lazily), the OPA pre-check (tp_ingress_opa_new) with the caller's owned-tenant count, a
  * Kafka metadata probe for readiness. A thread serves delivery reports. Returns 0 with *out set,

@@ -41,8 +41,18 @@ typedef struct ingress_proc {
     char log_path[300];
 } ingress_proc;
 
+/* The outage test's client: POSTs until stopped, remembering every 202's request id. */
+typedef struct load_arg {
+    volatile bool stop;
+    int n, n202, n503, nother;
+    char ids[512][TP_REQUEST_ID_MAX + 1];
+    int64_t max_503_ms;
+} load_arg;
+
 typedef struct ctx {
     e2e e;
+    load_arg *load; /* the outage test's load thread, stopped by teardown if the test fails */
+    pthread_t load_th;
     ingress_proc main_ingress;
     char *tok_admin, *tok_alice, *tok_bob;
     char keydir[64];
@@ -338,6 +348,11 @@ static int setup(void **state) {
 static int teardown(void **state) {
     (void)state;
     int rc = 0;
+    if (g->load) {
+        g->load->stop = true;
+        pthread_join(g->load_th, NULL);
+        free(g->load);
+    }
     if (g->fault_fd >= 0) { /* a failed outage test: the broker must come back */
         e2e_sh("scripts/stack start kafka >/dev/null");
         e2e_faults_unlock(g->fault_fd);
@@ -790,12 +805,6 @@ static void test_idempotency_key(void **state) {
 
 /* ---- readiness, Kafka outage ------------------------------------------------------------------------ */
 
-typedef struct load_arg {
-    volatile bool stop;
-    int n, n202, n503, nother;
-    char ids[512][TP_REQUEST_ID_MAX + 1];
-    int64_t max_503_ms;
-} load_arg;
 
 /* Keeps POSTing distinct tenants until stopped; records every 202's request id. */
 static void *load_main(void *p) {
@@ -829,7 +838,6 @@ static void test_kafka_outage(void **state) {
     resp r = {0};
     char st[32];
     load_arg *load = calloc(1, sizeof(*load));
-    pthread_t th;
     assert_int_equal(get(&r, "/readyz", NULL), 200);
     /* Trade the shared lock for the exclusive one for the outage (flock conversion is not
      * atomic; readiness is checked again once we hold it). */
@@ -838,7 +846,8 @@ static void test_kafka_outage(void **state) {
     g->fault_fd = e2e_faults_lock();
     assert_true(g->fault_fd >= 0);
     assert_int_equal(get(&r, "/readyz", NULL), 200);
-    assert_int_equal(pthread_create(&th, NULL, load_main, load), 0);
+    assert_int_equal(pthread_create(&g->load_th, NULL, load_main, load), 0);
+    g->load = load;
     usleep(500000); /* some 202s before the outage */
     assert_int_equal(e2e_sh("scripts/stack stop kafka >/dev/null"), 0);
     int64_t stopped = now_ms();
@@ -873,7 +882,8 @@ static void test_kafka_outage(void **state) {
     fprintf(stderr, "first 202 %lld ms after the restart\n", (long long)(now_ms() - back));
     usleep(1000000);
     load->stop = true;
-    pthread_join(th, NULL);
+    pthread_join(g->load_th, NULL);
+    g->load = NULL;
     fprintf(stderr, "load: %d POSTs, %d x 202, %d x 503 (slowest 503: %lld ms), %d other\n", load->n,
             load->n202, load->n503, (long long)load->max_503_ms, load->nother);
     assert_int_equal(load->nother, 0);

@@ -145,7 +145,7 @@ static void on_delivery(void *opaque, int err, int32_t partition, int64_t offset
     free(d);
 }
 
-/* Produces one encoded request and waits (at most produce_timeout_ms + 1 s) for its delivery
+/* Produces one encoded request and waits (at most produce_timeout_ms) for its delivery
  * report. Returns 0 (PERSISTED), TP_EKAFKA, TP_ETIMEOUT or TP_ENOMEM. */
 static int produce_and_wait(tp_ingress_backend *b, const tp_request *req, char *detail,
                             size_t detail_cap) {
@@ -180,7 +180,7 @@ static int produce_and_wait(tp_ingress_backend *b, const tp_request *req, char *
     }
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline);
-    int64_t ns = (int64_t)deadline.tv_nsec + ((int64_t)b->produce_timeout_ms + 1000) * 1000000;
+    int64_t ns = (int64_t)deadline.tv_nsec + (int64_t)b->produce_timeout_ms * 1000000;
     deadline.tv_sec += (time_t)(ns / 1000000000);
     deadline.tv_nsec = (long)(ns % 1000000000);
     pthread_mutex_lock(&b->dr_mu);
@@ -421,8 +421,11 @@ int tp_ingress_backend_new(tp_config *cfg, tp_ingress_backend **out, char *errst
         goto out_free;
     }
     if (!*tp_config_get(cfg, "kafka.message.timeout.ms")) {
+        /* librdkafka scans for expired records about once a second: let it give up a second
+         * before we do, so the failed report (not a late delivery) is what ends the wait. */
         char v[32];
-        snprintf(v, sizeof(v), "%d", b->produce_timeout_ms);
+        int t = b->produce_timeout_ms;
+        snprintf(v, sizeof(v), "%d", t > 2000 ? t - 1000 : t / 2);
         if ((rc = tp_config_set(cfg, "kafka.message.timeout.ms", v, errstr, errstr_size)) != 0)
             goto out_free;
     }

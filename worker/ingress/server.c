@@ -814,10 +814,23 @@ static void drain_tick(uv_timer_t *t) {
     uv_stop(&srv->loop);
 }
 
+/* Closes idle keep-alive connections now (their idle timeouts fire at once): h2o 2.2.5 closes
+ * HTTP/1 keep-alive connections only when they time out, and a context cannot be disposed while
+ * a connection is linked to its timeouts. */
+static void close_idle_connections(tp_ingress_server *srv) {
+    h2o_timeout_t *timeouts[] = {&srv->h2o_ctx.http1.req_timeout, &srv->h2o_ctx.http2.idle_timeout};
+    for (size_t i = 0; i < sizeof(timeouts) / sizeof(timeouts[0]); i++) {
+        timeouts[i]->timeout = 0;
+        h2o_timeout_run(&srv->loop, timeouts[i], h2o_now(&srv->loop));
+    }
+}
+
 static void begin_stop(tp_ingress_server *srv) {
     if (srv->stopping)
         return;
     srv->stopping = true;
+    /* Answers from now on close their connection (HTTP/1) or announce GOAWAY (HTTP/2). */
+    h2o_context_request_shutdown(&srv->h2o_ctx);
     if (srv->listening) {
         uv_close((uv_handle_t *)&srv->listener, NULL);
         srv->listening = false;
@@ -932,15 +945,34 @@ void tp_ingress_server_free(tp_ingress_server *srv) {
     if (!srv)
         return;
     if (srv->loop_ready) {
-        if (srv->h2o_ctx_ready)
-            h2o_context_dispose(&srv->h2o_ctx);
+        bool disposable = true;
+        if (srv->h2o_ctx_ready) {
+            close_idle_connections(srv);
+            for (int i = 0; i < 100 && uv_run(&srv->loop, UV_RUN_NOWAIT) != 0 &&
+                            !(h2o_linklist_is_empty(&srv->h2o_ctx.http1._conns) &&
+                              h2o_linklist_is_empty(&srv->h2o_ctx.http2._conns));
+                 i++)
+                ;
+            /* A connection still busy (the drain budget ran out) keeps the context: leak it
+             * rather than abort in h2o_context_dispose; the process is about to exit. */
+            disposable = h2o_linklist_is_empty(&srv->h2o_ctx.http1._conns) &&
+                         h2o_linklist_is_empty(&srv->h2o_ctx.http2._conns);
+            /* h2o_context_request_shutdown parked the HTTP/2 GOAWAY resend on a timeout. */
+            if (h2o_timeout_is_linked(&srv->h2o_ctx.http2._graceful_shutdown_timeout))
+                h2o_timeout_unlink(&srv->h2o_ctx.http2._graceful_shutdown_timeout);
+            if (disposable)
+                h2o_context_dispose(&srv->h2o_ctx);
+            else
+                tp_log_warn(COMPONENT, "connections still open at exit: context not disposed");
+        }
         /* Whatever is left (listener, async, signals, timers, idle keep-alive connections whose
          * close callbacks free their memory) is closed here; run the loop until it is empty. */
         uv_walk(&srv->loop, close_walk, NULL);
         for (int i = 0; i < 100 && uv_run(&srv->loop, UV_RUN_NOWAIT) != 0; i++)
             ;
         uv_loop_close(&srv->loop);
-        h2o_config_dispose(&srv->h2o_cfg);
+        if (disposable)
+            h2o_config_dispose(&srv->h2o_cfg);
     }
     tp_auth_free(srv->auth);
     free(srv->allowlist);

@@ -16,6 +16,9 @@
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "tp/config.h"
 #include "tp/error.h"
@@ -229,6 +232,8 @@ static int setup(void **state) {
     return pthread_create(&srv_thread, NULL, run_server, NULL);
 }
 
+static int idle_fd = -1; /* a keep-alive connection left open across the server's stop */
+
 static int teardown(void **state) {
     (void)state;
     tp_ingress_server_stop(srv);
@@ -237,6 +242,8 @@ static int teardown(void **state) {
         pthread_cond_wait(&park_cv, &park_mu);
     pthread_mutex_unlock(&park_mu);
     pthread_detach(srv_thread);
+    if (idle_fd >= 0)
+        close(idle_fd);
     free(tok_admin);
     free(tok_alice);
     free(tok_bob);
@@ -576,6 +583,24 @@ static void test_metrics(void **state) {
     assert_non_null(strstr(r.body, "tp_ingress_requests_in_flight 0\n"));
 }
 
+/* Regression: stopping with an idle keep-alive connection open aborted in h2o_context_dispose
+ * (exit 134 of tp-ingress on SIGTERM). The connection stays open until after the stop. */
+static void test_idle_keepalive_at_stop(void **state) {
+    (void)state;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)tp_ingress_server_port(srv))};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    idle_fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(idle_fd >= 0);
+    assert_int_equal(connect(idle_fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    static const char req[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_int_equal(write(idle_fd, req, sizeof(req) - 1), (ssize_t)(sizeof(req) - 1));
+    char buf[512];
+    ssize_t n = read(idle_fd, buf, sizeof(buf) - 1);
+    assert_true(n > 12);
+    buf[n] = '\0';
+    assert_non_null(strstr(buf, "200"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_healthz_and_unknown),
@@ -590,6 +615,7 @@ int main(void) {
         cmocka_unit_test(test_prefer_wait),
         cmocka_unit_test(test_readyz),
         cmocka_unit_test(test_metrics),
+        cmocka_unit_test(test_idle_keepalive_at_stop),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
