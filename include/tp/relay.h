@@ -13,8 +13,9 @@
 
 typedef struct tp_relay tp_relay;
 
-/* Starts the relay on loop (a uv_loop_t *, kept opaque here). Returns 0 or TP_E*. */
-int tp_relay_new(const tp_config *cfg, void *loop, tp_producer *producer, tp_relay **out);
+/* Starts the relay on loop (a uv_loop_t *, kept opaque here) with a producer of its own. cfg is
+ * borrowed and must outlive the relay. Returns 0 or TP_E*. */
+int tp_relay_new(const tp_config *cfg, void *loop, tp_relay **out);
 /* Stops polling the outbox; a batch in progress still completes. */
 void tp_relay_stop(tp_relay *r);
 /* True when no batch is in progress. */

@@ -938,7 +938,7 @@ int tp_worker_run(const tp_config *cfg) {
         goto out;
     }
     w.loop = uv_default_loop();
-    if (tp_relay_new(cfg, w.loop, w.producer, &w.relay) != 0)
+    if (tp_relay_new(cfg, w.loop, &w.relay) != 0)
         tp_log_warn("worker", "receipts relay not started");
 
     uv_timer_init(w.loop, &w.poll_timer);

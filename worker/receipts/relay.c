@@ -36,6 +36,7 @@ struct tp_relay {
     bool leader;         /* holds the advisory lock on db */
     bool busy;
     bool stopped;
+    bool freeing;
     row *rows;
     size_t n_rows;
     size_t outstanding;
@@ -124,7 +125,8 @@ static void fetch_work(uv_work_t *req) {
     params[0] = limit;
     rc = tp_db_query(r->db,
                      "SELECT receipt_id, action_type, tenant_id, request_id, sequence, previous_hash, hash, "
-                     "(extract(epoch FROM created_at) * 1000)::bigint, encode(payload, 'base64'), envelope::text "
+                     "(extract(epoch FROM (convert_from(payload, 'UTF8')::jsonb #>> '{predicate,timestamp}')::timestamptz) "
+                     "* 1000)::bigint, encode(payload, 'base64'), envelope::text "
                      "FROM receipt_outbox WHERE published_at IS NULL ORDER BY tenant_id, sequence LIMIT $1::int",
                      1, params, &res);
     if (rc != 0) {
@@ -246,7 +248,9 @@ static void on_delivered(void *opaque, int err, int32_t partition, int64_t offse
     (void)partition;
     (void)offset;
     rw->delivered = err == 0;
-    if (--r->outstanding == 0) {
+    if (--r->outstanding == 0 && r->freeing) {
+        batch_done(r); /* unmarked rows are published again after a restart */
+    } else if (r->outstanding == 0) {
         r->work.data = r;
         uv_queue_work(r->loop, &r->work, mark_work, mark_after);
     }
@@ -297,6 +301,7 @@ static void fetch_after(uv_work_t *req, int status) {
 
 static void on_tick(uv_timer_t *t) {
     tp_relay *r = t->data;
+    tp_producer_poll(r->producer, 0); /* delivery reports come here, on the loop thread */
     if (r->busy || r->stopped)
         return;
     r->busy = true;
@@ -304,18 +309,39 @@ static void on_tick(uv_timer_t *t) {
     uv_queue_work(r->loop, &r->work, fetch_work, fetch_after);
 }
 
-int tp_relay_new(const tp_config *cfg, void *loop, tp_producer *producer, tp_relay **out) {
+static void copy_key(const char *key, const char *value, void *opaque) {
+    char err[64];
+    (void)tp_config_set(opaque, key, value, err, sizeof(err));
+}
+
+int tp_relay_new(const tp_config *cfg, void *loop, tp_relay **out) {
     char err[256];
     tp_relay *r = calloc(1, sizeof(*r));
+    tp_config *pcfg = tp_config_new();
     uint64_t interval = (uint64_t)tp_config_get_int(cfg, "worker.relay_interval_ms");
-    if (!r)
+    int rc;
+    if (!r || !pcfg) {
+        free(r);
+        tp_config_free(pcfg);
         return TP_ENOMEM;
+    }
     r->cfg = cfg;
     r->loop = loop;
-    r->producer = producer;
+    /* The relay's own producer never gives a record up (message.timeout.ms = 0): a receipt that
+     * timed out while a later one of its tenant got through would reach the topic out of order. */
+    tp_config_foreach(cfg, "", copy_key, pcfg);
+    tp_config_set(pcfg, "kafka.message.timeout.ms", "0", err, sizeof(err));
+    rc = tp_producer_new(pcfg, &r->producer, err, sizeof(err));
+    tp_config_free(pcfg);
+    if (rc != 0) {
+        tp_log_error("relay", "producer: %s", err);
+        free(r);
+        return rc;
+    }
     r->codec = tp_codec_new(tp_config_get(cfg, "codec.schema_dir"), "", err, sizeof(err));
     if (!r->codec) {
         tp_log_error("relay", "codec: %s", err);
+        tp_producer_free(r->producer, 0);
         free(r);
         return TP_ECONFIG;
     }
@@ -345,6 +371,9 @@ void tp_relay_free(tp_relay *r) {
     if (!r)
         return;
     tp_log_info("relay", "stopped after publishing %llu receipts", (unsigned long long)r->published);
+    r->freeing = true;
+    uv_timer_stop(&r->timer);
+    tp_producer_free(r->producer, 5000); /* what is still queued fails into on_delivered */
     rows_free(r);
     tp_db_close(r->db);
     r->timer.data = r;

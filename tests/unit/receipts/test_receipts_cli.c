@@ -318,8 +318,8 @@ static void test_cmd_verify_and_tail(void **state) {
     free(err);
 
     /* Usage errors and missing inputs: exit 2. */
-    char *nofile[] = {"receipts", "verify", NULL};
-    assert_int_equal(capture(tpctl_cmd_receipts, 2, nofile, k.dir, &out, &err), 2);
+    char *nofile[] = {"receipts", "verify", "--file", "/nonexistent/receipts.jsonl", NULL};
+    assert_int_equal(capture(tpctl_cmd_receipts, 4, nofile, k.dir, &out, &err), 2);
     free(out);
     free(err);
     char *badkeys[] = {"receipts", "verify", "--file", file, "--keyset", "/nonexistent", NULL};
