@@ -266,7 +266,9 @@ static int ingress_start(e2e *e, ingress_proc *ip, const char *name, const char 
     if (ip->pid < 0)
         return -1;
     if (ip->pid == 0) {
-        FILE *log = freopen(ip->log_path, "a", stderr);
+        FILE *log;
+        e2e_child_env_clear();
+        log = freopen(ip->log_path, "a", stderr);
         (void)log;
         dup2(STDERR_FILENO, STDOUT_FILENO);
         execl(exe, "tp-ingress", "--config", ip->config_path, (char *)NULL);

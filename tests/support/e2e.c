@@ -143,13 +143,13 @@ void e2e_teardown(e2e *e) {
     unlink(e->config_path);
 }
 
-/* The test's config file is authoritative: TP_* variables from .stack/env (which scripts/test
- * exports) would override its pg.dsn and point a child at the shared database. */
-static void clear_stack_env(void) {
+/* The test's config file is authoritative (see e2e.h). */
+void e2e_child_env_clear(void) {
     static const char *const names[] = {"TP_PG_DSN", "TP_KAFKA_BOOTSTRAP", "TP_KAFKA_BOOTSTRAP_SERVERS",
                                         "TP_OPA_URL", "TP_TOPIC_REQUESTS", "TP_TOPIC_RECEIPTS", "TP_TOPIC_DLQ"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         unsetenv(names[i]);
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a crashed test */
 }
 
 int e2e_worker_start(e2e *e, int i) {
@@ -165,12 +165,10 @@ int e2e_worker_start(e2e *e, int i) {
     if (pid < 0)
         return -1;
     if (pid == 0) {
-        FILE *log;
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a crashed test */
-        log = freopen(e->log_path[i], "a", stderr);
+        FILE *log = freopen(e->log_path[i], "a", stderr);
         (void)log;
         dup2(STDERR_FILENO, STDOUT_FILENO);
-        clear_stack_env();
+        e2e_child_env_clear();
         execl(exe, "tp-worker", "--config", e->config_path, (char *)NULL);
         _exit(127);
     }

@@ -79,6 +79,11 @@ int e2e_submit_batch(e2e *e, const tp_request *reqs, int n);
 int e2e_faults_lock(void);
 void e2e_faults_unlock(int fd);
 
+/* For a forked child about to exec a daemon with a test config: drops the TP_* variables of
+ * .stack/env (scripts/test exports them), which would override the config's pg.dsn and topics and
+ * point the child at the shared database. Also makes the child die with the test. */
+void e2e_child_env_clear(void);
+
 /* Runs a shell command from the repository root (scripts/stack stop opa, ...); returns its status. */
 int e2e_sh(const char *cmd);
 
@@ -86,6 +91,11 @@ int e2e_sh(const char *cmd);
 
 /* Writes the path of a binary built next to this test (tpctl, tp-worker) into out; 0 or -1. */
 int e2e_bin_path(const char *name, char *out, size_t cap);
+/* For a forked child about to exec a daemon with a test config: drops the TP_* variables of
+ * .stack/env (scripts/test exports them), which would override the config's pg.dsn and topics and
+ * point the child at the shared database. Also makes the child die with the test. */
+void e2e_child_env_clear(void);
+
 /* Runs a shell command from the repository root with stdout and stderr captured into out
  * (NUL-terminated, truncated to cap - 1); returns its exit status, or -1. */
 int e2e_run(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
