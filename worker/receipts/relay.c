@@ -355,8 +355,7 @@ int tp_relay_new(const tp_config *cfg, void *loop, tp_relay **out) {
 void tp_relay_stop(tp_relay *r) {
     if (!r)
         return;
-    r->stopped = true;
-    uv_timer_stop(&r->timer);
+    r->stopped = true; /* the timer keeps serving delivery reports until the batch is done */
 }
 
 bool tp_relay_idle(const tp_relay *r) { return !r || !r->busy; }
