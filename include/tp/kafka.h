@@ -37,8 +37,8 @@ int tp_producer_flush(tp_producer *p, int timeout_ms);
 /* Records waiting for a delivery report. */
 int tp_producer_outq_len(tp_producer *p);
 
-/* Applies every kafka.* key of cfg to a librdkafka conf (as void * to keep rdkafka.h private).
- * Returns 0 or TP_ECONFIG. */
+/* Applies every kafka.* key of cfg to a librdkafka conf (as void * to keep rdkafka.h private) and
+ * routes librdkafka's log lines into our JSON logs. Returns 0 or TP_ECONFIG. */
 int tp_kafka_conf_apply(void *rd_conf, const tp_config *cfg, char *errstr, size_t errstr_size);
 
 #endif

@@ -104,10 +104,12 @@ int e2e_setup(e2e *e, const char *name, const char *extra_config) {
     f = fopen(e->config_path, "w");
     if (!f)
         return -1;
+    /* Retry budget: 80 attempts of full-jitter backoff capped at 1 s is ~38 s on average, far past
+     * the ~12 s OPA outage of test_opa_down_then_back (30 attempts, ~13 s, was a coin toss). */
     fprintf(f,
             "kafka.bootstrap.servers = %s\npg.dsn = %s\nopa.url = %s\nopa.timeout_ms = 1000\n"
             "topic.requests = %s\ntopic.receipts = %s\ntopic.dlq = %s\nworker.group_id = %s\n"
-            "retry.initial_ms = 100\nretry.cap_ms = 1000\nretry.max_attempts = 30\n"
+            "retry.initial_ms = 100\nretry.cap_ms = 1000\nretry.max_attempts = 80\n"
             "worker.shutdown_grace_ms = 15000\nworker.relay_interval_ms = 100\n"
             "receipts.signing_key_file = .stack/keys/receipts.key\n"
             "receipts.keyset_file = .stack/keys/receipts.keyset\n%s\n",

@@ -36,8 +36,15 @@ static void apply_one(const char *key, const char *value, void *opaque) {
     }
 }
 
+/* librdkafka's own log lines, as JSON lines like ours (called from its threads). */
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    tp_log_level lvl = level <= 3 ? TP_LOG_ERROR : level == 4 ? TP_LOG_WARN : level <= 6 ? TP_LOG_INFO : TP_LOG_DEBUG;
+    tp_log(lvl, "rdkafka", NULL, "%s: %s: %s", rd_kafka_name(rk), fac, buf);
+}
+
 int tp_kafka_conf_apply(void *rd_conf, const tp_config *cfg, char *errstr, size_t errstr_size) {
     conf_apply ca = {rd_conf, errstr, errstr_size, 0};
+    rd_kafka_conf_set_log_cb(rd_conf, on_log);
     tp_config_foreach(cfg, "kafka.", apply_one, &ca);
     return ca.rc;
 }
