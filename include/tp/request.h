@@ -67,6 +67,12 @@ int tp_residency_parse(const char *s, tp_residency *out);
 /* The region used when none is given: us-east-1 (US), eu-central-1 (EU). */
 const char *tp_default_region(tp_residency r);
 
+/* Checks the rules of DESIGN §4 that do not need the policy (OPA judges region, plan caps and
+ * actors): request id and actor id present, name 2..100 characters, slug 3..50 of [a-z0-9-],
+ * requestedSeats 1..10000, storageEstimateBytes >= 0. Returns 0, or TP_EVALIDATION with the field
+ * path ("/tenant/slug") and a message written to field/msg. For records that skipped tp-ingress. */
+int tp_request_validate(const tp_request *req, char *field, size_t field_cap, char *msg, size_t msg_cap);
+
 /* Copies src into a fixed field of capacity cap (including NUL); returns 0 or TP_EDECODE_TOO_LARGE. */
 int tp_copy_field(char *dst, size_t cap, const char *src, size_t len);
 

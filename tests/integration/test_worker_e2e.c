@@ -183,6 +183,12 @@ static void test_poison_records_to_dlq(void **state) {
     /* Both poison records first on partition 0, then valid requests behind them on it. */
     assert_int_equal(e2e_produce_raw(e, garbage, sizeof(garbage), "poison", 0), 0);
     assert_int_equal(e2e_produce_raw(e, unknown_fp, sizeof(unknown_fp), "poison", 0), 0);
+    /* Well-formed Avro, but a slug tp-ingress would have refused (billing skips tp-ingress). */
+    {
+        tp_request bad;
+        e2e_request_init(&bad, "Not A Slug!", TP_PLAN_FREE);
+        assert_int_equal(e2e_submit(e, &bad, 1, 0), 0);
+    }
     for (int i = 0; i < 3; i++) {
         char slug[64];
         snprintf(slug, sizeof(slug), "behind-%s-%d", e->suffix, i);
@@ -192,7 +198,10 @@ static void test_poison_records_to_dlq(void **state) {
     for (int i = 0; i < 3; i++)
         assert_int_equal(e2e_wait_int(e, 1, 60, "SELECT count(*) FROM provisioning_requests WHERE request_id = '%s' AND state = 'SUCCEEDED'", behind[i].request_id), 1);
     assert_int_equal(e2e_wait_int(e, 2, 30, "SELECT count(*) FROM dead_letters WHERE origin_partition = 0 AND reason IN ('DECODE_FRAMING', 'DECODE_FINGERPRINT')"), 2);
-    assert_true(e2e_read_topic(e, e->topic_dlq, 2, 30000, on_dlq, &seen) >= 2);
+    assert_int_equal(e2e_wait_int(e, 1, 30, "SELECT count(*) FROM dead_letters WHERE origin_partition = 0 AND reason = 'VALIDATION' AND message LIKE '/tenant/slug %%'"), 1);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenants WHERE slug = 'Not A Slug!'"), 0);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM provisioning_requests"), 3);
+    assert_true(e2e_read_topic(e, e->topic_dlq, 3, 30000, on_dlq, &seen) >= 3);
     assert_int_equal(seen.garbage, 1);
     assert_int_equal(seen.fingerprint, 1);
     assert_int_equal(seen.garbage_offset, 0);

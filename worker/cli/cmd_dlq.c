@@ -69,14 +69,15 @@ static int dlq_replay(const tp_config *cfg, tp_db *db, const char *id) {
     unsigned char *orig;
     size_t orig_len;
 
-    rc = tp_db_query(db, "SELECT request_id, original, replayed_at IS NOT NULL FROM dead_letters WHERE id::text = $1",
+    rc = tp_db_query(db, "SELECT request_id, original, replayed_at IS NOT NULL, reason FROM dead_letters WHERE id::text = $1",
                      1, params, &res);
     if (rc != 0 || tp_res_nrows(res) != 1) {
         fprintf(stderr, "tpctl dlq replay: no dead letter %s\n", id);
         goto out;
     }
     if (tp_res_isnull(res, 0, 0)) {
-        fprintf(stderr, "tpctl dlq replay: dead letter %s is a poison record (never decoded): nothing to replay\n", id);
+        fprintf(stderr, "tpctl dlq replay: dead letter %s (%s) is a record that cannot be processed as it is: "
+                        "nothing to replay\n", id, tp_res_get(res, 0, 3));
         goto out;
     }
     codec = tp_codec_new(tp_config_get(cfg, "codec.schema_dir"), tp_config_get(cfg, "codec.confluent_schema_ids"),

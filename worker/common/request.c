@@ -2,6 +2,7 @@
 #include "tp/request.h"
 #include "tp/error.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static const char *source_names[] = {"ADMIN_API", "SELF_SERVE_API", "BILLING"};
@@ -47,5 +48,42 @@ int tp_copy_field(char *dst, size_t cap, const char *src, size_t len) {
         return TP_EDECODE_TOO_LARGE;
     memcpy(dst, src, len);
     dst[len] = '\0';
+    return 0;
+}
+
+/* Counts UTF-8 code points (the codec already rejected invalid UTF-8). */
+static size_t utf8_chars(const char *s) {
+    size_t n = 0;
+    for (; *s; s++)
+        if (((unsigned char)*s & 0xC0) != 0x80)
+            n++;
+    return n;
+}
+
+static int invalid(char *field, size_t field_cap, char *msg, size_t msg_cap, const char *f, const char *m) {
+    snprintf(field, field_cap, "%s", f);
+    snprintf(msg, msg_cap, "%s", m);
+    return TP_EVALIDATION;
+}
+
+int tp_request_validate(const tp_request *req, char *field, size_t field_cap, char *msg, size_t msg_cap) {
+    size_t name_chars = utf8_chars(req->tenant.name), slug_len = strlen(req->tenant.slug);
+    if (!req->request_id[0])
+        return invalid(field, field_cap, msg, msg_cap, "/requestId", "must not be empty");
+    if (!req->actor.id[0])
+        return invalid(field, field_cap, msg, msg_cap, "/actor/id", "must not be empty");
+    if (name_chars < 2 || name_chars > 100)
+        return invalid(field, field_cap, msg, msg_cap, "/tenant/name", "must be 2 to 100 characters");
+    if (slug_len < 3 || slug_len > 50)
+        return invalid(field, field_cap, msg, msg_cap, "/tenant/slug", "must be 3 to 50 characters");
+    for (size_t i = 0; i < slug_len; i++) {
+        char c = req->tenant.slug[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
+            return invalid(field, field_cap, msg, msg_cap, "/tenant/slug", "must match ^[a-z0-9-]+$");
+    }
+    if (req->has_requested_seats && (req->requested_seats < 1 || req->requested_seats > 10000))
+        return invalid(field, field_cap, msg, msg_cap, "/requestedSeats", "must be 1 to 10000");
+    if (req->has_storage_estimate && req->storage_estimate_bytes < 0)
+        return invalid(field, field_cap, msg, msg_cap, "/storageEstimateBytes", "must be >= 0");
     return 0;
 }

@@ -1,0 +1,72 @@
+/* test_request: enum names round-trip; tp_request_validate applies DESIGN §4's field rules to
+ * records that did not come through tp-ingress and names the field. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "tp/error.h"
+#include "tp/request.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void valid_request(tp_request *r) {
+    memset(r, 0, sizeof(*r));
+    snprintf(r->request_id, sizeof(r->request_id), "evt-1");
+    snprintf(r->actor.id, sizeof(r->actor.id), "billing");
+    snprintf(r->tenant.name, sizeof(r->tenant.name), "Acme Intel");
+    snprintf(r->tenant.slug, sizeof(r->tenant.slug), "acme-intel");
+}
+
+static void expect_invalid(const tp_request *r, const char *want_field) {
+    char field[64] = "", msg[128] = "";
+    assert_int_equal(tp_request_validate(r, field, sizeof(field), msg, sizeof(msg)), TP_EVALIDATION);
+    assert_string_equal(field, want_field);
+    assert_true(msg[0] != '\0');
+}
+
+static void test_validate(void **state) {
+    (void)state;
+    tp_request r;
+    char field[64], msg[128];
+    valid_request(&r);
+    assert_int_equal(tp_request_validate(&r, field, sizeof(field), msg, sizeof(msg)), 0);
+
+    valid_request(&r); r.request_id[0] = '\0'; expect_invalid(&r, "/requestId");
+    valid_request(&r); r.actor.id[0] = '\0'; expect_invalid(&r, "/actor/id");
+    valid_request(&r); snprintf(r.tenant.name, sizeof(r.tenant.name), "A"); expect_invalid(&r, "/tenant/name");
+    valid_request(&r); memset(r.tenant.name, 'x', 101); r.tenant.name[101] = '\0'; expect_invalid(&r, "/tenant/name");
+    /* 100 two-byte characters are 100 characters, not 200 */
+    valid_request(&r);
+    for (int i = 0; i < 100; i++)
+        memcpy(r.tenant.name + 2 * i, "\xc3\xa9", 2);
+    r.tenant.name[200] = '\0';
+    assert_int_equal(tp_request_validate(&r, field, sizeof(field), msg, sizeof(msg)), 0);
+    valid_request(&r); snprintf(r.tenant.slug, sizeof(r.tenant.slug), "ab"); expect_invalid(&r, "/tenant/slug");
+    valid_request(&r); snprintf(r.tenant.slug, sizeof(r.tenant.slug), "Acme"); expect_invalid(&r, "/tenant/slug");
+    valid_request(&r); snprintf(r.tenant.slug, sizeof(r.tenant.slug), "a_b-c"); expect_invalid(&r, "/tenant/slug");
+    valid_request(&r); r.has_requested_seats = true; r.requested_seats = 0; expect_invalid(&r, "/requestedSeats");
+    valid_request(&r); r.has_requested_seats = true; r.requested_seats = 10001; expect_invalid(&r, "/requestedSeats");
+    valid_request(&r); r.has_requested_seats = true; r.requested_seats = 10000;
+    assert_int_equal(tp_request_validate(&r, field, sizeof(field), msg, sizeof(msg)), 0);
+    valid_request(&r); r.has_storage_estimate = true; r.storage_estimate_bytes = -1; expect_invalid(&r, "/storageEstimateBytes");
+}
+
+static void test_enum_names(void **state) {
+    (void)state;
+    tp_plan p;
+    tp_environment e;
+    assert_int_equal(tp_plan_parse(tp_plan_name(TP_PLAN_ENTERPRISE), &p), 0);
+    assert_int_equal(p, TP_PLAN_ENTERPRISE);
+    assert_int_equal(tp_environment_parse("staging", &e), 0);
+    assert_int_equal(e, TP_ENV_STAGING);
+    assert_int_equal(tp_plan_parse("enterprise", &p), TP_EINVAL);
+    assert_string_equal(tp_default_region(TP_RESIDENCY_EU), "eu-central-1");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_validate), cmocka_unit_test(test_enum_names)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
