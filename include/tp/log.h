@@ -11,6 +11,7 @@ typedef struct tp_log_ctx {
     const char *request_id;
     const char *stage;
     int attempt;
+    const char *traceparent; /* W3C trace context of the request, when it came with one */
 } tp_log_ctx;
 
 /* Sets the lowest level written (default INFO; TP_LOG_LEVEL=debug in the environment lowers it). */

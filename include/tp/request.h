@@ -22,6 +22,7 @@ typedef enum tp_residency { TP_RESIDENCY_US = 0, TP_RESIDENCY_EU } tp_residency;
 #define TP_SLUG_MAX 50
 #define TP_REGION_MAX 63
 #define TP_CORRELATION_ID_MAX 128
+#define TP_TRACEPARENT_LEN 55     /* W3C trace context, version 00 */
 
 typedef struct tp_actor {
     char id[TP_ACTOR_ID_MAX + 1];
@@ -51,6 +52,8 @@ typedef struct tp_request {
     int64_t storage_estimate_bytes;
     char correlation_id[TP_CORRELATION_ID_MAX + 1]; /* "" when absent */
     int64_t submitted_at_ms;
+    /* W3C traceparent; travels as the Kafka header "traceparent", not in the Avro record. "" when absent. */
+    char traceparent[TP_TRACEPARENT_LEN + 1];
 } tp_request;
 
 /* Names as they appear in Avro enums, JSON and SQL ("ADMIN_API", "ENTERPRISE", "prod", "US"). */
@@ -72,6 +75,10 @@ const char *tp_default_region(tp_residency r);
  * requestedSeats 1..10000, storageEstimateBytes >= 0. Returns 0, or TP_EVALIDATION with the field
  * path ("/tenant/slug") and a message written to field/msg. For records that skipped tp-ingress. */
 int tp_request_validate(const tp_request *req, char *field, size_t field_cap, char *msg, size_t msg_cap);
+
+/* True when s[0..len) is a version-00 W3C traceparent ("00-<32 hex>-<16 hex>-<2 hex>", lowercase,
+ * trace and parent ids not all zero). Invalid values are ignored by callers, as the spec says. */
+bool tp_traceparent_valid(const char *s, size_t len);
 
 /* Copies src into a fixed field of capacity cap (including NUL); returns 0 or TP_EDECODE_TOO_LARGE. */
 int tp_copy_field(char *dst, size_t cap, const char *src, size_t len);

@@ -446,7 +446,13 @@ static void test_accepted_then_polling(void **state) {
     resp r = {0};
     char id[TP_REQUEST_ID_MAX + 1], path[256], st[32];
     const char *body = "{\"name\":\"Poll Co\",\"slug\":\"poll-co\",\"residency\":\"EU\",\"plan\":\"PRO\"}";
-    assert_int_equal(post(&r, "/api/admin/tenants", g->tok_admin, body, NULL), 202);
+    static const char *trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    const char *const hdrs[] = {"traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", NULL};
+    char seen[64] = "";
+    assert_int_equal(post(&r, "/api/admin/tenants", g->tok_admin, body, hdrs), 202);
+    /* The W3C trace context travels with the record as a Kafka header. */
+    assert_int_equal(e2e_topic_find_header(&g->e, g->e.topic_requests, "traceparent", seen, sizeof(seen), 20000), 0);
+    assert_string_equal(seen, trace);
     fprintf(stderr, "POST without Prefer -> 202 in %lld ms\n", (long long)r.elapsed_ms);
     location_id(&r, id, sizeof(id));
     assert_null(strstr(r.headers, "preference-applied"));

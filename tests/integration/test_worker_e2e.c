@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define TRACEPARENT "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
 static int setup(void **state) {
     e2e *e = calloc(1, sizeof(*e));
     const char *name = *state ? *state : "worker";
@@ -187,7 +189,7 @@ static void test_poison_records_to_dlq(void **state) {
     {
         tp_request bad;
         e2e_request_init(&bad, "Not A Slug!", TP_PLAN_FREE);
-        assert_int_equal(e2e_submit(e, &bad, 1, 0), 0);
+        assert_int_equal(e2e_submit_with_header(e, &bad, 0, "traceparent", TRACEPARENT), 0);
     }
     for (int i = 0; i < 3; i++) {
         char slug[64];
@@ -202,6 +204,12 @@ static void test_poison_records_to_dlq(void **state) {
     assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenants WHERE slug = 'Not A Slug!'"), 0);
     assert_int_equal(e2e_int(e, "SELECT count(*) FROM provisioning_requests"), 3);
     assert_true(e2e_read_topic(e, e->topic_dlq, 3, 30000, on_dlq, &seen) >= 3);
+    /* The W3C trace context travels on: the dead letter carries the request's traceparent. */
+    {
+        char trace[64] = "";
+        assert_int_equal(e2e_topic_find_header(e, e->topic_dlq, "traceparent", trace, sizeof(trace), 20000), 0);
+        assert_string_equal(trace, TRACEPARENT);
+    }
     assert_int_equal(seen.garbage, 1);
     assert_int_equal(seen.fingerprint, 1);
     assert_int_equal(seen.garbage_offset, 0);

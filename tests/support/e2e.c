@@ -547,3 +547,76 @@ int e2e_produce_to(const char *topic, const void *key, size_t key_len, const voi
     rd_kafka_destroy(rk);
     return rc;
 }
+
+int e2e_submit_with_header(e2e *e, const tp_request *req, int partition, const char *name, const char *value) {
+    char err[256];
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    rd_kafka_conf_t *conf;
+    rd_kafka_t *rk;
+    rd_kafka_headers_t *hdrs;
+    int rc = 0;
+    if (tp_codec_encode_request(e->codec, req, &buf, &len) != 0)
+        return -1;
+    conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", pgtest_env("TP_KAFKA_BOOTSTRAP"), err, sizeof(err));
+    rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof(err));
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    if (!rk) {
+        free(buf);
+        return -1;
+    }
+    hdrs = rd_kafka_headers_new(1);
+    rd_kafka_header_add(hdrs, name, -1, value, -1);
+    if (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(e->topic_requests), RD_KAFKA_V_PARTITION(partition),
+                          RD_KAFKA_V_KEY(req->tenant.slug, strlen(req->tenant.slug)), RD_KAFKA_V_VALUE(buf, len),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END) != 0) {
+        rd_kafka_headers_destroy(hdrs);
+        rc = -1;
+    } else if (rd_kafka_flush(rk, 30000) != 0) {
+        rc = -1;
+    }
+    rd_kafka_destroy(rk);
+    free(buf);
+    return rc;
+}
+
+int e2e_topic_find_header(e2e *e, const char *topic, const char *name, char *out, size_t cap, int timeout_ms) {
+    char err[256], group[128];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_t *rk;
+    rd_kafka_topic_partition_list_t *subs;
+    int64_t deadline = now_ms() + timeout_ms;
+    int found = -1;
+    snprintf(group, sizeof(group), "%s-hdr-%d", e->group, rand());
+    rd_kafka_conf_set(conf, "bootstrap.servers", pgtest_env("TP_KAFKA_BOOTSTRAP"), err, sizeof(err));
+    rd_kafka_conf_set(conf, "group.id", group, err, sizeof(err));
+    rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", err, sizeof(err));
+    rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err));
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    if (!rk)
+        return -1;
+    rd_kafka_poll_set_consumer(rk);
+    subs = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(subs, topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_subscribe(rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    while (found != 0 && now_ms() < deadline) {
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 100);
+        rd_kafka_headers_t *hdrs = NULL;
+        const void *val;
+        size_t len;
+        if (!msg)
+            continue;
+        if (!msg->err && rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            rd_kafka_header_get_last(hdrs, name, &val, &len) == RD_KAFKA_RESP_ERR_NO_ERROR && len < cap) {
+            memcpy(out, val, len);
+            out[len] = '\0';
+            found = 0;
+        }
+        rd_kafka_message_destroy(msg);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return found;
+}

@@ -22,7 +22,7 @@ static void submit_usage(FILE *out) {
             "         [--region R] [--plan FREE|STARTER|PRO|ENTERPRISE] [--environment prod|staging|dev]\n"
             "         [--seats N] [--storage BYTES] [--request-id ID] [--idempotency-key K]\n"
             "         [--source ADMIN_API|SELF_SERVE_API|BILLING] [--actor-id ID] [--actor-type T]\n"
-            "         [--roles a,b] [--correlation-id C] [--count N] [--repeat N]\n"
+            "         [--roles a,b] [--correlation-id C] [--traceparent 00-...] [--count N] [--repeat N]\n"
             "  --count N   N requests with slugs S-1..S-N (and request ids ID-1..ID-N when --request-id is given)\n"
             "  --repeat N  produce each record N times (duplicates are provisioned once)\n");
 }
@@ -109,6 +109,8 @@ int tpctl_cmd_submit(int argc, char **argv) {
             snprintf(base.actor.id, sizeof(base.actor.id), "%s", val);
         else if (strcmp(opt, "--actor-type") == 0)
             snprintf(base.actor.type, sizeof(base.actor.type), "%s", val);
+        else if (strcmp(opt, "--traceparent") == 0 && tp_traceparent_valid(val, strlen(val)))
+            snprintf(base.traceparent, sizeof(base.traceparent), "%s", val);
         else if (strcmp(opt, "--correlation-id") == 0)
             snprintf(base.correlation_id, sizeof(base.correlation_id), "%s", val);
         else if (strcmp(opt, "--residency") == 0 && tp_residency_parse(val, &base.tenant.residency) == 0)
@@ -188,8 +190,10 @@ int tpctl_cmd_submit(int argc, char **argv) {
             goto out;
         }
         for (long long r = 0; r < repeat; r++) {
+            tp_kafka_header trace = {"traceparent", req.traceparent, strlen(req.traceparent)};
             while ((rc = tp_producer_send(producer, tp_config_get(cfg, "topic.requests"), req.tenant.slug,
-                                          strlen(req.tenant.slug), buf, len, NULL, 0, on_delivery, &st)) ==
+                                          strlen(req.tenant.slug), buf, len, req.traceparent[0] ? &trace : NULL,
+                                          req.traceparent[0] ? 1 : 0, on_delivery, &st)) ==
                    TP_EKAFKA)
                 tp_producer_poll(producer, 100); /* local queue full: let it drain */
             if (rc != 0) {

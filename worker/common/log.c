@@ -92,6 +92,11 @@ void tp_log(tp_log_level level, const char *component, const tp_log_ctx *ctx, co
         put_escaped(line, sizeof(line), &off, ctx->stage);
         put_raw(line, sizeof(line), &off, "\"");
     }
+    if (ctx && ctx->traceparent && ctx->traceparent[0]) {
+        put_raw(line, sizeof(line), &off, ",\"traceparent\":\"");
+        put_escaped(line, sizeof(line), &off, ctx->traceparent);
+        put_raw(line, sizeof(line), &off, "\"");
+    }
     if (ctx && ctx->attempt > 0) {
         char num[24];
         snprintf(num, sizeof(num), ",\"attempt\":%d", ctx->attempt);

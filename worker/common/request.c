@@ -87,3 +87,22 @@ int tp_request_validate(const tp_request *req, char *field, size_t field_cap, ch
         return invalid(field, field_cap, msg, msg_cap, "/storageEstimateBytes", "must be >= 0");
     return 0;
 }
+
+static bool hex_run(const char *s, size_t n, bool *all_zero) {
+    *all_zero = true;
+    for (size_t i = 0; i < n; i++) {
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+        if (s[i] != '0')
+            *all_zero = false;
+    }
+    return true;
+}
+
+bool tp_traceparent_valid(const char *s, size_t len) {
+    bool zero_ver, zero_trace, zero_parent, zero_flags;
+    if (!s || len != TP_TRACEPARENT_LEN || s[2] != '-' || s[35] != '-' || s[52] != '-')
+        return false;
+    return hex_run(s, 2, &zero_ver) && zero_ver && hex_run(s + 3, 32, &zero_trace) && !zero_trace &&
+           hex_run(s + 36, 16, &zero_parent) && !zero_parent && hex_run(s + 53, 2, &zero_flags);
+}

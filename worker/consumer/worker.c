@@ -348,7 +348,8 @@ static void dlq_produce(job *j) {
     tp_dead_letter dl;
     unsigned char *buf = NULL;
     size_t len = 0;
-    tp_kafka_header hdr = {"reason", j->dlq_reason, strlen(j->dlq_reason)};
+    tp_kafka_header hdrs[2] = {{"reason", j->dlq_reason, strlen(j->dlq_reason)},
+                               {"traceparent", j->req.traceparent, strlen(j->req.traceparent)}};
     int rc;
 
     if (j->cancelled) {
@@ -379,7 +380,7 @@ static void dlq_produce(job *j) {
     j->phase = JOB_DLQ_PRODUCE;
     j->part->busy++;
     rc = tp_producer_send(w->producer, tp_config_get(w->cfg, "topic.dlq"), j->key, j->key_len, buf,
-                          len, &hdr, 1, on_dlq_delivered, j);
+                          len, hdrs, j->req.traceparent[0] ? 2 : 1, on_dlq_delivered, j);
     free(buf);
     if (rc != 0)
         on_dlq_delivered(j, rc, -1, -1);
@@ -505,7 +506,7 @@ static void schedule_retry(job *j, int attempt) {
 static void run_after(uv_work_t *req, int status) {
     job *j = req->data;
     tp_worker *w = j->w;
-    tp_log_ctx ctx = {j->req.request_id, tp_stage_name(j->result.stage), j->result.attempts};
+    tp_log_ctx ctx = {j->req.request_id, tp_stage_name(j->result.stage), j->result.attempts, j->req.traceparent};
     if (j->result.status == TP_RUN_SUCCEEDED)
         ctx.stage = NULL, ctx.attempt = 0;
 
@@ -631,6 +632,15 @@ static void handle_message(tp_worker *w, rd_kafka_message_t *msg) {
     w->inflight++;
 
     rc = tp_codec_decode_request(w->codec, msg->payload, msg->len, &j->req, err, sizeof(err));
+    {
+        rd_kafka_headers_t *hdrs = NULL;
+        const void *val;
+        size_t len;
+        if (rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            rd_kafka_header_get_last(hdrs, "traceparent", &val, &len) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            tp_traceparent_valid(val, len))
+            tp_copy_field(j->req.traceparent, sizeof(j->req.traceparent), val, len);
+    }
     if (rc != 0) {
         const char *name = tp_err_name(rc);
         tp_log_warn("worker", "poison record %s[%d]@%lld: %s (%s)", topic, (int)msg->partition,
@@ -645,7 +655,7 @@ static void handle_message(tp_worker *w, rd_kafka_message_t *msg) {
         char field[64], why[128];
         if (tp_request_validate(&j->req, field, sizeof(field), why, sizeof(why)) != 0) {
             snprintf(err, sizeof(err), "%s %s", field, why);
-            tp_log(TP_LOG_WARN, "worker", &(tp_log_ctx){j->req.request_id, NULL, 0},
+            tp_log(TP_LOG_WARN, "worker", &(tp_log_ctx){j->req.request_id, NULL, 0, j->req.traceparent},
                    "invalid request %s[%d]@%lld: %s", topic, (int)msg->partition, (long long)msg->offset, err);
             j->decoded = false; /* never recorded as a request: not replayable as is */
             send_to_dlq(j, "VALIDATION", NULL, err);

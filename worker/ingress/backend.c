@@ -167,10 +167,14 @@ static int produce_and_wait(tp_ingress_backend *b, const tp_request *req, char *
     p->refs = 2;
     d->b = b;
     d->p = p;
-    tp_kafka_header hdr = {"correlation-id", req->correlation_id, strlen(req->correlation_id)};
+    tp_kafka_header hdrs[2];
+    int n_hdrs = 0;
+    if (req->correlation_id[0])
+        hdrs[n_hdrs++] = (tp_kafka_header){"correlation-id", req->correlation_id, strlen(req->correlation_id)};
+    if (req->traceparent[0])
+        hdrs[n_hdrs++] = (tp_kafka_header){"traceparent", req->traceparent, strlen(req->traceparent)};
     rc = tp_producer_send(b->producer, b->topic, req->tenant.slug, strlen(req->tenant.slug), buf,
-                          len, req->correlation_id[0] ? &hdr : NULL, req->correlation_id[0] ? 1 : 0,
-                          on_delivery, d);
+                          len, n_hdrs ? hdrs : NULL, n_hdrs, on_delivery, d);
     free(buf);
     if (rc != 0) {
         free(p);
@@ -263,7 +267,7 @@ static int hook_pre_check(void *opaque, const tp_request *req, tp_policy_decisio
 static int hook_enqueue(void *opaque, const tp_request *req, const unsigned char fp[32],
                         char *replay_id, size_t replay_cap) {
     tp_ingress_backend *b = opaque;
-    tp_log_ctx lc = {.request_id = req->request_id};
+    tp_log_ctx lc = {.request_id = req->request_id, .traceparent = req->traceparent};
     char fphex[65], detail[256] = "";
     int64_t affected = 0;
     int rc;

@@ -396,7 +396,7 @@ static void add_submit_headers(job *j) {
 
 /* The terminal answer found by the outcome polling (201, 403, 409, 500). */
 static void answer_outcome(job *j) {
-    tp_log_ctx lc = {.request_id = j->request.request_id};
+    tp_log_ctx lc = {.request_id = j->request.request_id, .traceparent = j->request.traceparent};
     tp_log(TP_LOG_INFO, COMPONENT, &lc, "answered %d (%s)%s", j->out_status, j->state,
            j->replayed ? " (replay)" : "");
     add_submit_headers(j);
@@ -408,7 +408,7 @@ static void answer_outcome(job *j) {
 static void answer_submit(job *j) {
     tp_ingress_server *srv = j->srv;
     h2o_req_t *req = j->req;
-    tp_log_ctx lc = {.request_id = j->request.request_id};
+    tp_log_ctx lc = {.request_id = j->request.request_id, .traceparent = j->request.traceparent};
     if (j->rc == 0) {
         const char *status = j->state[0] && !tp_ingress_state_is_terminal(j->state) ? j->state
                                                                                     : "ACCEPTED";
@@ -651,6 +651,9 @@ static void handle_submit(tp_ingress_server *srv, h2o_req_t *req, tp_ingress_rou
     snprintf(r->actor.type, sizeof(r->actor.type), "user");
     r->actor.n_roles = caller.n_roles;
     memcpy(r->actor.roles, caller.roles, sizeof(r->actor.roles));
+    h2o_iovec_t trace = header_value_str(req, H2O_STRLIT("traceparent"));
+    if (trace.base && tp_traceparent_valid(trace.base, trace.len))
+        tp_copy_field(r->traceparent, sizeof(r->traceparent), trace.base, trace.len);
     h2o_iovec_t corr = header_value_str(req, H2O_STRLIT("x-correlation-id"));
     if (!copy_token(r->correlation_id, sizeof(r->correlation_id), corr))
         snprintf(r->correlation_id, sizeof(r->correlation_id), "%s", r->request_id);

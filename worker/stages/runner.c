@@ -300,7 +300,7 @@ static int run_stage(tp_stage_ctx *ctx, const tp_stage_def *def, int prev_attemp
                      tp_run_result *out) {
     tp_db *db = ctx->db;
     tp_res *res = NULL;
-    tp_log_ctx lctx = {ctx->req->request_id, def->name, prev_attempts + 1};
+    tp_log_ctx lctx = {ctx->req->request_id, def->name, prev_attempts + 1, ctx->req->traceparent};
     int rc, attempt = prev_attempts + 1;
     const char *params[2] = {ctx->req->request_id, def->name};
 

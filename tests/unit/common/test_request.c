@@ -66,7 +66,25 @@ static void test_enum_names(void **state) {
     assert_string_equal(tp_default_region(TP_RESIDENCY_EU), "eu-central-1");
 }
 
+static void test_traceparent(void **state) {
+    (void)state;
+    static const char *good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    static const char *bad[] = {
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",   /* short */
+        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  /* version */
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",  /* zero trace id */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",  /* zero parent id */
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",  /* upper case */
+        "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  /* separator */
+    };
+    assert_true(tp_traceparent_valid(good, strlen(good)));
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_false(tp_traceparent_valid(bad[i], strlen(bad[i])));
+    assert_false(tp_traceparent_valid(NULL, 0));
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_validate), cmocka_unit_test(test_enum_names)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_validate), cmocka_unit_test(test_enum_names),
+                                       cmocka_unit_test(test_traceparent)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
