@@ -18,6 +18,8 @@ typedef struct tp_relay tp_relay;
 int tp_relay_new(const tp_config *cfg, void *loop, tp_relay **out);
 /* Stops polling the outbox; a batch in progress still completes. */
 void tp_relay_stop(tp_relay *r);
+/* True once its producer hit a fatal error: the worker must restart (the relay stops publishing). */
+bool tp_relay_failed(const tp_relay *r);
 /* True when no batch is in progress. */
 bool tp_relay_idle(const tp_relay *r);
 /* Frees a stopped, idle relay (handles are closed on its loop: run the loop once more). */

@@ -110,6 +110,7 @@ typedef struct tp_worker {
     bool revoke_pending;
     bool stopping;
     bool stopped;
+    bool failed; /* a fatal condition: drain, then exit 1 so the supervisor restarts us */
     int max_attempts;
     tp_backoff backoff;
     pthread_mutex_t res_lock;
@@ -267,6 +268,7 @@ static void job_free(job *j) {
 }
 
 static void start_run(job *j);
+static void fail_fast(tp_worker *w, const char *why);
 static void maybe_resume(tp_worker *w);
 static void check_revoke_done(tp_worker *w);
 static void check_drained(tp_worker *w);
@@ -293,8 +295,6 @@ static void job_finish(job *j, bool store) {
     if (store && !p->revoked && tp_watermark_finish(&p->wm, j->offset, &next))
         store_offset(w, p, next);
     next_head = slot_remove_job(w, j);
-    if (next_head && next_head->phase == JOB_QUEUED && !next_head->cancelled)
-        start_run(next_head);
     if (j->prev_all)
         j->prev_all->next_all = j->next_all;
     else
@@ -303,6 +303,13 @@ static void job_finish(job *j, bool store) {
         j->next_all->prev_all = j->prev_all;
     w->inflight--;
     job_free(j);
+    /* The next job of the key runs now; one cancelled while it waited ends instead (and hands on). */
+    if (next_head && next_head->phase == JOB_QUEUED) {
+        if (next_head->cancelled)
+            job_finish(next_head, false);
+        else
+            start_run(next_head);
+    }
     maybe_resume(w);
     if (w->revoke_pending)
         check_revoke_done(w);
@@ -328,7 +335,9 @@ static void on_dlq_delivered(void *opaque, int err, int32_t partition, int64_t o
         job_finish(j, true);
         return;
     }
-    if (j->cancelled) {
+    if (err == TP_EKAFKA_FATAL)
+        fail_fast(j->w, "the producer hit a fatal error");
+    if (j->cancelled || err == TP_EKAFKA_FATAL) {
         job_finish(j, false);
         return;
     }
@@ -373,8 +382,11 @@ static void dlq_produce(job *j) {
     dl.original_key_len = j->key_len;
     rc = tp_codec_encode_dead_letter(w->codec, &dl, &buf, &len);
     if (rc != 0) {
-        tp_log_error("worker", "encoding a dead letter failed: %s", tp_strerror(rc));
-        job_finish(j, false);
+        /* Only oversized originals get here; the dead_letters row holds it, so move on. */
+        tp_log_error("worker", "encoding a dead letter failed (%s): %s[%d]@%lld is recorded in "
+                     "PostgreSQL only", tp_strerror(rc), j->part->topic, (int)j->part->partition,
+                     (long long)j->offset);
+        job_finish(j, true);
         return;
     }
     j->phase = JOB_DLQ_PRODUCE;
@@ -607,8 +619,10 @@ static void handle_message(tp_worker *w, rd_kafka_message_t *msg) {
     j = calloc(1, sizeof(*j));
     if (!j || tp_watermark_add(&p->wm, msg->offset) != 0) {
         free(j);
-        tp_log_error("worker", "out of memory: record %s[%d]@%lld will be consumed again", topic,
-                     (int)msg->partition, (long long)msg->offset);
+        tp_log_error("worker", "out of memory at %s[%d]@%lld", topic, (int)msg->partition,
+                     (long long)msg->offset);
+        /* Never skip a record: stop taking new ones; its offset is never stored, so it comes again. */
+        fail_fast(w, "out of memory");
         return;
     }
     j->w = w;
@@ -665,7 +679,8 @@ static void handle_message(tp_worker *w, rd_kafka_message_t *msg) {
     }
     j->slot = slot_get(w, j->req.tenant.slug);
     if (!j->slot) {
-        send_to_dlq(j, "NOMEM", NULL, "out of memory");
+        job_finish(j, false); /* before the drain, which would otherwise cancel it too */
+        fail_fast(w, "out of memory");
         return;
     }
     if (j->slot->tail)
@@ -683,31 +698,25 @@ static void handle_message(tp_worker *w, rd_kafka_message_t *msg) {
  * or a retry timer) end now; jobs on a pool thread or waiting for a delivery report end when that
  * returns. Either way their offsets are not stored. */
 static void cancel_jobs(tp_worker *w, bool all) {
-    job **victims, *j;
-    size_t n = 0, i = 0;
+    job *j;
     for (j = w->jobs; j; j = j->next_all) {
         if (all || j->part->revoked) {
             j->cancelled = true;
-            if (j->phase == JOB_QUEUED || j->phase == JOB_BACKOFF)
-                n++;
-            else if (j->phase == JOB_RUNNING || j->phase == JOB_DLQ_DB)
+            if (j->phase == JOB_RUNNING || j->phase == JOB_DLQ_DB)
                 uv_cancel((uv_req_t *)&j->work); /* not started yet: its after-callback comes now */
         }
     }
-    if (n == 0)
-        return;
-    victims = malloc(n * sizeof(*victims));
-    if (!victims)
-        return; /* they end when their timers fire or their turn comes: both check cancelled */
-    for (j = w->jobs; j && i < n; j = j->next_all)
-        if (j->cancelled && (j->phase == JOB_QUEUED || j->phase == JOB_BACKOFF))
-            victims[i++] = j;
-    for (i = 0; i < n; i++) {
-        if (victims[i]->timer_inited)
-            uv_timer_stop(&victims[i]->timer);
-        job_finish(victims[i], false);
+    /* Finishing a job may finish others (a cancelled successor of its key): rescan each time. */
+    for (;;) {
+        for (j = w->jobs; j; j = j->next_all)
+            if (j->cancelled && (j->phase == JOB_QUEUED || j->phase == JOB_BACKOFF))
+                break;
+        if (!j)
+            return;
+        if (j->timer_inited)
+            uv_timer_stop(&j->timer);
+        job_finish(j, false);
     }
-    free(victims);
 }
 
 static void check_revoke_done(tp_worker *w) {
@@ -764,6 +773,8 @@ static void on_poll(uv_timer_t *t) {
         rd_kafka_message_destroy(msg);
     }
     tp_producer_poll(w->producer, 0);
+    if (w->relay && tp_relay_failed(w->relay))
+        fail_fast(w, "the receipts relay's producer hit a fatal error");
     if (w->stopping)
         check_drained(w); /* the relay going idle has no callback of its own */
 }
@@ -795,15 +806,10 @@ static void on_grace(uv_timer_t *t) {
     rd_kafka_consumer_close(w->rk);
     tp_log_info("worker", "exit after grace");
     fflush(NULL);
-    _exit(0);
+    _exit(w->failed ? 1 : 0);
 }
 
-static void on_signal(uv_signal_t *s, int signum) {
-    tp_worker *w = s->data;
-    if (w->stopping)
-        return;
-    tp_log_info("worker", "signal %d: draining %d in-flight requests (grace %lld ms)", signum,
-                w->inflight, (long long)tp_config_get_int(w->cfg, "worker.shutdown_grace_ms"));
+static void begin_drain(tp_worker *w) {
     w->stopping = true;
     set_paused(w, true);
     cancel_jobs(w, true);
@@ -812,6 +818,25 @@ static void on_signal(uv_signal_t *s, int signum) {
     uv_timer_start(&w->grace_timer, on_grace,
                    (uint64_t)tp_config_get_int(w->cfg, "worker.shutdown_grace_ms"), 0);
     check_drained(w);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+    tp_worker *w = s->data;
+    if (w->stopping)
+        return;
+    tp_log_info("worker", "signal %d: draining %d in-flight requests (grace %lld ms)", signum,
+                w->inflight, (long long)tp_config_get_int(w->cfg, "worker.shutdown_grace_ms"));
+    begin_drain(w);
+}
+
+/* Something the worker cannot recover from in place (a fatal producer error, out of memory):
+ * drain like SIGTERM and exit 1; a restart resumes from the stored offsets. */
+static void fail_fast(tp_worker *w, const char *why) {
+    w->failed = true;
+    if (w->stopping)
+        return;
+    tp_log_error("worker", "%s: draining %d in-flight requests, then exit 1", why, w->inflight);
+    begin_drain(w);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -995,7 +1020,7 @@ int tp_worker_run(const tp_config *cfg) {
     tp_log_info("worker", "stopped: %llu requests finished, %llu dead letters, %llu retries",
                 (unsigned long long)w.stats_done, (unsigned long long)w.stats_dlq,
                 (unsigned long long)w.stats_retries);
-    status = 0;
+    status = w.failed ? 1 : 0;
 out:
     if (w.rk)
         rd_kafka_destroy(w.rk);

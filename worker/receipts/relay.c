@@ -37,6 +37,7 @@ struct tp_relay {
     bool busy;
     bool stopped;
     bool freeing;
+    bool failed;
     row *rows;
     size_t n_rows;
     size_t outstanding;
@@ -96,6 +97,7 @@ out:
 static void fetch_work(uv_work_t *req) {
     tp_relay *r = req->data;
     tp_res *res = NULL;
+    char blocked_tenant[256] = "";
     char err[256], limit[16];
     const char *params[1];
     int rc;
@@ -143,6 +145,9 @@ static void fetch_work(uv_work_t *req) {
         tp_receipt_record *rec = &r->rows[r->n_rows].rec;
         const char *b64 = tp_res_get(res, i, 8);
         size_t b64_len = strlen(b64), bin_len = 0;
+        /* Rows come ordered by tenant: after a bad row, its tenant's later rows wait (order). */
+        if (blocked_tenant[0] && strcmp(tp_res_get(res, i, 2), blocked_tenant) == 0)
+            continue;
         rec->receipt_id = dup_cell(res, i, 0);
         rec->action_type = dup_cell(res, i, 1);
         rec->tenant_id = dup_cell(res, i, 2);
@@ -159,9 +164,13 @@ static void fetch_work(uv_work_t *req) {
             sodium_base642bin(rec->payload, b64_len + 1, b64, b64_len, "\n", &bin_len, NULL,
                               sodium_base64_VARIANT_ORIGINAL) != 0 ||
             parse_signatures(rec, tp_res_get(res, i, 9)) != 0) {
-            tp_log_error("relay", "outbox row %s is unreadable; batch abandoned", tp_res_get(res, i, 0));
-            r->work_rc = TP_EINVAL;
-            goto out;
+            tp_log_error("relay", "outbox row %s is unreadable: tenant %s's receipts wait from here on",
+                         tp_res_get(res, i, 0), tp_res_get(res, i, 2));
+            snprintf(blocked_tenant, sizeof(blocked_tenant), "%s", tp_res_get(res, i, 2));
+            r->n_rows--;
+            tp_receipt_record_release(rec);
+            memset(rec, 0, sizeof(*rec));
+            continue;
         }
         rec->payload_len = bin_len;
     }
@@ -233,9 +242,14 @@ static void mark_after(uv_work_t *req, int status) {
     (void)status;
     for (size_t i = 0; i < r->n_rows; i++)
         n += r->rows[i].delivered;
-    if (r->work_rc != 0)
+    if (r->work_rc != 0) {
         tp_log_warn("relay", "marking %zu receipts published failed (%s): they will be published again",
                     n, tp_strerror(r->work_rc));
+        /* The session (and with it the advisory lock) may be gone: take the lock again. */
+        tp_db_close(r->db);
+        r->db = NULL;
+        r->leader = false;
+    }
     else if (n)
         tp_log_debug("relay", "published %zu receipts", n);
     r->published += n;
@@ -248,6 +262,8 @@ static void on_delivered(void *opaque, int err, int32_t partition, int64_t offse
     (void)partition;
     (void)offset;
     rw->delivered = err == 0;
+    if (err == TP_EKAFKA_FATAL)
+        r->failed = true;
     if (--r->outstanding == 0 && r->freeing) {
         batch_done(r); /* unmarked rows are published again after a restart */
     } else if (r->outstanding == 0) {
@@ -259,6 +275,7 @@ static void on_delivered(void *opaque, int err, int32_t partition, int64_t offse
 static void produce_batch(tp_relay *r) {
     const char *topic = tp_config_get(r->cfg, "topic.receipts");
     row sentinel = {.relay = r};
+    const char *blocked = NULL;
     r->outstanding = r->n_rows + 1; /* +1 keeps the batch open until every send is issued */
     for (size_t i = 0; i < r->n_rows; i++) {
         row *rw = &r->rows[i];
@@ -271,15 +288,27 @@ static void produce_batch(tp_relay *r) {
         };
         int rc;
         rw->relay = r;
+        if (blocked && strcmp(blocked, rw->rec.tenant_id) == 0) {
+            r->outstanding--; /* waits for the next round, behind its tenant's unsent receipt */
+            continue;
+        }
         rc = tp_codec_encode_receipt(r->codec, &rw->rec, &buf, &len);
-        if (rc == 0)
-            rc = tp_producer_send(r->producer, topic, rw->rec.tenant_id, strlen(rw->rec.tenant_id), buf,
-                                  len, hdrs, 3, on_delivered, rw);
+        if (rc != 0) {
+            tp_log_error("relay", "receipt %s does not encode (%s): tenant %s's receipts wait from here on",
+                         rw->rec.receipt_id, tp_strerror(rc), rw->rec.tenant_id);
+            blocked = rw->rec.tenant_id;
+            r->outstanding--;
+            continue;
+        }
+        rc = tp_producer_send(r->producer, topic, rw->rec.tenant_id, strlen(rw->rec.tenant_id), buf,
+                              len, hdrs, 3, on_delivered, rw);
         free(buf);
         if (rc != 0) {
             tp_log_warn("relay", "receipt %s not sent (%s); later rows wait for the next round",
                         rw->rec.receipt_id, tp_strerror(rc));
             /* Keep per-tenant order: stop here; the rest of the batch is sent next round. */
+            if (rc == TP_EKAFKA_FATAL)
+                r->failed = true;
             r->outstanding -= r->n_rows - i;
             break;
         }
@@ -302,7 +331,7 @@ static void fetch_after(uv_work_t *req, int status) {
 static void on_tick(uv_timer_t *t) {
     tp_relay *r = t->data;
     tp_producer_poll(r->producer, 0); /* delivery reports come here, on the loop thread */
-    if (r->busy || r->stopped)
+    if (r->busy || r->stopped || r->failed)
         return;
     r->busy = true;
     r->work.data = r;
@@ -359,6 +388,8 @@ void tp_relay_stop(tp_relay *r) {
 }
 
 bool tp_relay_idle(const tp_relay *r) { return !r || !r->busy; }
+
+bool tp_relay_failed(const tp_relay *r) { return r && r->failed; }
 
 static void relay_closed(uv_handle_t *h) {
     tp_relay *r = h->data;
