@@ -91,18 +91,5 @@ char *tp_stages_request_json(const tp_request *req);
  * Returns 0 or TP_EINVAL / TP_EDECODE_TOO_LARGE. */
 int tp_stages_request_from_json(const char *json, tp_request *out);
 
-/* The quota vector of one plan, read from the tiers JSON text. */
-typedef struct tp_quota_vector {
-    int64_t requests_per_minute;
-    int64_t requests_per_day;
-    int64_t ingest_events_per_minute;
-    int64_t max_tokens_per_request;
-    int64_t storage_bytes;
-    int64_t seat_cap;
-    double burst_multiplier;
-} tp_quota_vector;
-
-/* Returns 0 or TP_ECONFIG (plan missing, a field missing or of the wrong type, bad JSON). */
-int tp_stages_quota_for_plan(const char *tiers_json, tp_plan plan, tp_quota_vector *out);
 
 #endif

@@ -234,21 +234,43 @@ static void on_sent(void *opaque, int err, int32_t partition, int64_t offset) {
 }
 
 /* Produces through librdkafka directly when a partition is forced (tp_producer partitions by key). */
-static int produce_to_partition(e2e *e, const void *buf, size_t len, const char *key, int partition) {
+static void on_persisted(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
+    (void)rk;
+    (void)opaque;
+    if (!msg->err && rd_kafka_message_status(msg) == RD_KAFKA_MSG_STATUS_PERSISTED)
+        (*(int *)msg->_private)++;
+}
+
+/* Produces one record with a throwaway idempotent producer (partition -1: by key, murmur2 like
+ * ours; header_name may be NULL) and waits until the broker reports it PERSISTED. 0 or -1. */
+static int produce_one(const char *topic, const void *key, size_t key_len, const void *value, size_t len,
+                       int partition, const char *header_name, const char *header_value) {
     char err[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(1);
     rd_kafka_t *rk;
-    int rc = 0;
+    int persisted = 0, rc = 0;
     rd_kafka_conf_set(conf, "bootstrap.servers", pgtest_env("TP_KAFKA_BOOTSTRAP"), err, sizeof(err));
     rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof(err));
+    rd_kafka_conf_set(conf, "partitioner", "murmur2_random", err, sizeof(err));
+    rd_kafka_conf_set_dr_msg_cb(conf, on_persisted);
     rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
-    if (!rk)
+    if (!rk) {
+        rd_kafka_headers_destroy(hdrs);
         return -1;
-    if (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(e->topic_requests), RD_KAFKA_V_PARTITION(partition),
-                          RD_KAFKA_V_KEY(key, key ? strlen(key) : 0), RD_KAFKA_V_VALUE((void *)buf, len),
-                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END) != 0 ||
-        rd_kafka_flush(rk, 30000) != 0)
+    }
+    if (header_name)
+        rd_kafka_header_add(hdrs, header_name, -1, header_value, -1);
+    if (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
+                          RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA : partition),
+                          RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, len),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&persisted),
+                          RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END) != 0) {
+        rd_kafka_headers_destroy(hdrs); /* librdkafka owns them only on success */
         rc = -1;
+    } else if (rd_kafka_flush(rk, 30000) != 0 || persisted != 1) {
+        rc = -1;
+    }
     rd_kafka_destroy(rk);
     return rc;
 }
@@ -256,7 +278,7 @@ static int produce_to_partition(e2e *e, const void *buf, size_t len, const char 
 int e2e_produce_raw(e2e *e, const void *buf, size_t len, const char *key, int partition) {
     sent_state s = {0, 0};
     if (partition >= 0)
-        return produce_to_partition(e, buf, len, key, partition);
+        return produce_one(e->topic_requests, key, key ? strlen(key) : 0, buf, len, partition, NULL, NULL);
     if (tp_producer_send(e->producer, e->topic_requests, key, key ? strlen(key) : 0, buf, len, NULL, 0,
                          on_sent, &s) != 0 ||
         tp_producer_flush(e->producer, 30000) != 0 || s.ok != 1)
@@ -316,14 +338,14 @@ int64_t e2e_wait_int(e2e *e, int64_t want, int timeout_s, const char *fmt, ...) 
     }
 }
 
-int e2e_read_topic(e2e *e, const char *topic, int expect, int timeout_ms, e2e_record_fn fn, void *arg) {
-    char err[256], group[128];
+/* A consumer in a group of its own (tag names it) subscribed to topic from the beginning, committing
+ * nothing; NULL on error. */
+static rd_kafka_t *topic_reader_new(e2e *e, const char *topic, const char *tag) {
+    char err[256], group[160];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_t *rk;
     rd_kafka_topic_partition_list_t *subs;
-    int64_t deadline = now_ms() + timeout_ms;
-    int n = 0;
-    snprintf(group, sizeof(group), "%s-reader-%d", e->group, rand());
+    rd_kafka_t *rk;
+    snprintf(group, sizeof(group), "%s-%s-%d", e->group, tag, rand());
     rd_kafka_conf_set(conf, "bootstrap.servers", pgtest_env("TP_KAFKA_BOOTSTRAP"), err, sizeof(err));
     rd_kafka_conf_set(conf, "group.id", group, err, sizeof(err));
     rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", err, sizeof(err));
@@ -331,12 +353,26 @@ int e2e_read_topic(e2e *e, const char *topic, int expect, int timeout_ms, e2e_re
     rd_kafka_conf_set(conf, "partition.assignment.strategy", "roundrobin", err, sizeof(err));
     rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
     if (!rk)
-        return -1;
+        return NULL;
     rd_kafka_poll_set_consumer(rk);
     subs = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(subs, topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_subscribe(rk, subs);
     rd_kafka_topic_partition_list_destroy(subs);
+    return rk;
+}
+
+static void topic_reader_free(rd_kafka_t *rk) {
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+}
+
+int e2e_read_topic(e2e *e, const char *topic, int expect, int timeout_ms, e2e_record_fn fn, void *arg) {
+    rd_kafka_t *rk = topic_reader_new(e, topic, "reader");
+    int64_t deadline = now_ms() + timeout_ms;
+    int n = 0;
+    if (!rk)
+        return -1;
     while (now_ms() < deadline && (expect < 0 || n < expect)) {
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 100);
         if (!msg)
@@ -348,8 +384,7 @@ int e2e_read_topic(e2e *e, const char *topic, int expect, int timeout_ms, e2e_re
         }
         rd_kafka_message_destroy(msg);
     }
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
+    topic_reader_free(rk);
     return n;
 }
 
@@ -518,89 +553,29 @@ int e2e_topic_create(const char *name, int partitions) {
 
 int e2e_topic_delete(const char *name) { return one_topic_admin(name, 0); }
 
-static void on_persisted(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
-    (void)rk;
-    (void)opaque;
-    if (!msg->err && rd_kafka_message_status(msg) == RD_KAFKA_MSG_STATUS_PERSISTED)
-        (*(int *)msg->_private)++;
-}
-
 int e2e_produce_to(const char *topic, const void *key, size_t key_len, const void *value, size_t len,
                    int partition) {
-    char err[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_t *rk;
-    int persisted = 0, rc = 0;
-    rd_kafka_conf_set(conf, "bootstrap.servers", pgtest_env("TP_KAFKA_BOOTSTRAP"), err, sizeof(err));
-    rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof(err));
-    rd_kafka_conf_set(conf, "partitioner", "murmur2_random", err, sizeof(err));
-    rd_kafka_conf_set_dr_msg_cb(conf, on_persisted);
-    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
-    if (!rk)
-        return -1;
-    if (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA : partition),
-                          RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, len),
-                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&persisted),
-                          RD_KAFKA_V_END) != 0 ||
-        rd_kafka_flush(rk, 30000) != 0 || persisted != 1)
-        rc = -1;
-    rd_kafka_destroy(rk);
-    return rc;
+    return produce_one(topic, key, key_len, value, len, partition, NULL, NULL);
 }
 
 int e2e_submit_with_header(e2e *e, const tp_request *req, int partition, const char *name, const char *value) {
-    char err[256];
     unsigned char *buf = NULL;
     size_t len = 0;
-    rd_kafka_conf_t *conf;
-    rd_kafka_t *rk;
-    rd_kafka_headers_t *hdrs;
-    int rc = 0;
+    int rc;
     if (tp_codec_encode_request(e->codec, req, &buf, &len) != 0)
         return -1;
-    conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", pgtest_env("TP_KAFKA_BOOTSTRAP"), err, sizeof(err));
-    rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof(err));
-    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
-    if (!rk) {
-        free(buf);
-        return -1;
-    }
-    hdrs = rd_kafka_headers_new(1);
-    rd_kafka_header_add(hdrs, name, -1, value, -1);
-    if (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(e->topic_requests), RD_KAFKA_V_PARTITION(partition),
-                          RD_KAFKA_V_KEY(req->tenant.slug, strlen(req->tenant.slug)), RD_KAFKA_V_VALUE(buf, len),
-                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END) != 0) {
-        rd_kafka_headers_destroy(hdrs);
-        rc = -1;
-    } else if (rd_kafka_flush(rk, 30000) != 0) {
-        rc = -1;
-    }
-    rd_kafka_destroy(rk);
+    rc = produce_one(e->topic_requests, req->tenant.slug, strlen(req->tenant.slug), buf, len, partition,
+                     name, value);
     free(buf);
     return rc;
 }
 
 int e2e_topic_find_header(e2e *e, const char *topic, const char *name, char *out, size_t cap, int timeout_ms) {
-    char err[256], group[128];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_t *rk;
-    rd_kafka_topic_partition_list_t *subs;
+    rd_kafka_t *rk = topic_reader_new(e, topic, "hdr");
     int64_t deadline = now_ms() + timeout_ms;
     int found = -1;
-    snprintf(group, sizeof(group), "%s-hdr-%d", e->group, rand());
-    rd_kafka_conf_set(conf, "bootstrap.servers", pgtest_env("TP_KAFKA_BOOTSTRAP"), err, sizeof(err));
-    rd_kafka_conf_set(conf, "group.id", group, err, sizeof(err));
-    rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", err, sizeof(err));
-    rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err));
-    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
     if (!rk)
         return -1;
-    rd_kafka_poll_set_consumer(rk);
-    subs = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(subs, topic, RD_KAFKA_PARTITION_UA);
-    rd_kafka_subscribe(rk, subs);
-    rd_kafka_topic_partition_list_destroy(subs);
     while (found != 0 && now_ms() < deadline) {
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 100);
         rd_kafka_headers_t *hdrs = NULL;
@@ -616,7 +591,6 @@ int e2e_topic_find_header(e2e *e, const char *topic, const char *name, char *out
         }
         rd_kafka_message_destroy(msg);
     }
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
+    topic_reader_free(rk);
     return found;
 }

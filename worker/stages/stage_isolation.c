@@ -148,10 +148,10 @@ static int gather(tp_stage_ctx *ctx, tp_isolation_facts *f, char *residency, cha
     f->n_quotas = tp_res_nrows(res);
     if (f->n_quotas == 1) {
         tp_plan p;
-        tp_quota_vector q;
+        tp_quota_tier q;
         f->quota_matches_plan =
             strcmp(tp_res_get(res, 0, 0), plan) == 0 && tp_plan_parse(plan, &p) == 0 &&
-            tp_stages_quota_for_plan(ctx->env->tiers_json, p, &q) == 0 &&
+            tp_quota_tiers_get(ctx->env->tiers_json, p, &q) == 0 &&
             cell_eq_int(res, 0, 1, q.requests_per_minute) &&
             cell_eq_int(res, 0, 2, q.requests_per_day) &&
             cell_eq_int(res, 0, 3, q.ingest_events_per_minute) &&

@@ -5,7 +5,7 @@
 #include <stdio.h>
 
 int tp_stage_quota_run(tp_stage_ctx *ctx) {
-    tp_quota_vector q;
+    tp_quota_tier q; /* read by the policy component, like the OPA input */
     tp_res *res = NULL;
     char v[7][32];
     int rc;
@@ -14,7 +14,7 @@ int tp_stage_quota_run(tp_stage_ctx *ctx) {
         snprintf(ctx->message, sizeof(ctx->message), "no tenant recorded for the request");
         return TP_EDB_PERMANENT;
     }
-    if ((rc = tp_stages_quota_for_plan(ctx->env->tiers_json, ctx->req->plan, &q)) != 0) {
+    if ((rc = tp_quota_tiers_get(ctx->env->tiers_json, ctx->req->plan, &q)) != 0) {
         snprintf(ctx->message, sizeof(ctx->message), "quota tiers have no valid entry for %s",
                  tp_plan_name(ctx->req->plan));
         return rc;

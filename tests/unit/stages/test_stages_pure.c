@@ -114,10 +114,10 @@ static void test_isolation_evaluate(void **state) {
 static void test_quota_for_plan(void **state) {
     char *tiers = NULL;
     size_t len = 0;
-    tp_quota_vector q;
+    tp_quota_tier q;
     (void)state;
     assert_int_equal(tp_read_file("config/quota-tiers.json", 65536, &tiers, &len), 0);
-    assert_int_equal(tp_stages_quota_for_plan(tiers, TP_PLAN_ENTERPRISE, &q), 0);
+    assert_int_equal(tp_quota_tiers_get(tiers, TP_PLAN_ENTERPRISE, &q), 0);
     assert_int_equal(q.requests_per_minute, 10000);
     assert_int_equal(q.requests_per_day, 10000000);
     assert_int_equal(q.ingest_events_per_minute, 50000);
@@ -125,13 +125,13 @@ static void test_quota_for_plan(void **state) {
     assert_int_equal(q.storage_bytes, 1000000000000LL);
     assert_int_equal(q.seat_cap, 500);
     assert_true(q.burst_multiplier > 1.49 && q.burst_multiplier < 1.51);
-    assert_int_equal(tp_stages_quota_for_plan(tiers, TP_PLAN_FREE, &q), 0);
+    assert_int_equal(tp_quota_tiers_get(tiers, TP_PLAN_FREE, &q), 0);
     assert_int_equal(q.storage_bytes, 5000000000LL);
     assert_int_equal(q.seat_cap, 5);
     free(tiers);
-    assert_int_equal(tp_stages_quota_for_plan(NULL, TP_PLAN_FREE, &q), TP_ECONFIG);
-    assert_int_equal(tp_stages_quota_for_plan("{", TP_PLAN_FREE, &q), TP_ECONFIG);
-    assert_int_equal(tp_stages_quota_for_plan("{\"FREE\":{}}", TP_PLAN_FREE, &q), TP_ECONFIG);
+    assert_int_equal(tp_quota_tiers_get(NULL, TP_PLAN_FREE, &q), TP_ECONFIG);
+    assert_int_equal(tp_quota_tiers_get("{", TP_PLAN_FREE, &q), TP_ECONFIG);
+    assert_int_equal(tp_quota_tiers_get("{\"FREE\":{}}", TP_PLAN_FREE, &q), TP_ECONFIG);
 }
 
 static void test_request_json_round_trip(void **state) {
