@@ -37,6 +37,11 @@ typedef struct tp_stage_env {
     tp_policy_client *policy;
     const tp_signer *signer;
     const char *tiers_json;        /* config/quota-tiers.json text */
+    const tp_quota_tier *tiers;    /* the same, parsed once: indexed by tp_plan; may be NULL */
+    const char *origin_topic;      /* where the request was read (recorded with a new request); */
+    int origin_partition;          /* NULL topic: not from Kafka */
+    int64_t origin_offset;
+    bool per_stage_tx;             /* tests, diagnosis: skip the one-transaction happy path */
     const char *region_allowlist;  /* "us-east-1,eu-central-1,..." */
     int max_attempts;              /* per stage; <= 0 means 8 */
     int max_tenants_per_user;      /* informational: the policy enforces the cap */
@@ -68,8 +73,12 @@ typedef struct tp_run_result {
 int tp_stages_accept(tp_db *db, const tp_request *req, const char *payload_json_or_null,
                      const char *origin_topic, int partition, int64_t offset);
 
-/* Runs every stage that has not SUCCEEDED, in order, each in its own transaction. Records the
- * request if tp_stages_accept was not called. A terminal request is a no-op that reports its
+/* Runs every stage that has not SUCCEEDED, in order. Happy path: the policy decision is asked
+ * outside any transaction, then every remaining stage runs in ONE transaction with all its rows
+ * and markers (one durable commit). Any error there rolls back and the stages run again each in
+ * its own transaction, which records retries and failures (so conditions, attempts and
+ * idempotency are the same on both paths). Records the request if tp_stages_accept was not
+ * called (straight into RUNNING, with env's origin). A terminal request is a no-op that reports its
  * terminal status. Returns 0 when *out describes the outcome (including FAILED/DENIED/RETRY);
  * a negative TP_E* only when even the outcome could not be recorded (then retry later). */
 int tp_stages_run(tp_stage_env *env, const tp_request *req, tp_run_result *out);

@@ -67,7 +67,6 @@ struct job {
     size_t key_len;
     tp_request req;
     bool decoded;
-    bool accepted;
     bool cancelled;
     job_phase phase;
     tp_run_result result;
@@ -100,6 +99,7 @@ typedef struct tp_worker {
     tp_codec *codec;
     tp_signer *signer;
     char *tiers_json;
+    tp_quota_tier tiers[TP_PLAN_ENTERPRISE + 1]; /* tiers_json parsed once, by tp_plan */
     tp_relay *relay;
     part_state *parts;
     key_slot *slots;
@@ -468,17 +468,17 @@ static void run_work(uv_work_t *req) {
 
     memset(&j->result, 0, sizeof(j->result));
     j->work_rc = resource_ready(w, r);
-    if (j->work_rc == 0 && !j->accepted) {
-        j->work_rc = tp_stages_accept(r->db, &j->req, NULL, j->part->topic, j->part->partition, j->offset);
-        if (j->work_rc == 0)
-            j->accepted = true;
-    }
     if (j->work_rc == 0) {
+        /* The runner records a new request with its origin in its first statement. */
         memset(&env, 0, sizeof(env));
         env.db = r->db;
         env.policy = r->policy;
         env.signer = w->signer;
         env.tiers_json = w->tiers_json;
+        env.tiers = w->tiers;
+        env.origin_topic = j->part->topic;
+        env.origin_partition = j->part->partition;
+        env.origin_offset = j->offset;
         env.region_allowlist = tp_config_get(w->cfg, "policy.region_allowlist");
         env.max_attempts = w->max_attempts;
         env.max_tenants_per_user = (int)tp_config_get_int(w->cfg, "policy.max_tenants_per_user");
@@ -968,6 +968,13 @@ int tp_worker_run(const tp_config *cfg) {
     if (!w.tiers_json) {
         tp_log_error("worker", "quota tiers: cannot load %s", tp_config_get(cfg, "quota.tiers_file"));
         goto out;
+    }
+    for (int p = TP_PLAN_FREE; p <= TP_PLAN_ENTERPRISE; p++) {
+        if (tp_quota_tiers_get(w.tiers_json, (tp_plan)p, &w.tiers[p]) != 0) {
+            tp_log_error("worker", "quota tiers: %s has no valid %s entry",
+                         tp_config_get(cfg, "quota.tiers_file"), tp_plan_name((tp_plan)p));
+            goto out;
+        }
     }
     if (tp_signer_load(tp_config_get(cfg, "receipts.signing_key_file"), &w.signer) != 0) {
         tp_log_error("worker", "receipts signing key: cannot load %s (tpctl keygen writes one)",

@@ -58,18 +58,23 @@ static bool cell_eq_int(const tp_res *res, int row, int col, int64_t want) {
     return tp_res_get_int64(res, row, col, &v) == 0 && v == want;
 }
 
-/* Gathers the facts; strings copied into the caller's buffers. */
+/* Gathers the facts in two round trips (the tenant under its row lock with the kill switch, then
+ * every namespace, partition and quota row that names it); strings copied into the caller's
+ * buffers. */
 static int gather(tp_stage_ctx *ctx, tp_isolation_facts *f, char *residency, char *region,
                   char *plan, size_t cap) {
     tp_res *res = NULL;
     const char *tid = ctx->tenant_id;
-    const char *p1[1] = {tid};
-    char slug[TP_SLUG_MAX + 1], env[16], ns_id[80], part_prefix[80];
+    char slug[TP_SLUG_MAX + 1], env[16], ns_id[80], part_prefix[80], want_slug[TP_SLUG_MAX + 20];
+    const char *want_iso;
+    bool seen[3] = {false, false, false};
     int rc;
 
-    rc = tp_db_query(ctx->db, "SELECT residency, region, plan, slug, environment FROM tenants "
+    rc = tp_db_query(ctx->db, "SELECT residency, region, plan, slug, environment, "
+                              "coalesce((SELECT enabled FROM tp_flags WHERE name = "
+                              "'provisioning.kill_switch'), false) FROM tenants "
                               "WHERE id = $1 FOR UPDATE",
-                     1, p1, &res);
+                     1, &tid, &res);
     if (rc != 0)
         return tp_stage_db_error(ctx, rc, "lock tenant");
     if (tp_res_nrows(res) != 1) {
@@ -82,6 +87,7 @@ static int gather(tp_stage_ctx *ctx, tp_isolation_facts *f, char *residency, cha
     snprintf(plan, cap, "%s", tp_res_get(res, 0, 2));
     snprintf(slug, sizeof(slug), "%s", tp_res_get(res, 0, 3));
     snprintf(env, sizeof(env), "%s", tp_res_get(res, 0, 4));
+    f->kill_switch = ctx->env->kill_switch || strcmp(tp_res_get(res, 0, 5), "t") == 0;
     tp_res_free(res);
     f->tenant_id = tid;
     f->residency = residency;
@@ -90,85 +96,62 @@ static int gather(tp_stage_ctx *ctx, tp_isolation_facts *f, char *residency, cha
     f->region_allowed = in_csv(ctx->env->region_allowlist, region);
 
     snprintf(ns_id, sizeof(ns_id), "ns_%s", tid);
-    rc = tp_db_query(ctx->db, "SELECT id, tenant_id, slug FROM tenant_namespaces WHERE "
-                              "tenant_id = $1 OR id = 'ns_' || $1",
-                     1, p1, &res);
-    if (rc != 0)
-        return tp_stage_db_error(ctx, rc, "read namespaces");
-    f->n_namespaces = tp_res_nrows(res);
-    if (f->n_namespaces == 1) {
-        char want_slug[TP_SLUG_MAX + 20];
-        snprintf(want_slug, sizeof(want_slug), "%s-%s", slug, env);
-        f->namespace_ok = strcmp(tp_res_get(res, 0, 0), ns_id) == 0 &&
-                          strcmp(tp_res_get(res, 0, 1), tid) == 0 &&
-                          strcmp(tp_res_get(res, 0, 2), want_slug) == 0;
-    }
-    tp_res_free(res);
-
+    snprintf(want_slug, sizeof(want_slug), "%s-%s", slug, env);
     snprintf(part_prefix, sizeof(part_prefix), "part_%s_", tid);
     const char *p2[2] = {tid, part_prefix};
-    rc = tp_db_query(ctx->db, "SELECT id, tenant_id, name, region, isolation FROM tenant_partitions "
-                              "WHERE tenant_id = $1 OR left(id, length($2)) = $2",
+    rc = tp_db_query(ctx->db,
+                     "SELECT 'n', id, tenant_id, slug, NULL, NULL, NULL, NULL, NULL "
+                     "FROM tenant_namespaces WHERE tenant_id = $1 OR id = 'ns_' || $1 "
+                     "UNION ALL SELECT 'p', id, tenant_id, name, region, isolation, NULL, NULL, NULL "
+                     "FROM tenant_partitions WHERE tenant_id = $1 OR left(id, length($2)) = $2 "
+                     "UNION ALL SELECT 'q', tier, requests_per_minute::text, requests_per_day::text, "
+                     "ingest_events_per_minute::text, max_tokens_per_request::text, "
+                     "storage_bytes::text, seat_cap::text, burst_multiplier::float8::text "
+                     "FROM tenant_quotas WHERE tenant_id = $1",
                      2, p2, &res);
     if (rc != 0)
-        return tp_stage_db_error(ctx, rc, "read partitions");
-    f->n_partitions = tp_res_nrows(res);
+        return tp_stage_db_error(ctx, rc, "read what the tenant owns");
+    want_iso = strcmp(plan, "ENTERPRISE") == 0 ? "dedicated" : "shared";
     f->partitions_owned = f->partitions_isolation_ok = f->partitions_region_ok = true;
-    {
-        const char *want_iso = strcmp(plan, "ENTERPRISE") == 0 ? "dedicated" : "shared";
-        bool seen[3] = {false, false, false};
-        for (int r = 0; r < f->n_partitions; r++) {
+    for (int r = 0; r < tp_res_nrows(res); r++) {
+        const char *kind = tp_res_get(res, r, 0);
+        if (kind[0] == 'n') {
+            f->namespace_ok = ++f->n_namespaces == 1 && strcmp(tp_res_get(res, r, 1), ns_id) == 0 &&
+                              strcmp(tp_res_get(res, r, 2), tid) == 0 &&
+                              strcmp(tp_res_get(res, r, 3), want_slug) == 0;
+        } else if (kind[0] == 'p') {
             bool named = false;
             char want_id[128];
+            f->n_partitions++;
             for (int k = 0; k < 3; k++) {
-                if (strcmp(tp_res_get(res, r, 2), tp_partition_names[k]) == 0 && !seen[k]) {
+                if (strcmp(tp_res_get(res, r, 3), tp_partition_names[k]) == 0 && !seen[k]) {
                     seen[k] = named = true;
                     snprintf(want_id, sizeof(want_id), "%s%s", part_prefix, tp_partition_names[k]);
-                    if (strcmp(tp_res_get(res, r, 0), want_id) != 0)
+                    if (strcmp(tp_res_get(res, r, 1), want_id) != 0)
                         named = false;
                 }
             }
-            if (!named || strcmp(tp_res_get(res, r, 1), tid) != 0)
+            if (!named || tp_res_isnull(res, r, 2) || strcmp(tp_res_get(res, r, 2), tid) != 0)
                 f->partitions_owned = false;
-            if (strcmp(tp_res_get(res, r, 3), region) != 0)
+            if (strcmp(tp_res_get(res, r, 4), region) != 0)
                 f->partitions_region_ok = false;
-            if (strcmp(tp_res_get(res, r, 4), want_iso) != 0)
+            if (strcmp(tp_res_get(res, r, 5), want_iso) != 0)
                 f->partitions_isolation_ok = false;
+        } else {
+            tp_plan p;
+            tp_quota_tier q;
+            f->quota_matches_plan =
+                ++f->n_quotas == 1 && strcmp(tp_res_get(res, r, 1), plan) == 0 &&
+                tp_plan_parse(plan, &p) == 0 && tp_stage_quota_tier(ctx, p, &q) == 0 &&
+                cell_eq_int(res, r, 2, q.requests_per_minute) &&
+                cell_eq_int(res, r, 3, q.requests_per_day) &&
+                cell_eq_int(res, r, 4, q.ingest_events_per_minute) &&
+                cell_eq_int(res, r, 5, q.max_tokens_per_request) &&
+                cell_eq_int(res, r, 6, q.storage_bytes) && cell_eq_int(res, r, 7, q.seat_cap) &&
+                fabs(strtod(tp_res_get(res, r, 8), NULL) - q.burst_multiplier) < 0.0005;
         }
     }
     tp_res_free(res);
-
-    rc = tp_db_query(ctx->db,
-                     "SELECT tier, requests_per_minute, requests_per_day, ingest_events_per_minute, "
-                     "max_tokens_per_request, storage_bytes, seat_cap, burst_multiplier::float8 "
-                     "FROM tenant_quotas WHERE tenant_id = $1",
-                     1, p1, &res);
-    if (rc != 0)
-        return tp_stage_db_error(ctx, rc, "read quota");
-    f->n_quotas = tp_res_nrows(res);
-    if (f->n_quotas == 1) {
-        tp_plan p;
-        tp_quota_tier q;
-        f->quota_matches_plan =
-            strcmp(tp_res_get(res, 0, 0), plan) == 0 && tp_plan_parse(plan, &p) == 0 &&
-            tp_quota_tiers_get(ctx->env->tiers_json, p, &q) == 0 &&
-            cell_eq_int(res, 0, 1, q.requests_per_minute) &&
-            cell_eq_int(res, 0, 2, q.requests_per_day) &&
-            cell_eq_int(res, 0, 3, q.ingest_events_per_minute) &&
-            cell_eq_int(res, 0, 4, q.max_tokens_per_request) &&
-            cell_eq_int(res, 0, 5, q.storage_bytes) && cell_eq_int(res, 0, 6, q.seat_cap) &&
-            fabs(strtod(tp_res_get(res, 0, 7), NULL) - q.burst_multiplier) < 0.0005;
-    }
-    tp_res_free(res);
-
-    char flag[8];
-    bool found = false;
-    rc = tp_db_query_text(ctx->db, "SELECT enabled FROM tp_flags WHERE name = "
-                                   "'provisioning.kill_switch'",
-                          0, NULL, flag, sizeof(flag), &found);
-    if (rc != 0)
-        return tp_stage_db_error(ctx, rc, "read kill switch");
-    f->kill_switch = ctx->env->kill_switch || (found && strcmp(flag, "t") == 0);
     return 0;
 }
 

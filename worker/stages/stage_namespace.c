@@ -15,18 +15,24 @@ int tp_stage_namespace_run(tp_stage_ctx *ctx) {
         return TP_EDB_PERMANENT;
     }
     const char *params[3] = {ctx->tenant_id, req->tenant.slug, tp_environment_name(req->environment)};
-    rc = tp_db_exec(ctx->db,
-                    "INSERT INTO tenant_namespaces (id, tenant_id, slug, environment) "
-                    "VALUES ('ns_' || $1, $1, $2 || '-' || $3, $3) ON CONFLICT DO NOTHING",
-                    3, params, NULL);
+    /* RETURNING gives the new row; only a re-run or a conflict needs the read-back. */
+    rc = tp_db_query(ctx->db,
+                     "INSERT INTO tenant_namespaces (id, tenant_id, slug, environment) "
+                     "VALUES ('ns_' || $1, $1, $2 || '-' || $3, $3) ON CONFLICT DO NOTHING "
+                     "RETURNING id, slug, environment",
+                     3, params, &res);
     if (rc != 0)
         return tp_stage_db_error(ctx, rc, "insert namespace");
-    rc = tp_db_query(ctx->db,
-                     "SELECT id, slug, environment FROM tenant_namespaces WHERE id = 'ns_' || $1 "
-                     "AND tenant_id = $1",
-                     1, params, &res);
-    if (rc != 0)
-        return tp_stage_db_error(ctx, rc, "read namespace");
+    if (tp_res_nrows(res) != 1) {
+        tp_res_free(res);
+        res = NULL;
+        rc = tp_db_query(ctx->db,
+                         "SELECT id, slug, environment FROM tenant_namespaces WHERE id = 'ns_' || $1 "
+                         "AND tenant_id = $1",
+                         1, params, &res);
+        if (rc != 0)
+            return tp_stage_db_error(ctx, rc, "read namespace");
+    }
     if (tp_res_nrows(res) != 1) {
         tp_res_free(res);
         tp_stage_set_terminal(ctx, TP_RUN_FAILED, "SLUG_TAKEN",

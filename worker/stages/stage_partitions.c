@@ -17,34 +17,44 @@ int tp_stage_partitions_run(tp_stage_ctx *ctx) {
         return TP_EDB_PERMANENT;
     }
     const char *params[1] = {ctx->tenant_id};
-    rc = tp_db_exec(ctx->db,
-                    "INSERT INTO tenant_partitions (id, tenant_id, name, type, region, isolation) "
-                    "SELECT 'part_' || t.id || '_' || p.name, t.id, p.name, p.name, t.region, "
-                    "CASE WHEN t.plan = 'ENTERPRISE' THEN 'dedicated' ELSE 'shared' END "
-                    "FROM tenants t, unnest(ARRAY['primary','analytics','audit']) AS p(name) "
-                    "WHERE t.id = $1 ON CONFLICT DO NOTHING",
-                    1, params, NULL);
-    if (rc != 0)
-        return tp_stage_db_error(ctx, rc, "insert partitions");
+    /* RETURNING gives the new rows; only a re-run needs the read-back. */
     rc = tp_db_query(ctx->db,
-                     "SELECT id, name, type, region, isolation FROM tenant_partitions "
-                     "WHERE tenant_id = $1 ORDER BY array_position(ARRAY['primary','analytics',"
-                     "'audit'], name)",
+                     "INSERT INTO tenant_partitions (id, tenant_id, name, type, region, isolation) "
+                     "SELECT 'part_' || t.id || '_' || p.name, t.id, p.name, p.name, t.region, "
+                     "CASE WHEN t.plan = 'ENTERPRISE' THEN 'dedicated' ELSE 'shared' END "
+                     "FROM tenants t, unnest(ARRAY['primary','analytics','audit']) AS p(name) "
+                     "WHERE t.id = $1 ON CONFLICT DO NOTHING "
+                     "RETURNING id, name, type, region, isolation",
                      1, params, &res);
     if (rc != 0)
-        return tp_stage_db_error(ctx, rc, "read partitions");
+        return tp_stage_db_error(ctx, rc, "insert partitions");
+    if (tp_res_nrows(res) != 3) {
+        tp_res_free(res);
+        res = NULL;
+        rc = tp_db_query(ctx->db,
+                         "SELECT id, name, type, region, isolation FROM tenant_partitions "
+                         "WHERE tenant_id = $1",
+                         1, params, &res);
+        if (rc != 0)
+            return tp_stage_db_error(ctx, rc, "read partitions");
+    }
     if (tp_res_nrows(res) != 3) {
         snprintf(ctx->message, sizeof(ctx->message), "expected 3 partitions, found %d",
                  tp_res_nrows(res));
         tp_res_free(res);
         return TP_EDB_PERMANENT;
     }
+    /* In the order of tp_partition_names, whatever order the rows came in. */
     json_t *arr = json_array();
-    for (int r = 0; arr && r < 3; r++)
-        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", tp_res_get(res, r, 0),
-                                             "name", tp_res_get(res, r, 1), "type",
-                                             tp_res_get(res, r, 2), "region", tp_res_get(res, r, 3),
-                                             "isolation", tp_res_get(res, r, 4)));
+    for (int k = 0; arr && k < 3; k++)
+        for (int r = 0; r < 3; r++)
+            if (strcmp(tp_res_get(res, r, 1), tp_partition_names[k]) == 0)
+                json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s}", "id",
+                                                     tp_res_get(res, r, 0), "name",
+                                                     tp_res_get(res, r, 1), "type",
+                                                     tp_res_get(res, r, 2), "region",
+                                                     tp_res_get(res, r, 3), "isolation",
+                                                     tp_res_get(res, r, 4)));
     tp_res_free(res);
     if (!arr)
         return TP_ENOMEM;

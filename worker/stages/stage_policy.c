@@ -42,8 +42,8 @@ int tp_stage_policy_prepare(tp_stage_ctx *ctx) {
                  tp_strerror(rc));
         return rc;
     }
-    ctx->output = json_pack("{s:b, s:i}", "allow", ctx->decision.allow, "ownedTenants", owned);
-    return ctx->output ? 0 : TP_ENOMEM;
+    ctx->owned_tenants = owned; /* the output is built by the run step, with the decision */
+    return 0;
 }
 
 int tp_stage_policy_run(tp_stage_ctx *ctx) {
@@ -77,6 +77,7 @@ int tp_stage_policy_run(tp_stage_ctx *ctx) {
         json_decref(reasons);
         return tp_stage_db_error(ctx, rc, "store decision");
     }
+    ctx->output = json_pack("{s:b, s:i}", "allow", d->allow, "ownedTenants", ctx->owned_tenants);
     if (ctx->output) {
         json_object_set_new(ctx->output, "reasons", reasons);
         json_object_set_new(ctx->output, "decisionId", json_string(d->decision_id));

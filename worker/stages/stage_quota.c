@@ -14,7 +14,7 @@ int tp_stage_quota_run(tp_stage_ctx *ctx) {
         snprintf(ctx->message, sizeof(ctx->message), "no tenant recorded for the request");
         return TP_EDB_PERMANENT;
     }
-    if ((rc = tp_quota_tiers_get(ctx->env->tiers_json, ctx->req->plan, &q)) != 0) {
+    if ((rc = tp_stage_quota_tier(ctx, ctx->req->plan, &q)) != 0) {
         snprintf(ctx->message, sizeof(ctx->message), "quota tiers have no valid entry for %s",
                  tp_plan_name(ctx->req->plan));
         return rc;
@@ -28,18 +28,23 @@ int tp_stage_quota_run(tp_stage_ctx *ctx) {
     snprintf(v[6], sizeof(v[6]), "%.3f", q.burst_multiplier);
     const char *params[9] = {ctx->tenant_id, tp_plan_name(ctx->req->plan), v[0], v[1], v[2],
                              v[3], v[4], v[5], v[6]};
-    rc = tp_db_exec(ctx->db,
-                    "INSERT INTO tenant_quotas (tenant_id, tier, requests_per_minute, "
-                    "requests_per_day, ingest_events_per_minute, max_tokens_per_request, "
-                    "storage_bytes, seat_cap, burst_multiplier) VALUES ($1, $2, $3::bigint, "
-                    "$4::bigint, $5::bigint, $6::bigint, $7::bigint, $8::bigint, $9::numeric) "
-                    "ON CONFLICT (tenant_id) DO NOTHING",
-                    9, params, NULL);
+    rc = tp_db_query(ctx->db,
+                     "INSERT INTO tenant_quotas (tenant_id, tier, requests_per_minute, "
+                     "requests_per_day, ingest_events_per_minute, max_tokens_per_request, "
+                     "storage_bytes, seat_cap, burst_multiplier) VALUES ($1, $2, $3::bigint, "
+                     "$4::bigint, $5::bigint, $6::bigint, $7::bigint, $8::bigint, $9::numeric) "
+                     "ON CONFLICT (tenant_id) DO NOTHING RETURNING tier",
+                     9, params, &res);
     if (rc != 0)
         return tp_stage_db_error(ctx, rc, "insert quota");
-    rc = tp_db_query(ctx->db, "SELECT tier FROM tenant_quotas WHERE tenant_id = $1", 1, params, &res);
-    if (rc != 0)
-        return tp_stage_db_error(ctx, rc, "read quota");
+    if (tp_res_nrows(res) != 1) { /* a re-run: the row is already there */
+        tp_res_free(res);
+        res = NULL;
+        rc = tp_db_query(ctx->db, "SELECT tier FROM tenant_quotas WHERE tenant_id = $1", 1, params,
+                         &res);
+        if (rc != 0)
+            return tp_stage_db_error(ctx, rc, "read quota");
+    }
     ctx->output = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "tier",
                             tp_res_nrows(res) == 1 ? tp_res_get(res, 0, 0) : "",
                             "requestsPerMinute", (json_int_t)q.requests_per_minute,

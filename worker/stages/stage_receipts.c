@@ -3,6 +3,7 @@
  * transaction, continuing the tenant's hash chain under a lock of the tenant row. */
 #include "stages_int.h"
 #include "tp/error.h"
+#include "tp/ids.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,34 +11,24 @@
 
 #define ZERO_HASH "0000000000000000000000000000000000000000000000000000000000000000"
 
-int tp_stage_emit_receipt(tp_stage_ctx *ctx, const char *action_type, const char *data_json,
-                          char *receipt_id, size_t receipt_id_size) {
+/* Takes the tenant row lock and reads what every receipt of this transaction needs: the slug,
+ * the receipts this request already has, its policy decision and the chain head. */
+static int chain_lock(tp_stage_ctx *ctx) {
     const tp_request *req = ctx->req;
     tp_res *res = NULL;
-    tp_sealed_receipt sealed;
-    tp_receipt_fields f;
-    char slug[TP_SLUG_MAX + 1], rid[64], decision_id[128], revision[128], prev_hash[TP_HASH_HEX_LEN + 1];
-    char seqbuf[32];
+    const char *p1[2] = {ctx->tenant_id, req->request_id};
     int64_t seq = 0;
     int rc;
 
-    memset(&sealed, 0, sizeof(sealed));
-    if (!ctx->env->signer) {
-        snprintf(ctx->message, sizeof(ctx->message), "no receipt signer configured");
-        return TP_ECONFIG;
-    }
-    const char *p1[3] = {ctx->tenant_id, req->request_id, action_type};
-    /* Serialise chain extension per tenant; also mint the receipt id and read the decision. */
     rc = tp_db_query(ctx->db,
-                     "SELECT t.slug, 'prov_' || gen_random_uuid(), "
-                     "(SELECT receipt_id FROM receipt_outbox o WHERE o.request_id = $2 AND "
-                     "o.action_type = $3), "
+                     "SELECT t.slug, coalesce((SELECT string_agg(o.action_type || '=' || "
+                     "o.receipt_id, ',') FROM receipt_outbox o WHERE o.request_id = $2), ''), "
                      "coalesce((SELECT d.decision_id FROM policy_decisions d WHERE d.request_id = $2 "
                      "ORDER BY d.id DESC LIMIT 1), ''), "
                      "coalesce((SELECT d.policy_revision FROM policy_decisions d WHERE "
                      "d.request_id = $2 ORDER BY d.id DESC LIMIT 1), '') "
                      "FROM tenants t WHERE t.id = $1 FOR UPDATE OF t",
-                     3, p1, &res);
+                     2, p1, &res);
     if (rc != 0)
         return tp_stage_db_error(ctx, rc, "lock tenant");
     if (tp_res_nrows(res) != 1) {
@@ -45,17 +36,12 @@ int tp_stage_emit_receipt(tp_stage_ctx *ctx, const char *action_type, const char
         snprintf(ctx->message, sizeof(ctx->message), "tenant %s not found", ctx->tenant_id);
         return TP_EDB_PERMANENT;
     }
-    snprintf(slug, sizeof(slug), "%s", tp_res_get(res, 0, 0));
-    snprintf(rid, sizeof(rid), "%s", tp_res_get(res, 0, 1));
-    snprintf(decision_id, sizeof(decision_id), "%s", tp_res_get(res, 0, 3));
-    snprintf(revision, sizeof(revision), "%s", tp_res_get(res, 0, 4));
-    if (!tp_res_isnull(res, 0, 2)) {
-        /* Already in the outbox (committed by an earlier run of this stage): reuse. */
-        snprintf(receipt_id, receipt_id_size, "%s", tp_res_get(res, 0, 2));
-        tp_res_free(res);
-        return 0;
-    }
+    snprintf(ctx->chain_slug, sizeof(ctx->chain_slug), "%s", tp_res_get(res, 0, 0));
+    snprintf(ctx->chain_existing, sizeof(ctx->chain_existing), "%s", tp_res_get(res, 0, 1));
+    snprintf(ctx->chain_decision_id, sizeof(ctx->chain_decision_id), "%s", tp_res_get(res, 0, 2));
+    snprintf(ctx->chain_revision, sizeof(ctx->chain_revision), "%s", tp_res_get(res, 0, 3));
     tp_res_free(res);
+    res = NULL;
 
     /* A new statement after the lock: sees chain rows committed by whoever held it before. */
     rc = tp_db_query(ctx->db,
@@ -66,27 +52,67 @@ int tp_stage_emit_receipt(tp_stage_ctx *ctx, const char *action_type, const char
         return tp_stage_db_error(ctx, rc, "read chain head");
     if (tp_res_nrows(res) == 1) {
         tp_res_get_int64(res, 0, 0, &seq);
-        snprintf(prev_hash, sizeof(prev_hash), "%s", tp_res_get(res, 0, 1));
+        snprintf(ctx->chain_hash, sizeof(ctx->chain_hash), "%s", tp_res_get(res, 0, 1));
     } else {
-        snprintf(prev_hash, sizeof(prev_hash), "%s", ZERO_HASH);
+        snprintf(ctx->chain_hash, sizeof(ctx->chain_hash), "%s", ZERO_HASH);
     }
     tp_res_free(res);
-    res = NULL;
+    ctx->chain_seq = seq;
+    ctx->chain_known = true;
+    return 0;
+}
+
+/* Copies the receipt id of action_type from "ACTION=id,..." into out; false when absent. */
+static bool existing_receipt(const char *list, const char *action_type, char *out, size_t cap) {
+    size_t n = strlen(action_type);
+    for (const char *p = list; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len > n && strncmp(p, action_type, n) == 0 && p[n] == '=') {
+            snprintf(out, cap, "%.*s", (int)(len - n - 1), p + n + 1);
+            return true;
+        }
+        p = end ? end + 1 : NULL;
+    }
+    return false;
+}
+
+int tp_stage_emit_receipt(tp_stage_ctx *ctx, const char *action_type, const char *data_json,
+                          char *receipt_id, size_t receipt_id_size) {
+    const tp_request *req = ctx->req;
+    tp_sealed_receipt sealed;
+    tp_receipt_fields f;
+    char rid[64], uuid[TP_UUID_LEN + 1], seqbuf[32];
+    int rc;
+
+    memset(&sealed, 0, sizeof(sealed));
+    if (!ctx->env->signer) {
+        snprintf(ctx->message, sizeof(ctx->message), "no receipt signer configured");
+        return TP_ECONFIG;
+    }
+    /* Serialise chain extension per tenant (once per transaction). */
+    if (!ctx->chain_known && (rc = chain_lock(ctx)) != 0)
+        return rc;
+    if (existing_receipt(ctx->chain_existing, action_type, receipt_id, receipt_id_size))
+        return 0; /* already in the outbox (committed by an earlier run of this stage): reuse */
+    if ((rc = tp_uuid_v4(uuid)) != 0)
+        return rc;
+    snprintf(rid, sizeof(rid), "prov_%s", uuid);
 
     memset(&f, 0, sizeof(f));
     f.receipt_id = rid;
     f.action_type = action_type;
     f.tenant_id = ctx->tenant_id;
-    f.tenant_slug = slug;
+    f.tenant_slug = ctx->chain_slug;
     f.request_id = req->request_id;
     f.correlation_id = req->correlation_id;
     f.actor_id = req->actor.id;
     f.actor_type = req->actor.type;
     f.timestamp_ms = tp_stage_now_ms();
-    f.sequence = seq + 1;
-    f.prev_hash_hex = prev_hash;
-    f.decision_id = decision_id;
-    f.policy_revision = revision;
+    f.sequence = ctx->chain_seq + 1;
+    f.prev_hash_hex = ctx->chain_hash;
+    f.decision_id = ctx->chain_decision_id;
+    f.policy_revision = ctx->chain_revision;
     f.action_data_json = data_json;
     rc = tp_receipt_seal(ctx->env->signer, &f, &sealed);
     if (rc != 0) {
@@ -95,8 +121,8 @@ int tp_stage_emit_receipt(tp_stage_ctx *ctx, const char *action_type, const char
         return rc;
     }
     snprintf(seqbuf, sizeof(seqbuf), "%lld", (long long)f.sequence);
-    const char *p2[9] = {rid, ctx->tenant_id, req->request_id, action_type, seqbuf, prev_hash,
-                         sealed.hash_hex, sealed.payload, sealed.envelope_json};
+    const char *p2[9] = {rid, ctx->tenant_id, req->request_id, action_type, seqbuf,
+                         ctx->chain_hash, sealed.hash_hex, sealed.payload, sealed.envelope_json};
     int lengths[9] = {0, 0, 0, 0, 0, 0, 0, (int)sealed.payload_len, 0};
     int formats[9] = {0, 0, 0, 0, 0, 0, 0, 1, 0};
     rc = tp_db_query_bin(ctx->db,
@@ -104,6 +130,14 @@ int tp_stage_emit_receipt(tp_stage_ctx *ctx, const char *action_type, const char
                          "sequence, previous_hash, hash, payload, envelope) VALUES ($1, $2, $3, $4, "
                          "$5::bigint, $6, $7, $8::bytea, $9::jsonb)",
                          9, p2, lengths, formats, NULL);
+    if (rc == 0) {
+        /* The chain now ends here, for the next receipt of this transaction. */
+        size_t used = strlen(ctx->chain_existing);
+        ctx->chain_seq = f.sequence;
+        snprintf(ctx->chain_hash, sizeof(ctx->chain_hash), "%s", sealed.hash_hex);
+        snprintf(ctx->chain_existing + used, sizeof(ctx->chain_existing) - used, "%s%s=%s",
+                 used ? "," : "", action_type, rid);
+    }
     tp_sealed_receipt_release(&sealed);
     if (rc != 0)
         return tp_stage_db_error(ctx, rc, "insert receipt");

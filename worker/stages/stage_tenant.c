@@ -7,43 +7,17 @@
 #include <stdio.h>
 #include <string.h>
 
-int tp_stage_tenant_run(tp_stage_ctx *ctx) {
+/* The insert found a row already: this request's own (a re-run: link it again) or another
+ * request's slug (SLUG_TAKEN). A new statement sees rows committed while the insert waited on a
+ * conflicting one. */
+static int find_tenant(tp_stage_ctx *ctx) {
     const tp_request *req = ctx->req;
     tp_res *res = NULL;
-    char seats[16], storage[32];
-    int64_t inserted = 0;
-    int rc;
-
-    snprintf(seats, sizeof(seats), "%d", (int)req->requested_seats);
-    snprintf(storage, sizeof(storage), "%lld", (long long)req->storage_estimate_bytes);
-    const char *params[11] = {
-        req->tenant.name,
-        req->tenant.slug,
-        tp_residency_name(req->tenant.residency),
-        ctx->region,
-        tp_plan_name(req->plan),
-        tp_environment_name(req->environment),
-        req->source == TP_SOURCE_SELF_SERVE_API ? req->actor.id : NULL,
-        req->request_id,
-        req->has_requested_seats ? seats : NULL,
-        req->has_storage_estimate ? storage : NULL,
-    };
-    /* ON CONFLICT without a target: neither the request's own earlier row nor a slug held by
-     * someone else raises (a raised error would poison the transaction). */
-    rc = tp_db_exec(ctx->db,
-                    "INSERT INTO tenants (id, name, slug, residency, region, plan, environment, "
-                    "status, owner_id, created_by_request, requested_seats, storage_estimate_bytes) "
-                    "VALUES ('tenant-' || gen_random_uuid(), $1, $2, $3, $4, $5, $6, 'provisioning', "
-                    "$7, $8, $9::int, $10::bigint) ON CONFLICT DO NOTHING",
-                    10, params, &inserted);
-    if (rc != 0)
-        return tp_stage_db_error(ctx, rc, "insert tenant");
-    /* A new statement sees rows committed while the insert waited on a conflicting one. */
     const char *qp[2] = {req->request_id, req->tenant.slug};
-    rc = tp_db_query(ctx->db,
-                     "SELECT id, created_by_request = $1 FROM tenants WHERE created_by_request = $1 "
-                     "OR slug = $2 ORDER BY (created_by_request = $1) DESC LIMIT 1",
-                     2, qp, &res);
+    int rc = tp_db_query(ctx->db,
+                         "SELECT id, created_by_request = $1 FROM tenants WHERE created_by_request = $1 "
+                         "OR slug = $2 ORDER BY (created_by_request = $1) DESC LIMIT 1",
+                         2, qp, &res);
     if (rc != 0)
         return tp_stage_db_error(ctx, rc, "read tenant");
     if (tp_res_nrows(res) == 0) {
@@ -65,8 +39,54 @@ int tp_stage_tenant_run(tp_stage_ctx *ctx) {
                     "UPDATE provisioning_requests SET tenant_id = $2, updated_at = clock_timestamp() "
                     "WHERE request_id = $1",
                     2, up, NULL);
+    return rc != 0 ? tp_stage_db_error(ctx, rc, "link tenant") : 0;
+}
+
+int tp_stage_tenant_run(tp_stage_ctx *ctx) {
+    const tp_request *req = ctx->req;
+    tp_res *res = NULL;
+    char seats[16], storage[32];
+    bool inserted;
+    int rc;
+
+    snprintf(seats, sizeof(seats), "%d", (int)req->requested_seats);
+    snprintf(storage, sizeof(storage), "%lld", (long long)req->storage_estimate_bytes);
+    const char *params[11] = {
+        req->tenant.name,
+        req->tenant.slug,
+        tp_residency_name(req->tenant.residency),
+        ctx->region,
+        tp_plan_name(req->plan),
+        tp_environment_name(req->environment),
+        req->source == TP_SOURCE_SELF_SERVE_API ? req->actor.id : NULL,
+        req->request_id,
+        req->has_requested_seats ? seats : NULL,
+        req->has_storage_estimate ? storage : NULL,
+    };
+    /* ON CONFLICT without a target: neither the request's own earlier row nor a slug held by
+     * someone else raises (a raised error would poison the transaction). A new row is linked to
+     * the request in the same statement; only a re-run or a conflict needs the read-back. */
+    rc = tp_db_query(ctx->db,
+                     "WITH t AS (INSERT INTO tenants (id, name, slug, residency, region, plan, "
+                     "environment, status, owner_id, created_by_request, requested_seats, "
+                     "storage_estimate_bytes) VALUES ('tenant-' || gen_random_uuid(), $1, $2, $3, "
+                     "$4, $5, $6, 'provisioning', $7, $8, $9::int, $10::bigint) ON CONFLICT DO "
+                     "NOTHING RETURNING id) "
+                     "UPDATE provisioning_requests r SET tenant_id = t.id, updated_at = "
+                     "clock_timestamp() FROM t WHERE r.request_id = $8 RETURNING t.id",
+                     10, params, &res);
     if (rc != 0)
-        return tp_stage_db_error(ctx, rc, "link tenant");
+        return tp_stage_db_error(ctx, rc, "insert tenant");
+    inserted = tp_res_nrows(res) == 1;
+    if (inserted) {
+        snprintf(ctx->tenant_id, sizeof(ctx->tenant_id), "%s", tp_res_get(res, 0, 0));
+        tp_res_free(res);
+    } else {
+        tp_res_free(res);
+        res = NULL;
+        if ((rc = find_tenant(ctx)) != 0 || ctx->terminal)
+            return rc;
+    }
     ctx->output = json_pack("{s:s, s:s, s:b}", "tenantId", ctx->tenant_id, "slug", req->tenant.slug,
                             "created", inserted == 1);
     return ctx->output ? 0 : TP_ENOMEM;

@@ -14,6 +14,20 @@ typedef struct tp_stage_ctx {
     char tenant_id[64];             /* known after the tenant stage */
     char region[TP_REGION_MAX + 1]; /* the effective region of the request */
     tp_policy_decision decision;    /* filled by the policy stage's prepare step */
+    int owned_tenants;              /* also from the prepare step (self-serve) */
+    bool prepared;                  /* the policy prepare step ran in this run ... */
+    int prepare_rc;                 /* ... with this result, and on failure this message: */
+    char prepare_message[512];
+    /* The tenant's receipt chain as this transaction extended it (the tenant row is locked by
+     * then): later receipts of the same transaction skip the lock and the head read. The runner
+     * forgets it whenever a transaction ends. */
+    bool chain_known;
+    int64_t chain_seq;
+    char chain_hash[65];
+    char chain_slug[TP_SLUG_MAX + 1];
+    char chain_decision_id[128];
+    char chain_revision[128];
+    char chain_existing[512];       /* "ACTION=receipt_id,..." of this request, at lock time */
     json_t *output;                 /* the stage's output (owned by the runner) */
     int terminal;                   /* 0, TP_RUN_FAILED or TP_RUN_DENIED: committed with the marker */
     char reason[64];                /* failure reason of a terminal outcome */
@@ -54,6 +68,10 @@ int tp_stage_db_error(tp_stage_ctx *ctx, int rc, const char *what);
  * (request, action) is reused. receipt_id (>= 64 bytes) receives its id. Returns 0 or TP_E*. */
 int tp_stage_emit_receipt(tp_stage_ctx *ctx, const char *action_type, const char *data_json,
                           char *receipt_id, size_t receipt_id_size);
+
+/* The quota tier of plan: from env->tiers when the caller parsed them once, else read out of
+ * env->tiers_json. Returns 0 or the error of tp_quota_tiers_get. */
+int tp_stage_quota_tier(const tp_stage_ctx *ctx, tp_plan plan, tp_quota_tier *out);
 
 /* "FOO" for TP_EFOO: the enumerated reason of an error code. */
 const char *tp_stage_reason_of(int err);

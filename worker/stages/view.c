@@ -19,16 +19,28 @@ static json_t *str_or_null(const tp_res *res, int row, int col) {
     return json_string(tp_res_get(res, row, col));
 }
 
+/* One round trip: the tenant, its first namespace and its quota joined, its partitions as a JSON
+ * array of [id, name, type, region, isolation] in their fixed order. */
 int tp_stages_tenant_view(tp_db *db, const char *tenant_id, json_t **out) {
     tp_res *res = NULL;
-    json_t *view = NULL, *parts;
+    json_t *view = NULL, *parts, *rows;
     const char *params[1] = {tenant_id};
     int rc;
 
     *out = NULL;
     rc = tp_db_query(db,
-                     "SELECT id, name, slug, residency, region, plan, environment, status, owner_id, "
-                     "requested_seats, storage_estimate_bytes FROM tenants WHERE id = $1",
+                     "SELECT t.id, t.name, t.slug, t.residency, t.region, t.plan, t.environment, "
+                     "t.status, t.owner_id, t.requested_seats, t.storage_estimate_bytes, "
+                     "n.id, n.slug, n.environment, q.tier, q.requests_per_minute, q.requests_per_day, "
+                     "q.ingest_events_per_minute, q.max_tokens_per_request, q.storage_bytes, "
+                     "q.seat_cap, q.burst_multiplier::float8, "
+                     "coalesce((SELECT json_agg(json_build_array(p.id, p.name, p.type, p.region, "
+                     "p.isolation) ORDER BY array_position(ARRAY['primary','analytics','audit'], "
+                     "p.name), p.id) FROM tenant_partitions p WHERE p.tenant_id = t.id), '[]')::text "
+                     "FROM tenants t "
+                     "LEFT JOIN LATERAL (SELECT id, slug, environment FROM tenant_namespaces "
+                     "WHERE tenant_id = t.id ORDER BY id LIMIT 1) n ON true "
+                     "LEFT JOIN tenant_quotas q ON q.tenant_id = t.id WHERE t.id = $1",
                      1, params, &res);
     if (rc != 0)
         return rc;
@@ -37,6 +49,13 @@ int tp_stages_tenant_view(tp_db *db, const char *tenant_id, json_t **out) {
         return TP_ENOT_FOUND;
     }
     view = json_object();
+    rows = json_loads(tp_res_get(res, 0, 22), 0, NULL);
+    if (!view || !json_is_array(rows)) {
+        json_decref(rows);
+        json_decref(view);
+        tp_res_free(res);
+        return TP_ENOMEM; /* PostgreSQL built the array: only memory can fail here */
+    }
     json_object_set_new(view, "tenant",
                         json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o}",
                                   "id", tp_res_get(res, 0, 0), "name", tp_res_get(res, 0, 1),
@@ -46,60 +65,35 @@ int tp_stages_tenant_view(tp_db *db, const char *tenant_id, json_t **out) {
                                   tp_res_get(res, 0, 7), "ownerId", str_or_null(res, 0, 8),
                                   "requestedSeats", int_or_null(res, 0, 9),
                                   "storageEstimateBytes", int_or_null(res, 0, 10)));
-    tp_res_free(res);
-
-    rc = tp_db_query(db, "SELECT id, slug, environment FROM tenant_namespaces WHERE tenant_id = $1 "
-                         "ORDER BY id LIMIT 1",
-                     1, params, &res);
-    if (rc != 0)
-        goto out_err;
     json_object_set_new(view, "namespace",
-                        tp_res_nrows(res) == 1
-                            ? json_pack("{s:s, s:s, s:s}", "id", tp_res_get(res, 0, 0), "slug",
-                                        tp_res_get(res, 0, 1), "environment", tp_res_get(res, 0, 2))
+                        !tp_res_isnull(res, 0, 11)
+                            ? json_pack("{s:s, s:s, s:s}", "id", tp_res_get(res, 0, 11), "slug",
+                                        tp_res_get(res, 0, 12), "environment", tp_res_get(res, 0, 13))
                             : json_null());
-    tp_res_free(res);
-
-    rc = tp_db_query(db,
-                     "SELECT id, name, type, region, isolation FROM tenant_partitions WHERE "
-                     "tenant_id = $1 ORDER BY array_position(ARRAY['primary','analytics','audit'], "
-                     "name), id",
-                     1, params, &res);
-    if (rc != 0)
-        goto out_err;
     parts = json_array();
-    for (int r = 0; r < tp_res_nrows(res); r++)
-        json_array_append_new(parts, json_pack("{s:s, s:s, s:s, s:s, s:s}", "id",
-                                               tp_res_get(res, r, 0), "name", tp_res_get(res, r, 1),
-                                               "type", tp_res_get(res, r, 2), "region",
-                                               tp_res_get(res, r, 3), "isolation",
-                                               tp_res_get(res, r, 4)));
+    for (size_t r = 0; parts && r < json_array_size(rows); r++) {
+        json_t *row = json_array_get(rows, r);
+        json_array_append_new(parts, json_pack("{s:O, s:O, s:O, s:O, s:O}", "id",
+                                               json_array_get(row, 0), "name", json_array_get(row, 1),
+                                               "type", json_array_get(row, 2), "region",
+                                               json_array_get(row, 3), "isolation",
+                                               json_array_get(row, 4)));
+    }
+    json_decref(rows);
     json_object_set_new(view, "partitions", parts);
-    tp_res_free(res);
-
-    rc = tp_db_query(db,
-                     "SELECT tier, requests_per_minute, requests_per_day, ingest_events_per_minute, "
-                     "max_tokens_per_request, storage_bytes, seat_cap, burst_multiplier::float8 "
-                     "FROM tenant_quotas WHERE tenant_id = $1",
-                     1, params, &res);
-    if (rc != 0)
-        goto out_err;
-    if (tp_res_nrows(res) == 1)
+    if (!tp_res_isnull(res, 0, 14))
         json_object_set_new(view, "quota",
                             json_pack("{s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:f}", "tier",
-                                      tp_res_get(res, 0, 0), "requestsPerMinute",
-                                      int_or_null(res, 0, 1), "requestsPerDay",
-                                      int_or_null(res, 0, 2), "ingestEventsPerMinute",
-                                      int_or_null(res, 0, 3), "maxTokensPerRequest",
-                                      int_or_null(res, 0, 4), "storageBytes", int_or_null(res, 0, 5),
-                                      "seatCap", int_or_null(res, 0, 6), "burstMultiplier",
-                                      strtod(tp_res_get(res, 0, 7), NULL)));
+                                      tp_res_get(res, 0, 14), "requestsPerMinute",
+                                      int_or_null(res, 0, 15), "requestsPerDay",
+                                      int_or_null(res, 0, 16), "ingestEventsPerMinute",
+                                      int_or_null(res, 0, 17), "maxTokensPerRequest",
+                                      int_or_null(res, 0, 18), "storageBytes", int_or_null(res, 0, 19),
+                                      "seatCap", int_or_null(res, 0, 20), "burstMultiplier",
+                                      strtod(tp_res_get(res, 0, 21), NULL)));
     else
         json_object_set_new(view, "quota", json_null());
     tp_res_free(res);
     *out = view;
     return 0;
-out_err:
-    json_decref(view);
-    return rc;
 }

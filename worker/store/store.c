@@ -13,8 +13,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A statement prepared on this connection, found again by its text. */
+typedef struct prepared {
+    char *sql;
+    uint64_t hash;
+    char name[16];
+} prepared;
+
+#define PREPARED_MAX 128 /* statements past it run unprepared (the product has fewer) */
+
 struct tp_db {
     PGconn *conn;
+    prepared *stmts; /* named statements of this session; lost with it on a reset */
+    int n_stmts;
     bool in_tx;
     bool tx_failed;
     char sqlstate[6];
@@ -101,11 +112,20 @@ int tp_db_connect(const char *dsn, tp_db **out, char *errstr, size_t errstr_size
     return 0;
 }
 
+static void forget_prepared(tp_db *db) {
+    for (int i = 0; i < db->n_stmts; i++)
+        free(db->stmts[i].sql);
+    free(db->stmts);
+    db->stmts = NULL;
+    db->n_stmts = 0;
+}
+
 void tp_db_close(tp_db *db) {
     if (!db)
         return;
     if (db->conn)
         PQfinish(db->conn);
+    forget_prepared(db);
     free(db);
 }
 
@@ -118,6 +138,7 @@ static int ensure_conn(tp_db *db) {
     db->in_tx = false;
     db->tx_failed = false;
     PQreset(db->conn);
+    forget_prepared(db); /* a new session knows none of them */
     if (PQstatus(db->conn) != CONNECTION_OK) {
         set_error(db, "", PQerrorMessage(db->conn));
         return TP_EDB;
@@ -148,6 +169,58 @@ static int check_result(tp_db *db, PGresult *res) {
     return tp_store_sqlstate_to_err(state);
 }
 
+static uint64_t sql_hash(const char *sql) {
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *sql; sql++)
+        h = (h ^ (unsigned char)*sql) * 1099511628211ULL;
+    return h;
+}
+
+/* The name of sql prepared on this session, preparing it on first use (one extra round trip per
+ * statement and connection: later runs skip PostgreSQL's parse and, once cached, its planning).
+ * NULL when it cannot be cached (table full, out of memory): the caller runs it unprepared. A
+ * failed prepare returns NULL with *rc set. */
+static const char *prepared_name(tp_db *db, const char *sql, int nparams, int *rc) {
+    uint64_t h = sql_hash(sql);
+    prepared *p;
+    PGresult *res;
+    *rc = 0;
+    for (int i = 0; i < db->n_stmts; i++)
+        if (db->stmts[i].hash == h && strcmp(db->stmts[i].sql, sql) == 0)
+            return db->stmts[i].name;
+    if (db->n_stmts >= PREPARED_MAX)
+        return NULL;
+    if (!db->stmts && !(db->stmts = calloc(PREPARED_MAX, sizeof(*db->stmts))))
+        return NULL;
+    p = &db->stmts[db->n_stmts];
+    if (!(p->sql = strdup(sql)))
+        return NULL;
+    p->hash = h;
+    snprintf(p->name, sizeof(p->name), "tp%d", db->n_stmts);
+    res = PQprepare(db->conn, p->name, sql, nparams, NULL);
+    *rc = check_result(db, res);
+    PQclear(res);
+    if (*rc != 0) {
+        free(p->sql);
+        p->sql = NULL;
+        return NULL;
+    }
+    db->n_stmts++;
+    return p->name;
+}
+
+/* Runs one parameterised statement, prepared when possible. NULL result only on out of memory
+ * or a failed prepare (*rc set); check_result classifies every other outcome. */
+static PGresult *run_params(tp_db *db, const char *sql, int nparams, const char *const *params,
+                            const int *lengths, const int *formats, int *rc) {
+    const char *name = prepared_name(db, sql, nparams, rc);
+    if (*rc != 0)
+        return NULL;
+    if (name)
+        return PQexecPrepared(db->conn, name, nparams, params, lengths, formats, 0);
+    return PQexecParams(db->conn, sql, nparams, NULL, params, lengths, formats, 0);
+}
+
 int tp_db_query_bin(tp_db *db, const char *sql, int nparams, const char *const *params,
                     const int *lengths, const int *formats, tp_res **out) {
     PGresult *res;
@@ -157,7 +230,9 @@ int tp_db_query_bin(tp_db *db, const char *sql, int nparams, const char *const *
     clear_error(db);
     if ((rc = ensure_conn(db)) != 0)
         return rc;
-    res = PQexecParams(db->conn, sql, nparams, NULL, params, lengths, formats, 0);
+    res = run_params(db, sql, nparams, params, lengths, formats, &rc);
+    if (rc != 0)
+        return rc;
     rc = check_result(db, res);
     if (rc != 0 || !out) {
         PQclear(res);
@@ -185,7 +260,9 @@ int tp_db_exec(tp_db *db, const char *sql, int nparams, const char *const *param
     clear_error(db);
     if ((rc = ensure_conn(db)) != 0)
         return rc;
-    res = PQexecParams(db->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    res = run_params(db, sql, nparams, params, NULL, NULL, &rc);
+    if (rc != 0)
+        return rc;
     rc = check_result(db, res);
     if (rc == 0 && affected) {
         const char *t = PQcmdTuples(res);
@@ -220,7 +297,7 @@ int tp_db_begin(tp_db *db) {
         set_error(db, "25001", "transaction already open");
         return TP_EINVAL;
     }
-    rc = tp_db_exec(db, "BEGIN", 0, NULL, NULL);
+    rc = tp_db_exec_script(db, "BEGIN");
     if (rc == 0) {
         db->in_tx = true;
         db->tx_failed = false;
