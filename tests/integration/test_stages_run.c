@@ -587,6 +587,141 @@ static void test_concurrent_runners(void **state) {
     assert_int_equal(qint(f->db, "SELECT count(*) FROM tenants WHERE slug = $1", "race-slug"), 1);
 }
 
+/* The transactions that wrote a request's rows: the happy path writes every row of stages 1-7
+ * and every marker in ONE transaction (one xmin), the per-stage path one per stage. */
+static int64_t writer_transactions(fixture *f, const char *rid) {
+    return qint(f->db,
+                "SELECT count(DISTINCT x) FROM ("
+                "SELECT xmin::text AS x FROM provisioning_stages WHERE request_id = $1 UNION ALL "
+                "SELECT xmin::text FROM policy_decisions WHERE request_id = $1 UNION ALL "
+                "SELECT t.xmin::text FROM tenants t JOIN provisioning_requests r ON r.tenant_id = t.id "
+                "WHERE r.request_id = $1 UNION ALL "
+                "SELECT n.xmin::text FROM tenant_namespaces n JOIN provisioning_requests r ON "
+                "r.tenant_id = n.tenant_id WHERE r.request_id = $1 UNION ALL "
+                "SELECT p.xmin::text FROM tenant_partitions p JOIN provisioning_requests r ON "
+                "r.tenant_id = p.tenant_id WHERE r.request_id = $1 UNION ALL "
+                "SELECT q.xmin::text FROM tenant_quotas q JOIN provisioning_requests r ON "
+                "r.tenant_id = q.tenant_id WHERE r.request_id = $1 UNION ALL "
+                "SELECT xmin::text FROM receipt_outbox WHERE request_id = $1) w",
+                rid);
+}
+
+/* Everything a run left for one request, as comparable text: its state and conditions, and how
+ * many rows of each kind its tenant has. */
+static void request_facts(fixture *f, const char *rid, char *buf, size_t cap) {
+    qtext(f->db,
+          "SELECT r.state || '/' || coalesce(r.failure_reason, '-') || ' ' || "
+          "(SELECT string_agg(s.stage || ':' || s.status || ':' || s.attempts || ':' || "
+          "coalesce(s.reason, '-'), ' ' ORDER BY s.ordinal) FROM provisioning_stages s "
+          "WHERE s.request_id = r.request_id) || ' decisions=' || (SELECT count(*) FROM "
+          "policy_decisions d WHERE d.request_id = r.request_id) || ' tenants=' || (SELECT count(*) "
+          "FROM tenants t WHERE t.created_by_request = r.request_id) || ' ns=' || (SELECT count(*) "
+          "FROM tenant_namespaces n WHERE n.tenant_id = r.tenant_id) || ' parts=' || (SELECT "
+          "count(*) FROM tenant_partitions p WHERE p.tenant_id = r.tenant_id) || ' quota=' || "
+          "(SELECT count(*) FROM tenant_quotas q WHERE q.tenant_id = r.tenant_id) || ' receipts=' || "
+          "(SELECT count(*) FROM receipt_outbox o WHERE o.request_id = r.request_id) || ' status=' || "
+          "coalesce((SELECT t.status FROM tenants t WHERE t.id = r.tenant_id), '-') "
+          "FROM provisioning_requests r WHERE r.request_id = $1",
+          rid, buf, cap);
+}
+
+static void test_happy_path_is_one_transaction(void **state) {
+    fixture *f = *state;
+    tp_request req, again;
+    tp_run_result out;
+    char before[1024], after[1024];
+    make_req(&req, "req-onetx", "onetx-co", TP_SOURCE_ADMIN_API, TP_PLAN_PRO);
+    run_ok(f, &req);
+    assert_provisioned(f, &req, "us-east-1");
+    assert_int_equal(writer_transactions(f, req.request_id), 1);
+    /* The per-stage path (the fallback) writes one transaction per stage. */
+    make_req(&again, "req-perstage", "perstage-co", TP_SOURCE_ADMIN_API, TP_PLAN_PRO);
+    f->env.per_stage_tx = true;
+    run_ok(f, &again);
+    f->env.per_stage_tx = false;
+    assert_provisioned(f, &again, "us-east-1");
+    assert_int_equal(writer_transactions(f, again.request_id), 7);
+    /* A crash between the commit and the offset store: the record comes again and the run is a
+     * no-op (no row added or changed, the outcome reported again). */
+    request_facts(f, req.request_id, before, sizeof(before));
+    int64_t xmin_rows = qint(f->db, "SELECT count(*) FROM provisioning_stages WHERE request_id = $1 "
+                                    "AND xmin::text = (SELECT xmin::text FROM provisioning_requests "
+                                    "WHERE request_id = $1)", req.request_id);
+    assert_int_equal(tp_stages_run(&f->env, &req, &out), 0);
+    assert_int_equal(out.status, TP_RUN_SUCCEEDED);
+    request_facts(f, req.request_id, after, sizeof(after));
+    assert_string_equal(before, after);
+    assert_int_equal(writer_transactions(f, req.request_id), 1);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM provisioning_stages WHERE request_id = $1 "
+                                 "AND xmin::text = (SELECT xmin::text FROM provisioning_requests "
+                                 "WHERE request_id = $1)", req.request_id), xmin_rows);
+}
+
+/* A transient fault in each stage in turn (a trigger raising 40001, as a serialization failure
+ * would): the one-transaction path rolls back and the per-stage path records the retry, leaving
+ * exactly the rows and conditions the per-stage path alone leaves; after the fault clears, both
+ * finish the same way. */
+static void test_fault_in_each_stage_matches_per_stage_path(void **state) {
+    fixture *f = *state;
+    static const struct {
+        const char *stage, *table, *when;
+    } faults[] = {
+        {"policy", "policy_decisions", "INSERT"},
+        {"tenant", "tenants", "INSERT"},
+        {"namespace", "tenant_namespaces", "INSERT"},
+        {"partitions", "tenant_partitions", "INSERT"},
+        {"quota", "tenant_quotas", "INSERT"},
+        {"receipts", "receipt_outbox", "INSERT"},
+        {"isolation", "tenants", "UPDATE"},
+    };
+    for (size_t i = 0; i < sizeof(faults) / sizeof(faults[0]); i++) {
+        tp_request fast, slow;
+        tp_run_result out_fast, out_slow;
+        char rid_fast[64], rid_slow[64], slug_fast[32], slug_slow[32], sql[512];
+        char facts_fast[1024], facts_slow[1024];
+        snprintf(rid_fast, sizeof(rid_fast), "req-fault-%s-1tx", faults[i].stage);
+        snprintf(rid_slow, sizeof(rid_slow), "req-fault-%s-each", faults[i].stage);
+        snprintf(slug_fast, sizeof(slug_fast), "fault-%zu-a", i);
+        snprintf(slug_slow, sizeof(slug_slow), "fault-%zu-b", i);
+        make_req(&fast, rid_fast, slug_fast, TP_SOURCE_ADMIN_API, TP_PLAN_STARTER);
+        make_req(&slow, rid_slow, slug_slow, TP_SOURCE_ADMIN_API, TP_PLAN_STARTER);
+        snprintf(sql, sizeof(sql),
+                 "CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                 "RAISE EXCEPTION 'injected fault' USING ERRCODE = '40001'; END $$; "
+                 "CREATE TRIGGER fault BEFORE %s ON %s FOR EACH ROW EXECUTE FUNCTION fault();",
+                 faults[i].when, faults[i].table);
+        assert_int_equal(tp_db_exec_script(f->db, sql), 0);
+        assert_int_equal(tp_stages_run(&f->env, &fast, &out_fast), 0);
+        f->env.per_stage_tx = true;
+        assert_int_equal(tp_stages_run(&f->env, &slow, &out_slow), 0);
+        f->env.per_stage_tx = false;
+        assert_int_equal(out_fast.status, TP_RUN_RETRY);
+        assert_int_equal(out_slow.status, TP_RUN_RETRY);
+        assert_string_equal(tp_stage_name(out_fast.stage), faults[i].stage);
+        assert_int_equal(out_fast.stage, out_slow.stage);
+        assert_int_equal(out_fast.attempts, 1);
+        assert_int_equal(out_fast.attempts, out_slow.attempts);
+        request_facts(f, rid_fast, facts_fast, sizeof(facts_fast));
+        request_facts(f, rid_slow, facts_slow, sizeof(facts_slow));
+        assert_string_equal(facts_fast, facts_slow);
+        assert_non_null(strstr(facts_fast, "RETRYING:1:DB"));
+        /* The fault clears: both finish, with the same conditions. */
+        snprintf(sql, sizeof(sql), "DROP TRIGGER IF EXISTS fault ON %s; DROP FUNCTION fault();",
+                 faults[i].table);
+        assert_int_equal(tp_db_exec_script(f->db, sql), 0);
+        run_ok(f, &fast);
+        f->env.per_stage_tx = true;
+        run_ok(f, &slow);
+        f->env.per_stage_tx = false;
+        request_facts(f, rid_fast, facts_fast, sizeof(facts_fast));
+        snprintf(sql, sizeof(sql), " %s:SUCCEEDED:2:- ", faults[i].stage);
+        assert_non_null(strstr(facts_fast, sql));
+        assert_true(strncmp(facts_fast, "SUCCEEDED/- ", 12) == 0);
+        request_facts(f, rid_slow, facts_slow, sizeof(facts_slow));
+        assert_string_equal(facts_fast, facts_slow);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_happy_path_each_plan, setup, teardown),
@@ -599,6 +734,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_isolation_detects_tampering, setup, teardown),
         cmocka_unit_test_setup_teardown(test_status_json, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_runners, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_happy_path_is_one_transaction, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fault_in_each_stage_matches_per_stage_path, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
