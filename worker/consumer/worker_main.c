@@ -3,6 +3,7 @@
 #include "tp/log.h"
 #include "tp/worker.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -17,6 +18,8 @@ int main(int argc, char **argv) {
     tp_config *cfg;
     int status;
 
+    /* Before anything can write: a closed stderr pipe or peer must give EPIPE, never kill us. */
+    signal(SIGPIPE, SIG_IGN);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);

@@ -5,6 +5,7 @@
 #include "tp/ingress.h"
 #include "tp/log.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,8 @@ int main(int argc, char **argv) {
     const char *config_file = NULL;
     char errstr[512] = "";
     int status = 1;
+    /* Before anything can write: a closed stderr pipe or peer must give EPIPE, never kill us. */
+    signal(SIGPIPE, SIG_IGN);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
