@@ -5,6 +5,8 @@
 #ifndef TP_STORE_H
 #define TP_STORE_H
 
+#include "tp/config.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -12,9 +14,37 @@
 typedef struct tp_db tp_db;
 typedef struct tp_res tp_res;
 
-/* Opens one connection (libpq DSN or URI). A tp_db belongs to one thread at a time; different
- * tp_db may be used from different threads concurrently. Returns 0 with *out set, or TP_EDB
- * (unreachable) / TP_ENOMEM with errstr filled. */
+/* The deadlines of one connection (DESIGN §9: every wait has a setting). 0 leaves a bound out.
+ * Applied at connect and kept across reconnects: connect_timeout, TCP keepalives and
+ * tcp_user_timeout as libpq parameters; statement_timeout, lock_timeout and
+ * idle_in_transaction_session_timeout as session settings (`options=-c ...`). A statement stopped
+ * by them fails with 57014 or 55P03: TP_EDB, transient. Anything the DSN (or PGOPTIONS) sets
+ * explicitly wins over these. */
+typedef struct tp_db_opts {
+    int connect_timeout_s;     /* pg.connect_timeout_s (5) */
+    int statement_timeout_ms;  /* pg.statement_timeout_ms (15000) */
+    int lock_timeout_ms;       /* pg.lock_timeout_ms (5000) */
+    int idle_in_tx_timeout_ms; /* pg.idle_in_transaction_timeout_ms (30000) */
+    int keepalives_idle_s;     /* pg.keepalives_idle_s (10) */
+    int keepalives_interval_s; /* pg.keepalives_interval_s (5) */
+    int keepalives_count;      /* pg.keepalives_count (3) */
+    int tcp_user_timeout_ms;   /* pg.tcp_user_timeout_ms (15000) */
+} tp_db_opts;
+
+/* Fills opts with the defaults of the config table. */
+void tp_db_opts_default(tp_db_opts *opts);
+/* Fills opts from the pg.* keys of cfg (negative values count as 0). */
+void tp_db_opts_from_config(tp_db_opts *opts, const tp_config *cfg);
+
+/* Opens one connection (libpq DSN, URI or database name) with the deadlines of opts (NULL: the
+ * defaults). A tp_db belongs to one thread at a time; different tp_db may be used from different
+ * threads concurrently. Returns 0 with *out set, or TP_EDB (unreachable) / TP_ENOMEM / TP_ECONFIG
+ * (unparsable DSN) with errstr filled. */
+int tp_db_connect_opts(const char *dsn, const tp_db_opts *opts, tp_db **out, char *errstr,
+                       size_t errstr_size);
+/* As tp_db_connect_opts with pg.dsn and the pg.* deadlines of cfg: what daemons and tpctl call. */
+int tp_db_connect_cfg(const tp_config *cfg, tp_db **out, char *errstr, size_t errstr_size);
+/* As tp_db_connect_opts with the default deadlines. */
 int tp_db_connect(const char *dsn, tp_db **out, char *errstr, size_t errstr_size);
 /* Closes the connection and frees the handle; NULL is allowed. */
 void tp_db_close(tp_db *db);
@@ -22,6 +52,10 @@ void tp_db_close(tp_db *db);
 /* Checks the connection with a trivial query, reconnecting once when it is broken.
  * Returns 0 or TP_EDB. */
 int tp_db_ping(tp_db *db);
+/* As tp_db_ping with a client-side deadline of timeout_ms for the answer (a frozen server never
+ * lets statement_timeout fire); for readiness probes. On timeout the connection is dropped (the
+ * next call reconnects). Returns 0, TP_EDB, or TP_EINVAL inside a transaction. */
+int tp_db_ping_within(tp_db *db, int timeout_ms);
 
 /* Transactions. begin fails with TP_EINVAL when one is already open. rollback is always safe
  * (a no-op without an open transaction or on a lost connection). */
@@ -85,5 +119,16 @@ int tp_store_migrate(tp_db *db, const char *sql_dir, char *errstr, size_t errstr
 int tp_store_check_schema(tp_db *db, const char *sql_dir, char *errstr, size_t errstr_size);
 /* Highest applied version (0 when none or no migrations table). */
 int tp_store_schema_version(tp_db *db, int *version);
+
+/* LISTEN/NOTIFY (worker/store/notify.c), for callers that wait on a loop instead of a thread.
+ * The socket of db's connection to watch for readability, or -1 when it is not connected. It
+ * changes when the connection is re-established: watch it again after any failed call. */
+int tp_db_socket(const tp_db *db);
+/* LISTEN on channel (quoted as an identifier). Returns 0 or TP_EDB*. Blocking. */
+int tp_db_listen(tp_db *db, const char *channel);
+/* Reads what has arrived on the socket without blocking and drains the notifications received so
+ * far (also those that arrived during earlier statements); *count gets how many. Returns 0, or
+ * TP_EDB when the connection is broken (close it and connect again). */
+int tp_db_consume_notifies(tp_db *db, int *count);
 
 #endif

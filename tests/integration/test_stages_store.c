@@ -1,5 +1,6 @@
 /* test_stages_store.c: the store on the real PostgreSQL: migrations (twice idempotent, newer schema
- * refused, check without applying), SQLSTATE classification, aborted transactions, reconnect. */
+ * refused, check without applying), SQLSTATE classification, aborted transactions, reconnect,
+ * connection deadlines (lock, statement, a frozen server). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,8 +8,12 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "support/pgproxy.h"
 #include "support/pgtest.h"
 #include "tp/error.h"
 #include "tp/store.h"
@@ -185,6 +190,121 @@ static void test_result_api(void **state) {
     tp_res_free(res);
 }
 
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Issue 9 item 1: a lock held by another session (a migration, an operator) no longer blocks a
+ * statement without bound: with the default deadlines (lock_timeout 5 s) it fails transiently
+ * with 55P03. Before the fix it waited forever (the alarm below ends the test). */
+static void test_lock_wait_is_bounded(void **state) {
+    fixture *f = *state;
+    char err[512];
+    tp_db *holder = NULL;
+    int64_t n = -1;
+    assert_int_equal(tp_store_migrate(f->db, "schemas/sql", err, sizeof(err)), 0);
+    assert_int_equal(tp_db_connect(f->t.dsn, &holder, err, sizeof(err)), 0);
+    assert_int_equal(tp_db_begin(holder), 0);
+    assert_int_equal(tp_db_exec(holder, "LOCK TABLE tenants IN ACCESS EXCLUSIVE MODE", 0, NULL, NULL), 0);
+    alarm(60); /* a hang is a failure, not a stuck ctest */
+    int64_t t0 = now_ms();
+    int rc = tp_db_exec(f->db, "SELECT count(*) FROM tenants", 0, NULL, NULL);
+    int64_t took = now_ms() - t0;
+    alarm(0);
+    fprintf(stderr, "lock wait: rc %s sqlstate %s after %lld ms\n", tp_err_name(rc),
+            tp_db_sqlstate(f->db), (long long)took);
+    assert_int_equal(rc, TP_EDB);
+    assert_true(tp_err_is_transient(rc));
+    assert_string_equal(tp_db_sqlstate(f->db), "55P03");
+    assert_true(took >= 4000 && took < 9000);
+    assert_int_equal(tp_db_rollback(holder), 0);
+    tp_db_close(holder);
+    /* The session is fine afterwards. */
+    assert_int_equal(pgtest_query_int(f->db, "SELECT count(*) FROM tenants", &n), 0);
+    assert_int_equal(n, 0);
+}
+
+/* The session settings arrive on the server; statement_timeout cancels with 57014 (transient);
+ * a DSN's explicit options win over the configured ones. */
+static void test_session_deadlines(void **state) {
+    fixture *f = *state;
+    char err[512], buf[64], dsn[1200];
+    tp_db *db = NULL;
+    tp_db_opts o;
+    assert_int_equal(pgtest_query_text(f->db, "SHOW statement_timeout", buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "15s");
+    assert_int_equal(pgtest_query_text(f->db, "SHOW lock_timeout", buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "5s");
+    assert_int_equal(pgtest_query_text(f->db, "SHOW idle_in_transaction_session_timeout", buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "30s");
+
+    tp_db_opts_default(&o);
+    o.statement_timeout_ms = 300;
+    assert_int_equal(tp_db_connect_opts(f->t.dsn, &o, &db, err, sizeof(err)), 0);
+    int64_t t0 = now_ms();
+    int rc = tp_db_exec(db, "SELECT pg_sleep(10)", 0, NULL, NULL);
+    int64_t took = now_ms() - t0;
+    assert_int_equal(rc, TP_EDB);
+    assert_string_equal(tp_db_sqlstate(db), "57014");
+    assert_true(took < 3000);
+    /* The settings survive a reconnect (they are connection parameters, not a SET). */
+    char pid[32];
+    assert_int_equal(pgtest_query_text(db, "SELECT pg_backend_pid()", pid, sizeof(pid)), 0);
+    const char *pp[1] = {pid};
+    assert_int_equal(tp_db_exec(f->db, "SELECT pg_terminate_backend($1::int)", 1, pp, NULL), 0);
+    assert_int_equal(tp_db_exec(db, "SELECT 1", 0, NULL, NULL), TP_EDB);
+    assert_int_equal(pgtest_query_text(db, "SHOW statement_timeout", buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "300ms");
+    tp_db_close(db);
+
+    /* Explicit settings of the DSN beat the configured ones. */
+    snprintf(dsn, sizeof(dsn), "%s%soptions=-c%%20lock_timeout%%3D1234", f->t.dsn,
+             strchr(f->t.dsn, '?') ? "&" : "?");
+    if (!strstr(f->t.dsn, "://"))
+        snprintf(dsn, sizeof(dsn), "%s options='-c lock_timeout=1234'", f->t.dsn);
+    assert_int_equal(tp_db_connect_opts(dsn, &o, &db, err, sizeof(err)), 0);
+    assert_int_equal(pgtest_query_text(db, "SHOW lock_timeout", buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "1234ms");
+    assert_int_equal(pgtest_query_text(db, "SHOW statement_timeout", buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "300ms");
+    tp_db_close(db);
+}
+
+/* A frozen server (no answer at all; statement_timeout cannot fire): the readiness ping gives up
+ * within its own deadline and the handle reconnects once the server is back. Connecting while it
+ * is frozen is bounded by connect_timeout. */
+static void test_ping_within_frozen_server(void **state) {
+    fixture *f = *state;
+    char err[512], dsn[1200];
+    tp_db *db = NULL, *db2 = NULL;
+    tp_db_opts o;
+    pgproxy *px = pgproxy_start(f->t.dsn, dsn, sizeof(dsn));
+    assert_non_null(px);
+    assert_int_equal(tp_db_connect(dsn, &db, err, sizeof(err)), 0);
+    assert_int_equal(tp_db_ping_within(db, 1000), 0);
+    pgproxy_freeze(px, true);
+    alarm(60);
+    int64_t t0 = now_ms();
+    int rc = tp_db_ping_within(db, 1000);
+    int64_t took = now_ms() - t0;
+    assert_int_equal(rc, TP_EDB);
+    assert_true(took >= 900 && took < 3000);
+    tp_db_opts_default(&o);
+    o.connect_timeout_s = 2;
+    t0 = now_ms();
+    assert_int_equal(tp_db_connect_opts(dsn, &o, &db2, err, sizeof(err)), TP_EDB);
+    took = now_ms() - t0;
+    fprintf(stderr, "frozen: connect gave up after %lld ms (%s)\n", (long long)took, err);
+    assert_true(took < 5000);
+    alarm(0);
+    pgproxy_freeze(px, false);
+    assert_int_equal(tp_db_ping_within(db, 2000), 0); /* reconnected */
+    tp_db_close(db);
+    pgproxy_stop(px);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_migrate_twice, setup, teardown),
@@ -194,6 +314,9 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_aborted_tx_commit_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect_after_terminate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_result_api, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lock_wait_is_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_session_deadlines, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ping_within_frozen_server, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

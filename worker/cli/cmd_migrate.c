@@ -22,7 +22,7 @@ int tpctl_cmd_migrate(int argc, char **argv) {
     cfg = tpctl_config_load(path);
     if (!cfg)
         return 2;
-    rc = tp_db_connect(tp_config_get(cfg, "pg.dsn"), &db, err, sizeof(err));
+    rc = tp_db_connect_cfg(cfg, &db, err, sizeof(err));
     if (rc == 0)
         rc = tp_store_migrate(db, tp_config_get(cfg, "store.migrations_dir"), err, sizeof(err));
     if (rc != 0)

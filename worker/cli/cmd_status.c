@@ -32,7 +32,7 @@ int tpctl_cmd_status(int argc, char **argv) {
     cfg = tpctl_config_load(path);
     if (!cfg)
         return 2;
-    if (tp_db_connect(tp_config_get(cfg, "pg.dsn"), &db, err, sizeof(err)) != 0) {
+    if (tp_db_connect_cfg(cfg, &db, err, sizeof(err)) != 0) {
         fprintf(stderr, "tpctl status: %s\n", err);
         goto out;
     }

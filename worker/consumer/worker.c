@@ -147,7 +147,7 @@ static int resource_ready(tp_worker *w, resource *r) {
     char err[256];
     if (r->db)
         return 0;
-    if (tp_db_connect(tp_config_get(w->cfg, "pg.dsn"), &r->db, err, sizeof(err)) != 0) {
+    if (tp_db_connect_cfg(w->cfg, &r->db, err, sizeof(err)) != 0) {
         tp_log_warn("worker", "postgres connect: %s", err);
         r->db = NULL;
         return TP_EDB;
@@ -846,7 +846,7 @@ static int migrate(const tp_config *cfg) {
     tp_db *db = NULL;
     char err[512];
     char dir[1024];
-    int rc = tp_db_connect(tp_config_get(cfg, "pg.dsn"), &db, err, sizeof(err));
+    int rc = tp_db_connect_cfg(cfg, &db, err, sizeof(err));
     if (rc != 0) {
         tp_log_error("worker", "postgres: %s", err);
         return rc;

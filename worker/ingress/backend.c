@@ -38,6 +38,7 @@ typedef struct pending {
 
 struct tp_ingress_backend {
     char *dsn;
+    tp_db_opts db_opts; /* pg.* deadlines: every connection, /readyz's included, is bounded */
     char *topic;
     int produce_timeout_ms;
     tp_producer *producer;
@@ -70,7 +71,7 @@ static conn *conn_acquire(tp_ingress_backend *b) {
     c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
-    if (tp_db_connect(b->dsn, &c->db, err, sizeof(err)) != 0) {
+    if (tp_db_connect_opts(b->dsn, &b->db_opts, &c->db, err, sizeof(err)) != 0) {
         tp_log_warn(COMPONENT, "postgres connect: %s", err);
         free(c);
         return NULL;
@@ -377,8 +378,10 @@ static int hook_ready(void *opaque, char *detail, size_t cap) {
         snprintf(detail, cap, "kafka: %s", rd_kafka_err2str(kerr));
         return TP_EKAFKA;
     }
+    /* Bounded twice: opening a connection by pg.connect_timeout_s, the answer by the probe's
+     * own client-side deadline (a frozen server never lets statement_timeout fire). */
     conn *c = conn_acquire(b);
-    int rc = c ? tp_db_ping(c->db) : TP_EDB;
+    int rc = c ? tp_db_ping_within(c->db, PROBE_TIMEOUT_MS) : TP_EDB;
     conn_release(b, c, rc);
     if (rc != 0) {
         snprintf(detail, cap, "postgresql: %s", tp_err_name(rc));
@@ -434,6 +437,7 @@ int tp_ingress_backend_new(tp_config *cfg, tp_ingress_backend **out, char *errst
             goto out_free;
     }
     b->dsn = strdup(tp_config_get(cfg, "pg.dsn"));
+    tp_db_opts_from_config(&b->db_opts, cfg);
     b->topic = strdup(tp_config_get(cfg, "topic.requests"));
     if (!b->dsn || !b->topic) {
         snprintf(errstr, errstr_size, "out of memory");

@@ -2,6 +2,7 @@
  * SQLSTATE → TP_E translation, reconnect after a broken connection, and the result API.
  * The only file set (with migrate.c) that includes <libpq-fe.h>. */
 #include "tp/store.h"
+#include "tp/config.h"
 #include "tp/error.h"
 #include "tp/log.h"
 #include "store_int.h"
@@ -9,9 +10,12 @@
 #include <libpq-fe.h>
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 
 /* A statement prepared on this connection, found again by its text. */
 typedef struct prepared {
@@ -80,19 +84,149 @@ bool tp_store_is_unique_violation(const char *sqlstate) {
     return sqlstate && strcmp(sqlstate, "23505") == 0;
 }
 
-int tp_db_connect(const char *dsn, tp_db **out, char *errstr, size_t errstr_size) {
+void tp_db_opts_default(tp_db_opts *opts) {
+    opts->connect_timeout_s = 5;
+    opts->statement_timeout_ms = 15000;
+    opts->lock_timeout_ms = 5000;
+    opts->idle_in_tx_timeout_ms = 30000;
+    opts->keepalives_idle_s = 10;
+    opts->keepalives_interval_s = 5;
+    opts->keepalives_count = 3;
+    opts->tcp_user_timeout_ms = 15000;
+}
+
+static int clamp_opt(int64_t v) { return v < 0 ? 0 : v > INT_MAX ? INT_MAX : (int)v; }
+
+void tp_db_opts_from_config(tp_db_opts *opts, const tp_config *cfg) {
+    opts->connect_timeout_s = clamp_opt(tp_config_get_int(cfg, "pg.connect_timeout_s"));
+    opts->statement_timeout_ms = clamp_opt(tp_config_get_int(cfg, "pg.statement_timeout_ms"));
+    opts->lock_timeout_ms = clamp_opt(tp_config_get_int(cfg, "pg.lock_timeout_ms"));
+    opts->idle_in_tx_timeout_ms = clamp_opt(tp_config_get_int(cfg, "pg.idle_in_transaction_timeout_ms"));
+    opts->keepalives_idle_s = clamp_opt(tp_config_get_int(cfg, "pg.keepalives_idle_s"));
+    opts->keepalives_interval_s = clamp_opt(tp_config_get_int(cfg, "pg.keepalives_interval_s"));
+    opts->keepalives_count = clamp_opt(tp_config_get_int(cfg, "pg.keepalives_count"));
+    opts->tcp_user_timeout_ms = clamp_opt(tp_config_get_int(cfg, "pg.tcp_user_timeout_ms"));
+}
+
+/* The libpq keywords and values of one connection: our deadlines first, then the DSN expanded in
+ * place of dbname (libpq lets later entries win, so whatever the DSN sets explicitly beats our
+ * defaults), then `options`: our `-c` settings followed by PGOPTIONS' and the DSN's own, which the
+ * server applies in order (theirs win again). Strings live in the struct. */
+#define CONN_PARAMS_MAX 12
+typedef struct conn_params {
+    const char *keys[CONN_PARAMS_MAX + 1];
+    const char *values[CONN_PARAMS_MAX + 1];
+    int n;
+    char num[8][16];
+    char options[1024];
+} conn_params;
+
+static void param_add(conn_params *p, const char *key, const char *value) {
+    p->keys[p->n] = key;
+    p->values[p->n] = value;
+    p->n++;
+    p->keys[p->n] = NULL;
+    p->values[p->n] = NULL;
+}
+
+static void param_add_int(conn_params *p, int *slot, const char *key, int value) {
+    if (value <= 0)
+        return; /* 0: no bound from us (libpq's or the server's default) */
+    snprintf(p->num[*slot], sizeof(p->num[0]), "%d", value);
+    param_add(p, key, p->num[*slot]);
+    (*slot)++;
+}
+
+/* Appends " -c name=value" (no leading space on an empty buffer); TP_EINVAL when it does not fit. */
+static int append_setting(char *buf, size_t cap, const char *name, int value) {
+    size_t len = strlen(buf);
+    int n = snprintf(buf + len, cap - len, "%s-c %s=%d", len ? " " : "", name, value);
+    return (n < 0 || (size_t)n >= cap - len) ? TP_EINVAL : 0;
+}
+
+static int build_params(conn_params *p, const char *dsn, const tp_db_opts *o, char *errstr,
+                        size_t errstr_size) {
+    PQconninfoOption *parsed = NULL, *opt;
+    const char *dsn_options = NULL, *env_options = getenv("PGOPTIONS");
+    char *perr = NULL;
+    int slot = 0, rc = 0;
+    memset(p, 0, sizeof(*p));
+    param_add_int(p, &slot, "connect_timeout", o->connect_timeout_s);
+    if (o->keepalives_idle_s > 0 || o->keepalives_interval_s > 0 || o->keepalives_count > 0)
+        param_add(p, "keepalives", "1");
+    param_add_int(p, &slot, "keepalives_idle", o->keepalives_idle_s);
+    param_add_int(p, &slot, "keepalives_interval", o->keepalives_interval_s);
+    param_add_int(p, &slot, "keepalives_count", o->keepalives_count);
+    param_add_int(p, &slot, "tcp_user_timeout", o->tcp_user_timeout_ms);
+    param_add(p, "dbname", dsn);
+
+    /* -c name=value in milliseconds (the unit of these settings); 0 adds nothing. */
+    if ((o->statement_timeout_ms > 0 &&
+         append_setting(p->options, sizeof(p->options), "statement_timeout", o->statement_timeout_ms)) ||
+        (o->lock_timeout_ms > 0 &&
+         append_setting(p->options, sizeof(p->options), "lock_timeout", o->lock_timeout_ms)) ||
+        (o->idle_in_tx_timeout_ms > 0 &&
+         append_setting(p->options, sizeof(p->options), "idle_in_transaction_session_timeout",
+                        o->idle_in_tx_timeout_ms)))
+        rc = TP_EINVAL;
+    /* A conninfo string or URI: its own options come after ours. A plain database name has none. */
+    if (rc == 0 && (strchr(dsn, '=') || strncmp(dsn, "postgres", 8) == 0)) {
+        parsed = PQconninfoParse(dsn, &perr);
+        if (!parsed) {
+            snprintf(errstr, errstr_size, "bad DSN: %s", perr ? perr : "out of memory");
+            size_t n = strlen(errstr);
+            while (n > 0 && errstr[n - 1] == '\n')
+                errstr[--n] = '\0';
+            PQfreemem(perr);
+            return TP_ECONFIG;
+        }
+        for (opt = parsed; opt->keyword; opt++)
+            if (strcmp(opt->keyword, "options") == 0 && opt->val && *opt->val)
+                dsn_options = opt->val;
+    }
+    for (int i = 0; rc == 0 && i < 2; i++) {
+        const char *extra = i == 0 ? env_options : dsn_options;
+        size_t len = strlen(p->options);
+        if (!extra || !*extra)
+            continue;
+        int n = snprintf(p->options + len, sizeof(p->options) - len, "%s%s", len ? " " : "", extra);
+        if (n < 0 || (size_t)n >= sizeof(p->options) - len)
+            rc = TP_EINVAL;
+    }
+    if (parsed)
+        PQconninfoFree(parsed);
+    if (rc != 0) {
+        snprintf(errstr, errstr_size, "connection options longer than %zu bytes", sizeof(p->options) - 1);
+        return TP_ECONFIG;
+    }
+    if (p->options[0])
+        param_add(p, "options", p->options);
+    return 0;
+}
+
+int tp_db_connect_opts(const char *dsn, const tp_db_opts *opts, tp_db **out, char *errstr,
+                       size_t errstr_size) {
     tp_db *db;
+    tp_db_opts defaults;
+    conn_params params;
+    int rc;
     *out = NULL;
     if (!dsn) {
         snprintf(errstr, errstr_size, "no DSN");
         return TP_EINVAL;
     }
+    if (!opts) {
+        tp_db_opts_default(&defaults);
+        opts = &defaults;
+    }
+    if ((rc = build_params(&params, dsn, opts, errstr, errstr_size)) != 0)
+        return rc;
     db = calloc(1, sizeof(*db));
     if (!db) {
         snprintf(errstr, errstr_size, "out of memory");
         return TP_ENOMEM;
     }
-    db->conn = PQconnectdb(dsn);
+    db->conn = PQconnectdbParams(params.keys, params.values, 1);
     if (!db->conn) {
         free(db);
         snprintf(errstr, errstr_size, "out of memory");
@@ -110,6 +244,16 @@ int tp_db_connect(const char *dsn, tp_db **out, char *errstr, size_t errstr_size
     PQsetNoticeProcessor(db->conn, notice_processor, NULL);
     *out = db;
     return 0;
+}
+
+int tp_db_connect(const char *dsn, tp_db **out, char *errstr, size_t errstr_size) {
+    return tp_db_connect_opts(dsn, NULL, out, errstr, errstr_size);
+}
+
+int tp_db_connect_cfg(const tp_config *cfg, tp_db **out, char *errstr, size_t errstr_size) {
+    tp_db_opts opts;
+    tp_db_opts_from_config(&opts, cfg);
+    return tp_db_connect_opts(tp_config_get(cfg, "pg.dsn"), &opts, out, errstr, errstr_size);
 }
 
 static void forget_prepared(tp_db *db) {
@@ -420,4 +564,54 @@ int tp_db_query_text(tp_db *db, const char *sql, int nparams, const char *const 
     }
     tp_res_free(res);
     return 0;
+}
+
+/* A client-side deadline for readiness probes: statement_timeout cannot fire on a server that
+ * is frozen (SIGSTOP, a hung host) while the kernel still acknowledges our packets. On timeout
+ * the socket is shut down, so the handle reports a lost connection and reconnects on next use. */
+int tp_db_ping_within(tp_db *db, int timeout_ms) {
+    PGresult *res;
+    int rc = 0, sock;
+    struct timespec now;
+    int64_t deadline_ms;
+    clear_error(db);
+    if (db->in_tx) {
+        set_error(db, "25001", "ping inside a transaction");
+        return TP_EINVAL;
+    }
+    if ((rc = ensure_conn(db)) != 0)
+        return rc;
+    if (!PQsendQuery(db->conn, "SELECT 1")) {
+        set_error(db, "", PQerrorMessage(db->conn));
+        return TP_EDB;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    deadline_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 + timeout_ms;
+    sock = PQsocket(db->conn);
+    for (;;) {
+        if (!PQconsumeInput(db->conn))
+            break; /* connection lost: PQgetResult below reports it */
+        if (!PQisBusy(db->conn))
+            break;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        int64_t left = deadline_ms - ((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
+        if (left <= 0) {
+            shutdown(sock, SHUT_RDWR);
+            (void)PQconsumeInput(db->conn); /* sees EOF: the connection becomes CONNECTION_BAD */
+            while ((res = PQgetResult(db->conn)) != NULL)
+                PQclear(res);
+            set_error(db, "", "no answer from PostgreSQL within the ping deadline");
+            return TP_EDB;
+        }
+        struct pollfd pfd = {.fd = sock, .events = POLLIN};
+        (void)poll(&pfd, 1, (int)left);
+    }
+    rc = 0;
+    while ((res = PQgetResult(db->conn)) != NULL) {
+        int r = check_result(db, res);
+        if (r != 0 && rc == 0)
+            rc = r;
+        PQclear(res);
+    }
+    return rc == 0 ? 0 : TP_EDB;
 }

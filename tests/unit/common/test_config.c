@@ -20,6 +20,12 @@ static void test_defaults_and_types(void **state) {
     assert_non_null(cfg);
     assert_string_equal(tp_config_get(cfg, "topic.requests"), "tenant.provisioning.requests.v1");
     assert_int_equal(tp_config_get_int(cfg, "retry.max_attempts"), 8);
+    /* Issue 9 item 1: every PostgreSQL wait has a setting. */
+    assert_int_equal(tp_config_get_int(cfg, "pg.connect_timeout_s"), 5);
+    assert_int_equal(tp_config_get_int(cfg, "pg.statement_timeout_ms"), 15000);
+    assert_int_equal(tp_config_get_int(cfg, "pg.lock_timeout_ms"), 5000);
+    assert_int_equal(tp_config_get_int(cfg, "pg.idle_in_transaction_timeout_ms"), 30000);
+    assert_int_equal(tp_config_get_int(cfg, "pg.tcp_user_timeout_ms"), 15000);
     assert_int_equal(tp_config_set(cfg, "retry.max_attempts", "lots", err, sizeof(err)), TP_ECONFIG);
     assert_non_null(strstr(err, "retry.max_attempts"));
     assert_int_equal(tp_config_set(cfg, "retry.multiplier", "1.5", err, sizeof(err)), 0);
