@@ -1,6 +1,6 @@
 /* test_stages_store.c: the store on the real PostgreSQL: migrations (twice idempotent, newer schema
  * refused, check without applying), SQLSTATE classification, aborted transactions, reconnect,
- * connection deadlines (lock, statement, a frozen server). */
+ * connection deadlines (lock, statement, a frozen server), dead letters unique by origin. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -305,6 +305,50 @@ static void test_ping_within_frozen_server(void **state) {
     pgproxy_stop(px);
 }
 
+/* Issue 9 item 8: dead letters are unique by origin (topic, partition, offset); the worker's
+ * INSERT ... ON CONFLICT DO NOTHING keeps one row however often a record is dead-lettered, and
+ * the migration folds duplicates an older schema let in. */
+#define DLQ_INSERT                                                                                 \
+    "INSERT INTO dead_letters (request_id, reason, message, origin_topic, origin_partition, "      \
+    "origin_offset, original) VALUES ($1, $2, $3, $4, $5::int, $6::bigint, $7) "                   \
+    "ON CONFLICT (origin_topic, origin_partition, origin_offset) DO NOTHING"
+
+static void test_dead_letters_unique_by_origin(void **state) {
+    fixture *f = *state;
+    char err[512], dir[] = "/tmp/tp_mig_XXXXXX", cmd[1200];
+    int64_t n = -1, affected = -1;
+    /* Schema 0001 only, with the duplicates the old NOT EXISTS race could write. */
+    assert_non_null(mkdtemp(dir));
+    snprintf(cmd, sizeof(cmd), "cp schemas/sql/0001_*.sql %s/", dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(tp_store_migrate(f->db, dir, err, sizeof(err)), 0);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(tp_db_exec_script(f->db,
+        "INSERT INTO dead_letters (reason, origin_topic, origin_partition, origin_offset, replayed_at) "
+        "VALUES ('A', 't', 0, 7, NULL), ('A', 't', 0, 7, now()), ('A', 't', 0, 7, NULL), "
+        "('B', 't', 1, 7, NULL), ('C', NULL, NULL, NULL, NULL), ('C', NULL, NULL, NULL, NULL)"), 0);
+    assert_int_equal(tp_store_migrate(f->db, "schemas/sql", err, sizeof(err)), 0);
+    assert_int_equal(pgtest_query_int(f->db, "SELECT count(*) FROM dead_letters", &n), 0);
+    assert_int_equal(n, 4);
+    assert_int_equal(pgtest_query_int(f->db, "SELECT count(*) FROM dead_letters WHERE origin_offset = 7 "
+                                             "AND origin_partition = 0 AND replayed_at IS NOT NULL", &n), 0);
+    assert_int_equal(n, 1); /* the kept row carries the replay mark */
+
+    const char *p[7] = {"req-1", "VALIDATION", "m", "topic-x", "3", "42", "raw"};
+    assert_int_equal(tp_db_exec(f->db, DLQ_INSERT, 7, p, &affected), 0);
+    assert_int_equal(affected, 1);
+    assert_int_equal(tp_db_exec(f->db, DLQ_INSERT, 7, p, &affected), 0);
+    assert_int_equal(affected, 0);
+    assert_int_equal(pgtest_query_int(f->db, "SELECT count(*) FROM dead_letters WHERE origin_topic = 'topic-x'", &n), 0);
+    assert_int_equal(n, 1);
+    /* Without ON CONFLICT the index refuses the copy. */
+    int rc = tp_db_exec(f->db, "INSERT INTO dead_letters (reason, origin_topic, origin_partition, origin_offset) "
+                               "VALUES ('X', 'topic-x', 3, 42)", 0, NULL, NULL);
+    assert_int_equal(rc, TP_EDB_PERMANENT);
+    assert_true(tp_store_is_unique_violation(tp_db_sqlstate(f->db)));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_migrate_twice, setup, teardown),
@@ -317,6 +361,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_lock_wait_is_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_session_deadlines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ping_within_frozen_server, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dead_letters_unique_by_origin, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -424,9 +424,8 @@ static void dlq_db_work(uv_work_t *req) {
         j->work_rc = tp_db_query_bin(
             r->db,
             "INSERT INTO dead_letters (request_id, reason, message, origin_topic, origin_partition, "
-            "origin_offset, original) SELECT $1, $2, $3, $4, $5::int, $6::bigint, $7 WHERE NOT EXISTS "
-            "(SELECT 1 FROM dead_letters WHERE origin_topic = $4 AND origin_partition = $5::int "
-            "AND origin_offset = $6::bigint)",
+            "origin_offset, original) VALUES ($1, $2, $3, $4, $5::int, $6::bigint, $7) "
+            "ON CONFLICT (origin_topic, origin_partition, origin_offset) DO NOTHING",
             7, params, lens, fmts, &res);
         tp_res_free(res);
     }
