@@ -32,6 +32,15 @@ int tp_producer_send(tp_producer *p, const char *topic, const void *key, size_t 
                      int n_headers, tp_delivery_fn fn, void *opaque);
 /* Serves delivery reports; returns the number served. */
 int tp_producer_poll(tp_producer *p, int timeout_ms);
+/* Event-driven delivery reports: returns a file descriptor (owned by p, valid until
+ * tp_producer_free) that becomes readable when reports are waiting, or -1 when it cannot be made.
+ * Watch it (e.g. with uv_poll) and call tp_producer_serve when it is readable. The fd is written
+ * only when the queue goes from empty to non-empty: tp_producer_serve empties both. */
+int tp_producer_wakeup_fd(tp_producer *p);
+/* Drains the wake-up fd, then serves delivery reports without blocking until none is waiting or
+ * max (> 0) were served. Returns the number served: max means more may be waiting (call again
+ * soon, e.g. from a uv_idle, since the fd will not fire for them). Polling thread only. */
+int tp_producer_serve(tp_producer *p, int max);
 /* Waits until every record is delivered or failed; 0 or TP_ETIMEOUT. */
 int tp_producer_flush(tp_producer *p, int timeout_ms);
 /* Records waiting for a delivery report. */

@@ -110,7 +110,7 @@ int e2e_setup(e2e *e, const char *name, const char *extra_config) {
             "kafka.bootstrap.servers = %s\npg.dsn = %s\nopa.url = %s\nopa.timeout_ms = 1000\n"
             "topic.requests = %s\ntopic.receipts = %s\ntopic.dlq = %s\nworker.group_id = %s\n"
             "retry.initial_ms = 100\nretry.cap_ms = 1000\nretry.max_attempts = 80\n"
-            "worker.shutdown_grace_ms = 15000\nworker.relay_interval_ms = 100\n"
+            "worker.shutdown_grace_ms = 15000\noutbox.retry_max_ms = 1000\n"
             "receipts.signing_key_file = .stack/keys/receipts.key\n"
             "receipts.keyset_file = .stack/keys/receipts.keyset\n%s\n",
             pgtest_env("TP_KAFKA_BOOTSTRAP"), e->db.dsn, pgtest_env("TP_OPA_URL"), e->topic_requests,

@@ -4,13 +4,16 @@
 #include "tp/error.h"
 #include "tp/log.h"
 
+#include <fcntl.h>
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct tp_producer {
     rd_kafka_t *rk;
+    int wake[2]; /* pipe librdkafka writes to when its main queue becomes non-empty; -1 unused */
 };
 
 typedef struct delivery {
@@ -97,6 +100,7 @@ int tp_producer_new(const tp_config *cfg, tp_producer **out, char *errstr, size_
         snprintf(errstr, errstr_size, "out of memory");
         goto out_conf;
     }
+    p->wake[0] = p->wake[1] = -1;
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size);
     if (!p->rk) {
         free(p);
@@ -116,7 +120,16 @@ void tp_producer_free(tp_producer *p, int flush_ms) {
     /* Records still queued get their callbacks (as failures) through purge + poll. */
     rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     rd_kafka_poll(p->rk, 0);
+    if (p->wake[1] >= 0) {
+        rd_kafka_queue_t *q = rd_kafka_queue_get_main(p->rk);
+        rd_kafka_queue_io_event_enable(q, -1, NULL, 0);
+        rd_kafka_queue_destroy(q);
+    }
     rd_kafka_destroy(p->rk);
+    if (p->wake[0] >= 0) {
+        close(p->wake[0]);
+        close(p->wake[1]);
+    }
     free(p);
 }
 
@@ -156,6 +169,34 @@ int tp_producer_send(tp_producer *p, const char *topic, const void *key, size_t 
 }
 
 int tp_producer_poll(tp_producer *p, int timeout_ms) { return rd_kafka_poll(p->rk, timeout_ms); }
+
+int tp_producer_wakeup_fd(tp_producer *p) {
+    rd_kafka_queue_t *q;
+    if (p->wake[0] >= 0)
+        return p->wake[0];
+    if (pipe2(p->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
+        p->wake[0] = p->wake[1] = -1;
+        return -1;
+    }
+    /* Delivery reports and error events land on the main queue; librdkafka writes one byte to
+     * the pipe each time that queue goes from empty to non-empty. */
+    q = rd_kafka_queue_get_main(p->rk);
+    rd_kafka_queue_io_event_enable(q, p->wake[1], "1", 1);
+    rd_kafka_queue_destroy(q);
+    return p->wake[0];
+}
+
+int tp_producer_serve(tp_producer *p, int max) {
+    char buf[64];
+    int served = 0, n;
+    if (p->wake[0] >= 0)
+        while (read(p->wake[0], buf, sizeof(buf)) > 0)
+            ;
+    /* Each rd_kafka_poll(0) serves what is queued now; stop when a round serves nothing. */
+    while (served < max && (n = rd_kafka_poll(p->rk, 0)) > 0)
+        served += n;
+    return served < max ? served : max;
+}
 
 int tp_producer_flush(tp_producer *p, int timeout_ms) {
     return rd_kafka_flush(p->rk, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : TP_ETIMEOUT;

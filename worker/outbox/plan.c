@@ -1,0 +1,31 @@
+/* plan.c: the outbox relay's pure rules: which settled rows to mark published (only a tenant's
+ * delivered prefix) and how many advisory-lock slots a relay should hold. */
+#include "outbox/outbox_int.h"
+
+void tp_outbox_verdicts(const tp_outbox_state *state, size_t n, tp_outbox_verdict *out) {
+    size_t failed = n, i;
+    bool prefix = true, reported = true;
+    for (i = 0; i < n; i++) {
+        if (state[i] == TP_OUTBOX_FAILED) {
+            failed = i;
+            break;
+        }
+    }
+    for (i = failed; i < n; i++)
+        if (state[i] == TP_OUTBOX_SENT)
+            reported = false;
+    for (i = 0; i < n; i++) {
+        if (i >= failed) {
+            out[i] = reported ? TP_OUTBOX_DROP : TP_OUTBOX_WAIT;
+            continue;
+        }
+        prefix = prefix && state[i] == TP_OUTBOX_DELIVERED;
+        out[i] = prefix ? TP_OUTBOX_MARK : TP_OUTBOX_WAIT;
+    }
+}
+
+int tp_outbox_slot_target(int n_relays) {
+    if (n_relays < 1)
+        n_relays = 1;
+    return (TP_OUTBOX_SLOTS + n_relays - 1) / n_relays;
+}
