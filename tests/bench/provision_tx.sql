@@ -1,8 +1,9 @@
 -- provision_tx.sql: the pgbench baseline of scripts/bench: exactly the rows that ONE real
 -- provisioning writes (request, 7 stage rows, policy decision, tenant, namespace, 3 partitions,
--- quota, 3 outbox receipts), written in their final state as ONE transaction. Row sizes are close
--- to the worker's (stage outputs, the signed DSSE envelopes). tests/integration/test_bench_baseline.c
--- checks the tables and counts against a real provisioning, so the baseline cannot drift.
+-- quota, 3 outbox receipts), written in their final state as ONE transaction. Row sizes follow the
+-- worker's (measured: stage output ~220 B, receipt payload ~1,480 B, DSSE envelope ~2,190 B).
+-- tests/integration/test_bench_baseline.c checks the tables and counts against a real
+-- provisioning, so the baseline cannot drift.
 -- Usage: pgbench -n -M prepared -f tests/bench/provision_tx.sql -c 4 -T 20 DSN (schema: schemas/sql).
 \set id :client_id * 1000000000000 + random(1, 999999999999)
 BEGIN;
@@ -18,7 +19,7 @@ VALUES ('req-' || :id::bigint, 'billing-bench', 'system', 'BILLING', 'slug-' || 
     'tenant-' || :id::bigint, now());
 INSERT INTO provisioning_stages (request_id, stage, ordinal, status, attempts, output, started_at, finished_at)
 SELECT 'req-' || :id::bigint, s.name, s.ord, 'SUCCEEDED', 1,
-       jsonb_build_object('stage', s.name, 'tenantId', 'tenant-' || :id::bigint, 'detail', repeat('x', 120)),
+       jsonb_build_object('stage', s.name, 'tenantId', 'tenant-' || :id::bigint, 'detail', repeat('x', 150)),
        now(), now()
 FROM unnest(ARRAY['policy','tenant','namespace','partitions','quota','receipts','isolation'])
      WITH ORDINALITY AS s(name, ord);
@@ -39,8 +40,8 @@ INSERT INTO receipt_outbox (receipt_id, tenant_id, request_id, action_type, sequ
     hash, payload, envelope, published_at)
 SELECT 'prov_' || :id::bigint || '_' || a.ord, 'tenant-' || :id::bigint, 'req-' || :id::bigint, a.name, a.ord,
        repeat('0', 64), md5(a.name || :id::bigint) || md5(:id::bigint || a.name),
-       convert_to(repeat('p', 900), 'UTF8'),
-       jsonb_build_object('payloadType', 'application/vnd.in-toto+json', 'payload', repeat('e', 1200),
+       convert_to(repeat('p', 1480), 'UTF8'),
+       jsonb_build_object('payloadType', 'application/vnd.in-toto+json', 'payload', repeat('e', 1970),
                           'signatures', jsonb_build_array(jsonb_build_object('keyid', 'dev', 'sig', repeat('s', 88)))),
        now()
 FROM unnest(ARRAY['TENANT_PROVISIONED','TENANT_QUOTA_ASSIGNED','TENANT_ISOLATION_VERIFIED'])
