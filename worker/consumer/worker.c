@@ -1,4 +1,5 @@
-/* worker.c: tp-worker's engine. A librdkafka consumer polled from a libuv timer; each decoded
+/* worker.c: tp-worker's engine. A librdkafka consumer served on a libuv loop when its queue
+ * signals a wake-up pipe (no polling tick); each decoded
  * request becomes a job that runs its stages on the libuv thread pool (uv_queue_work); jobs with
  * the same key run one at a time in arrival order; offsets are stored only up to the contiguous
  * finished watermark of their partition; transient failures come back after a jittered backoff;
@@ -17,6 +18,7 @@
 
 #include "consumer/watermark.h"
 
+#include <fcntl.h>
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
 #include <sodium.h>
@@ -24,10 +26,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
-#define POLL_INTERVAL_MS 5
-#define POLL_BATCH 256
+#define POLL_BATCH 256    /* records per loop turn; the rest on the next turn (uv_idle) */
+#define SERVE_MAX 1024    /* delivery reports per loop turn */
 
 typedef struct job job;
 
@@ -91,7 +94,17 @@ typedef struct resource {
 typedef struct tp_worker {
     const tp_config *cfg;
     uv_loop_t *loop;
-    uv_timer_t poll_timer;
+    /* Kafka wakes the loop: librdkafka writes to wake[1] when the consumer queue becomes
+     * non-empty; the producer's delivery reports have a wake-up fd of their own. */
+    int wake[2];
+    rd_kafka_queue_t *consumer_q;
+    uv_poll_t consumer_watch;
+    uv_idle_t consumer_more;
+    uv_poll_t producer_watch;
+    uv_idle_t producer_more;
+    uv_timer_t keepalive;     /* a poll before max.poll.interval.ms when nothing else polled */
+    uint64_t last_poll;       /* uv_now of the last consumer poll */
+    int64_t max_poll_ms;
     uv_timer_t grace_timer;
     uv_signal_t sigterm, sigint;
     rd_kafka_t *rk;
@@ -522,6 +535,9 @@ static void run_after(uv_work_t *req, int status) {
         ctx.stage = NULL, ctx.attempt = 0;
 
     j->part->busy--;
+    /* The run committed stage transactions, perhaps receipts: the relay looks right away. */
+    if (status != UV_ECANCELED && j->work_rc == 0)
+        tp_relay_wake(w->relay);
     /* Cancelled before it ran, or its partition is gone: leave the record to the next owner. A
      * cancelled run that did finish (shutdown) still counts, so a restart redoes less. */
     if (status == UV_ECANCELED || (j->cancelled && (j->part->revoked || j->work_rc != 0 ||
@@ -757,9 +773,17 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     check_revoke_done(w);
 }
 
-static void on_poll(uv_timer_t *t) {
-    tp_worker *w = t->data;
-    for (int i = 0; i < POLL_BATCH; i++) {
+static void on_consumer_more(uv_idle_t *h);
+
+/* Serves the consumer queue without blocking: records, errors and rebalance callbacks (those are
+ * served from rd_kafka_consumer_poll). librdkafka writes the wake-up pipe only when the queue goes
+ * from empty to non-empty, so after a full batch the rest is served on the next loop turn. */
+static void serve_consumer(tp_worker *w) {
+    char buf[64];
+    int i;
+    while (read(w->wake[0], buf, sizeof(buf)) > 0)
+        ;
+    for (i = 0; i < POLL_BATCH; i++) {
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(w->rk, 0);
         if (!msg)
             break;
@@ -771,11 +795,57 @@ static void on_poll(uv_timer_t *t) {
         }
         rd_kafka_message_destroy(msg);
     }
-    tp_producer_poll(w->producer, 0);
-    if (w->relay && tp_relay_failed(w->relay))
+    w->last_poll = uv_now(w->loop);
+    if (i == POLL_BATCH && !w->stopped)
+        uv_idle_start(&w->consumer_more, on_consumer_more);
+    else
+        uv_idle_stop(&w->consumer_more);
+}
+
+static void on_consumer_more(uv_idle_t *h) { serve_consumer(h->data); }
+
+static void on_consumer_readable(uv_poll_t *h, int status, int events) {
+    (void)status;
+    (void)events;
+    serve_consumer(h->data);
+}
+
+/* An idle consumer gets no events, yet librdkafka leaves the group when the application has not
+ * polled for max.poll.interval.ms: poll at half of it when nothing else did (one wake-up per
+ * 150 s with the default, none while records flow). */
+static void on_keepalive(uv_timer_t *t) {
+    tp_worker *w = t->data;
+    uint64_t half = (uint64_t)(w->max_poll_ms / 2), since = uv_now(w->loop) - w->last_poll;
+    if (since + 1000 >= half)
+        serve_consumer(w);
+    since = uv_now(w->loop) - w->last_poll;
+    uv_timer_start(&w->keepalive, on_keepalive, since < half ? half - since : half, 0);
+}
+
+static void on_producer_more(uv_idle_t *h);
+
+static void serve_producer(tp_worker *w) {
+    if (tp_producer_serve(w->producer, SERVE_MAX) >= SERVE_MAX && !w->stopped)
+        uv_idle_start(&w->producer_more, on_producer_more);
+    else
+        uv_idle_stop(&w->producer_more);
+}
+
+static void on_producer_more(uv_idle_t *h) { serve_producer(h->data); }
+
+static void on_producer_readable(uv_poll_t *h, int status, int events) {
+    (void)status;
+    (void)events;
+    serve_producer(h->data);
+}
+
+/* The relay was stopped (it may have gone idle) or its producer failed. */
+static void on_relay_event(void *arg) {
+    tp_worker *w = arg;
+    if (tp_relay_failed(w->relay))
         fail_fast(w, "the receipts relay's producer hit a fatal error");
     if (w->stopping)
-        check_drained(w); /* the relay going idle has no callback of its own */
+        check_drained(w);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -785,7 +855,6 @@ static void finish_now(tp_worker *w) {
     if (w->stopped)
         return;
     w->stopped = true;
-    uv_timer_stop(&w->poll_timer);
     uv_timer_stop(&w->grace_timer);
     uv_stop(w->loop);
 }
@@ -879,6 +948,15 @@ static rd_kafka_t *consumer_new(tp_worker *w, char *err, size_t err_size) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
+    {
+        char val[32];
+        size_t val_size = sizeof(val);
+        w->max_poll_ms = 300000;
+        if (rd_kafka_conf_get(conf, "max.poll.interval.ms", val, &val_size) == RD_KAFKA_CONF_OK)
+            w->max_poll_ms = atoll(val);
+        if (w->max_poll_ms < 2000)
+            w->max_poll_ms = 2000;
+    }
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     rd_kafka_conf_set_opaque(conf, w);
     rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, err_size);
@@ -887,11 +965,17 @@ static rd_kafka_t *consumer_new(tp_worker *w, char *err, size_t err_size) {
         return NULL;
     }
     rd_kafka_poll_set_consumer(rk);
+    /* Before subscribing: every event from here on wakes the loop through the pipe. */
+    w->consumer_q = rd_kafka_queue_get_consumer(rk);
+    rd_kafka_queue_io_event_enable(w->consumer_q, w->wake[1], "1", 1);
     topics = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, tp_config_get(w->cfg, "topic.requests"), RD_KAFKA_PARTITION_UA);
     if (rd_kafka_subscribe(rk, topics) != RD_KAFKA_RESP_ERR_NO_ERROR) {
         snprintf(err, err_size, "subscribe failed");
         rd_kafka_topic_partition_list_destroy(topics);
+        rd_kafka_queue_io_event_enable(w->consumer_q, -1, NULL, 0);
+        rd_kafka_queue_destroy(w->consumer_q);
+        w->consumer_q = NULL;
         rd_kafka_destroy(rk);
         return NULL;
     }
@@ -935,6 +1019,7 @@ int tp_worker_run(const tp_config *cfg) {
     int status = 1;
 
     memset(&w, 0, sizeof(w));
+    w.wake[0] = w.wake[1] = -1;
     w.cfg = cfg;
     w.inflight_max = (int)tp_config_get_int(cfg, "worker.inflight_max");
     if (w.inflight_max < 1)
@@ -986,6 +1071,10 @@ int tp_worker_run(const tp_config *cfg) {
         tp_log_error("worker", "producer: %s", err);
         goto out;
     }
+    if (pipe2(w.wake, O_NONBLOCK | O_CLOEXEC) != 0 || tp_producer_wakeup_fd(w.producer) < 0) {
+        tp_log_error("worker", "wake-up pipes: cannot create");
+        goto out;
+    }
     w.rk = consumer_new(&w, err, sizeof(err));
     if (!w.rk) {
         tp_log_error("worker", "consumer: %s", err);
@@ -994,10 +1083,22 @@ int tp_worker_run(const tp_config *cfg) {
     w.loop = uv_default_loop();
     if (tp_relay_new(cfg, w.loop, &w.relay) != 0)
         tp_log_warn("worker", "receipts relay not started");
+    tp_relay_set_event_cb(w.relay, on_relay_event, &w);
 
-    uv_timer_init(w.loop, &w.poll_timer);
-    w.poll_timer.data = &w;
-    uv_timer_start(&w.poll_timer, on_poll, 0, POLL_INTERVAL_MS);
+    uv_poll_init(w.loop, &w.consumer_watch, w.wake[0]);
+    w.consumer_watch.data = &w;
+    uv_poll_start(&w.consumer_watch, UV_READABLE, on_consumer_readable);
+    uv_idle_init(w.loop, &w.consumer_more);
+    w.consumer_more.data = &w;
+    uv_idle_start(&w.consumer_more, on_consumer_more); /* whatever queued before the first wake-up */
+    uv_poll_init(w.loop, &w.producer_watch, tp_producer_wakeup_fd(w.producer));
+    w.producer_watch.data = &w;
+    uv_poll_start(&w.producer_watch, UV_READABLE, on_producer_readable);
+    uv_idle_init(w.loop, &w.producer_more);
+    w.producer_more.data = &w;
+    uv_timer_init(w.loop, &w.keepalive);
+    w.keepalive.data = &w;
+    uv_timer_start(&w.keepalive, on_keepalive, (uint64_t)w.max_poll_ms / 2, 0);
     uv_timer_init(w.loop, &w.grace_timer);
     w.grace_timer.data = &w;
     uv_signal_init(w.loop, &w.sigterm);
@@ -1017,7 +1118,11 @@ int tp_worker_run(const tp_config *cfg) {
     rd_kafka_consumer_close(w.rk);
     tp_relay_free(w.relay);
     w.relay = NULL;
-    uv_close((uv_handle_t *)&w.poll_timer, NULL);
+    uv_close((uv_handle_t *)&w.consumer_watch, NULL);
+    uv_close((uv_handle_t *)&w.consumer_more, NULL);
+    uv_close((uv_handle_t *)&w.producer_watch, NULL);
+    uv_close((uv_handle_t *)&w.producer_more, NULL);
+    uv_close((uv_handle_t *)&w.keepalive, NULL);
     uv_close((uv_handle_t *)&w.grace_timer, NULL);
     uv_close((uv_handle_t *)&w.sigterm, NULL);
     uv_close((uv_handle_t *)&w.sigint, NULL);
@@ -1028,8 +1133,16 @@ int tp_worker_run(const tp_config *cfg) {
                 (unsigned long long)w.stats_retries);
     status = w.failed ? 1 : 0;
 out:
+    if (w.consumer_q) {
+        rd_kafka_queue_io_event_enable(w.consumer_q, -1, NULL, 0);
+        rd_kafka_queue_destroy(w.consumer_q);
+    }
     if (w.rk)
         rd_kafka_destroy(w.rk);
+    if (w.wake[0] >= 0) {
+        close(w.wake[0]);
+        close(w.wake[1]);
+    }
     tp_producer_free(w.producer, 5000);
     resources_free(&w);
     tp_signer_free(w.signer);

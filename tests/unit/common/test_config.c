@@ -33,6 +33,9 @@ static void test_defaults_and_types(void **state) {
     assert_int_equal(tp_config_set(cfg, "no.such.key", "1", err, sizeof(err)), TP_ECONFIG);
     assert_non_null(strstr(err, "unknown configuration key"));
     assert_int_equal(tp_config_set(cfg, "kafka.linger.ms", "5", err, sizeof(err)), 0); /* passthrough */
+    /* Issue 8: the relay has no polling tick; its key bounds the retry delay after a failure. */
+    assert_int_equal(tp_config_get_int(cfg, "outbox.retry_max_ms"), 5000);
+    assert_int_equal(tp_config_set(cfg, "worker.relay_interval_ms", "200", err, sizeof(err)), TP_ECONFIG);
     tp_config_free(cfg);
 }
 
