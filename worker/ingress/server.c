@@ -26,6 +26,8 @@ struct tp_ingress_server {
     tp_ingress_hooks hooks;
     char *allowlist;
     size_t body_limit;
+    char *too_large_json; /* the 413 problem, built once: h2o's own 413s are rewritten into it */
+    size_t too_large_len;
     int port;
     uv_loop_t loop;
     uv_tcp_t listener;
@@ -45,6 +47,65 @@ typedef struct handler {
     h2o_handler_t super;
     tp_ingress_server *srv;
 } handler;
+
+/* ---- h2o's own 413 (loop thread) -------------------------------------------------------------
+ * h2o refuses a body past max_request_entity_size itself (from its Content-Length, before reading
+ * it, or while reading a chunked one), with a text/plain answer, before any handler runs. This
+ * filter, on the fallback path those early errors use and on our path, turns such an answer into
+ * our problem+json 413 with its stable type. */
+typedef struct too_large_filter {
+    h2o_filter_t super;
+    tp_ingress_server *srv;
+} too_large_filter;
+
+typedef struct too_large_ostream {
+    h2o_ostream_t super;
+    h2o_iovec_t body;
+    bool sent;
+} too_large_ostream;
+
+static void too_large_do_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, size_t bufcnt,
+                              h2o_send_state_t state) {
+    too_large_ostream *o = (too_large_ostream *)self;
+    (void)bufs;
+    (void)bufcnt;
+    if (o->sent) {
+        h2o_ostream_send_next(&o->super, req, NULL, 0, state);
+        return;
+    }
+    o->sent = true;
+    h2o_ostream_send_next(&o->super, req, &o->body, 1, state);
+}
+
+static void too_large_setup(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot) {
+    tp_ingress_server *srv = ((too_large_filter *)self)->srv;
+    ssize_t ct = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    bool ours = ct != -1 && h2o_memis(req->res.headers.entries[ct].value.base,
+                                      req->res.headers.entries[ct].value.len,
+                                      H2O_STRLIT("application/problem+json"));
+    if (req->res.status == 413 && !ours && srv->too_large_json) {
+        if (ct != -1)
+            req->res.headers.entries[ct].value = h2o_iovec_init(H2O_STRLIT("application/problem+json"));
+        else
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                           H2O_STRLIT("application/problem+json"));
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                       H2O_STRLIT("no-store"));
+        req->res.content_length = srv->too_large_len;
+        too_large_ostream *o = (too_large_ostream *)h2o_add_ostream(req, sizeof(*o), slot);
+        o->super.do_send = too_large_do_send;
+        o->body = h2o_iovec_init(srv->too_large_json, srv->too_large_len);
+        o->sent = false;
+        slot = &o->super.next;
+    }
+    h2o_setup_next_ostream(req, slot);
+}
+
+static void too_large_register(tp_ingress_server *srv, h2o_pathconf_t *pathconf) {
+    too_large_filter *f = (too_large_filter *)h2o_create_filter(pathconf, sizeof(*f));
+    f->super.on_setup_ostream = too_large_setup;
+    f->srv = srv;
+}
 
 typedef enum job_kind { JOB_SUBMIT, JOB_STATUS, JOB_READY, JOB_OUTCOME } job_kind;
 
@@ -865,6 +926,18 @@ int tp_ingress_server_new(const tp_config *cfg, const tp_ingress_hooks *hooks,
         goto out_free;
     }
     srv->body_limit = (size_t)limit;
+    {
+        char detail[96];
+        snprintf(detail, sizeof(detail), "the body limit is %zu bytes", srv->body_limit);
+        tp_problem *p = tp_problem_new(TP_PROBLEM_TOO_LARGE, detail);
+        srv->too_large_json = p ? tp_problem_to_json(p, &srv->too_large_len) : NULL;
+        tp_problem_free(p);
+        if (!srv->too_large_json) {
+            snprintf(errstr, errstr_size, "out of memory");
+            rc = TP_ENOMEM;
+            goto out_free;
+        }
+    }
     srv->allowlist = strdup(tp_config_get(cfg, "policy.region_allowlist"));
     if (!srv->allowlist) {
         snprintf(errstr, errstr_size, "out of memory");
@@ -878,11 +951,14 @@ int tp_ingress_server_new(const tp_config *cfg, const tp_ingress_hooks *hooks,
     uv_loop_init(&srv->loop);
     srv->loop_ready = true;
     h2o_config_init(&srv->h2o_cfg);
-    /* h2o answers bodies above its limit itself (plain text); give it headroom so the handler
-     * answers moderately oversized bodies with a problem+json 413. */
-    srv->h2o_cfg.max_request_entity_size = srv->body_limit * 4;
+    /* h2o refuses a larger body itself, early (from its Content-Length, before 100-continue, or
+     * as soon as a chunked one passes it): nothing past the limit is buffered. Its plain-text
+     * answer becomes our problem+json 413 in too_large_setup; the handler checks the length too. */
+    srv->h2o_cfg.max_request_entity_size = srv->body_limit + 1;
     h2o_hostconf_t *host = h2o_config_register_host(&srv->h2o_cfg, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    too_large_register(srv, &host->fallback_path);
     h2o_pathconf_t *pathconf = h2o_config_register_path(host, "/", 0);
+    too_large_register(srv, pathconf);
     handler *hd = (handler *)h2o_create_handler(pathconf, sizeof(*hd));
     hd->super.on_req = on_req;
     hd->srv = srv;
@@ -979,5 +1055,6 @@ void tp_ingress_server_free(tp_ingress_server *srv) {
     }
     tp_auth_free(srv->auth);
     free(srv->allowlist);
+    free(srv->too_large_json);
     free(srv);
 }

@@ -379,9 +379,24 @@ static void test_content_type_and_size(void **state) {
     assert_int_equal(http(&r, "POST", "/api/admin/tenants", tok_admin, "application/json", big,
                           2000, NULL), 413);
     assert_problem(&r, "payload-too-large");
-    /* ... and 2 MB is refused by h2o from its Content-Length, before 100-continue. */
+    /* ... and 2 MB is refused by h2o from its Content-Length, before 100-continue: the same
+     * problem+json, not h2o's text/plain (issue 9 item 10) ... */
     assert_int_equal(http(&r, "POST", "/api/admin/tenants", tok_admin, "application/json", big,
                           2 << 20, "Expect: 100-continue"), 413);
+    assert_problem(&r, "payload-too-large");
+    assert_null(strstr(r.headers, "text/plain"));
+    /* ... as are 300 KiB sent at once, with or without a Content-Length (chunked), even without
+     * a token: h2o stops reading past the limit, before any handler runs. */
+    memcpy(big, "{\"name\":\"", 9);
+    const char *const extras[] = {NULL, "Transfer-Encoding: chunked"};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(http(&r, "POST", "/api/admin/tenants", i ? NULL : tok_admin,
+                              "application/json", big, 300 * 1024, extras[i]), 413);
+        assert_problem(&r, "payload-too-large");
+        assert_non_null(strstr(r.body, "the body limit is 1024 bytes"));
+    }
+    /* The connection refused above does not hurt the next request. */
+    assert_int_equal(http(&r, "GET", "/healthz", NULL, NULL, NULL, 0, NULL), 200);
     free(big);
 }
 
