@@ -127,7 +127,8 @@ int tp_db_socket(const tp_db *db);
 /* LISTEN on channel (quoted as an identifier). Returns 0 or TP_EDB*. Blocking. */
 int tp_db_listen(tp_db *db, const char *channel);
 /* Reads what has arrived on the socket without blocking and drains the notifications received so
- * far (also those that arrived during earlier statements); *count gets how many. Returns 0, or
+ * far (also those that arrived during earlier statements); *count gets how many came from other
+ * sessions (this session's own NOTIFYs are not counted). Returns 0, or
  * TP_EDB when the connection is broken (close it and connect again). */
 int tp_db_consume_notifies(tp_db *db, int *count);
 

@@ -62,6 +62,8 @@ typedef struct tp_outbox_round {
     bool first_claim;                  /* in/out: the first claim of this session */
     char *mark_ids;                    /* in: "{id,...}" to mark published, or NULL */
     bool fetch;                        /* in */
+    bool notify_others;                /* in: NOTIFY after the fetch (a local commit may have
+                                        * written rows of another relay's slots) */
     int limit;                         /* in */
     int n_relays;                      /* out: relays seen at the claim */
     tp_outbox_row *rows;               /* out: fetched rows (caller frees) */

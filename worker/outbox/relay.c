@@ -71,6 +71,7 @@ struct tp_relay {
     int64_t retry_max_ms;
 
     bool dirty;        /* there may be rows to fetch */
+    bool woken_locally; /* by tp_relay_wake since the last round */
     bool need_claim;   /* rebalance the slots on the next round */
     int slot_rows[TP_OUTBOX_SLOTS];
     tenant *buckets[TENANT_BUCKETS];
@@ -492,6 +493,16 @@ static void kick(tp_relay *r) {
     round->fetch = fetch;
     round->limit = RELAY_BATCH + (int)r->n_rows; /* rows in flight come back too: skipped */
     round->claim = (r->need_claim || round->db == NULL) && !r->stopped;
+    {
+        /* Rows committed here may belong to slots another relay holds: tell the others, until
+         * the stage transaction NOTIFYs by itself. */
+        int held = 0;
+        for (int s = 0; s < TP_OUTBOX_SLOTS; s++)
+            held += round->held[s];
+        round->notify_others = fetch && r->woken_locally && held < TP_OUTBOX_SLOTS;
+        if (fetch)
+            r->woken_locally = false;
+    }
     for (int s = 0; s < TP_OUTBOX_SLOTS; s++)
         round->releasable[s] = r->slot_rows[s] == 0;
     if (fetch)
@@ -652,6 +663,7 @@ void tp_relay_wake(tp_relay *r) {
     if (!r || r->stopped || r->freeing)
         return;
     r->dirty = true;
+    r->woken_locally = true;
     kick(r);
 }
 

@@ -248,8 +248,13 @@ void tp_outbox_round_run(tp_outbox_round *round) {
         return;
     if (round->claim && claim(round) != 0)
         return;
-    if (round->fetch)
-        fetch(round);
+    if (round->fetch && fetch(round) != 0)
+        return;
+    if (round->notify_others) {
+        int rc = tp_db_exec(round->db, "SELECT pg_notify('" TP_OUTBOX_CHANNEL "', '')", 0, NULL, NULL);
+        if (rc != 0)
+            fail(round, rc, "notify");
+    }
 }
 
 void tp_outbox_round_rows_free(tp_outbox_round *round) {

@@ -48,7 +48,8 @@ int tp_db_consume_notifies(tp_db *db, int *count) {
     if (!PQconsumeInput(conn))
         return TP_EDB;
     while ((n = PQnotifies(conn)) != NULL) {
-        (*count)++;
+        if (n->be_pid != PQbackendPID(conn)) /* our own NOTIFYs come back too: not news */
+            (*count)++;
         PQfreemem(n);
     }
     return 0;
