@@ -57,6 +57,7 @@ static const key_def key_table[] = {
     {"receipts.keyset_file", KT_STRING, ".stack/keys/receipts.keyset", "public keys that verify"},
     {"ingress.listen_port", KT_INT, "8080", "HTTP port of tp-ingress (127.0.0.1)"},
     {"ingress.body_limit", KT_INT, "65536", "largest accepted request body in bytes"},
+    {"ingress.inflight_max", KT_INT, "256", "requests handled at once; past it 503 + Retry-After"},
     {"ingress.produce_timeout_ms", KT_INT, "3000", "bound on waiting for a delivery report (503 after it)"},
     {"jwt.alg", KT_STRING, "HS256", "HS256, RS256 or ES256"},
     {"jwt.key_file", KT_STRING, ".stack/keys/jwt.secret", "HS256 secret or RS256/ES256 public key"},

@@ -26,6 +26,7 @@ struct tp_ingress_server {
     tp_ingress_hooks hooks;
     char *allowlist;
     size_t body_limit;
+    int64_t inflight_max; /* requests handled at once; past it 503 + Retry-After (issue 9 item 4) */
     char *too_large_json; /* the 413 problem, built once: h2o's own 413s are rewritten into it */
     size_t too_large_len;
     int port;
@@ -803,6 +804,17 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
         send_problem(srv, req, route, start_ns, p);
         return 0;
     }
+    /* Overload: the routes that need the pool are refused past the cap instead of queueing on
+     * libuv's unbounded work queue (in_flight counts this request too). */
+    if (srv->metrics.in_flight > srv->inflight_max &&
+        (route == TP_ROUTE_ADMIN_TENANTS || route == TP_ROUTE_SELF_SERVE ||
+         route == TP_ROUTE_STATUS || route == TP_ROUTE_READYZ)) {
+        tp_problem *p = tp_problem_new(TP_PROBLEM_UNAVAILABLE, "too many requests in flight");
+        if (p)
+            tp_problem_set_string(p, "retryAfter", RETRY_AFTER_S);
+        send_problem(srv, req, route, start_ns, p);
+        return 0;
+    }
     switch (route) {
     case TP_ROUTE_ADMIN_TENANTS:
     case TP_ROUTE_SELF_SERVE:
@@ -926,6 +938,12 @@ int tp_ingress_server_new(const tp_config *cfg, const tp_ingress_hooks *hooks,
         goto out_free;
     }
     srv->body_limit = (size_t)limit;
+    srv->inflight_max = tp_config_get_int(cfg, "ingress.inflight_max");
+    if (srv->inflight_max < 1 || srv->inflight_max > 1000000) {
+        snprintf(errstr, errstr_size, "ingress.inflight_max must be 1..1000000");
+        rc = TP_ECONFIG;
+        goto out_free;
+    }
     {
         char detail[96];
         snprintf(detail, sizeof(detail), "the body limit is %zu bytes", srv->body_limit);
@@ -951,10 +969,11 @@ int tp_ingress_server_new(const tp_config *cfg, const tp_ingress_hooks *hooks,
     uv_loop_init(&srv->loop);
     srv->loop_ready = true;
     h2o_config_init(&srv->h2o_cfg);
-    /* h2o refuses a larger body itself, early (from its Content-Length, before 100-continue, or
-     * as soon as a chunked one passes it): nothing past the limit is buffered. Its plain-text
-     * answer becomes our problem+json 413 in too_large_setup; the handler checks the length too. */
-    srv->h2o_cfg.max_request_entity_size = srv->body_limit + 1;
+    /* Up to 8 times the limit h2o reads the body and the handler answers 413 (a client that
+     * does not wait for 100-continue gets its answer, not a reset); past that h2o refuses early
+     * (from the Content-Length, before 100-continue, or as a chunked body passes it), so memory
+     * stays bounded, and too_large_setup turns its plain-text answer into our problem+json 413. */
+    srv->h2o_cfg.max_request_entity_size = srv->body_limit * 8;
     h2o_hostconf_t *host = h2o_config_register_host(&srv->h2o_cfg, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     too_large_register(srv, &host->fallback_path);
     h2o_pathconf_t *pathconf = h2o_config_register_path(host, "/", 0);

