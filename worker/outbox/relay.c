@@ -152,7 +152,13 @@ static void chain_remove(tp_relay *r, tenant *t, row *rw) {
     row_free(rw);
 }
 
-static void arm_timer(tp_relay *r, bool backoff);
+typedef enum retry_kind {
+    RETRY_SOON,    /* a full producer queue: the next round in RELAY_RETRY_MIN_MS */
+    RETRY_LATER,   /* rows left behind (unreadable, undelivered): in outbox.retry_max_ms */
+    RETRY_BACKOFF, /* a database failure: nothing runs before it, doubling up to the cap */
+} retry_kind;
+
+static void arm_timer(tp_relay *r, retry_kind kind);
 
 /* Applies the verdicts to t's chain: failed rows and those behind them are dropped once all of
  * them reported (they are fetched again, in order). Returns whether rows are ready to mark. */
@@ -193,7 +199,7 @@ static bool settle(tp_relay *r, tenant *t) {
     if (dropped) {
         /* Sent again after a pause: a failed delivery usually means Kafka is in trouble. */
         if (!r->stopped)
-            arm_timer(r, false);
+            arm_timer(r, RETRY_LATER);
         tenant_drop_if_empty(r, t);
     }
     return mark;
@@ -278,7 +284,7 @@ static size_t send_rows(tp_relay *r, tp_outbox_round *round) {
             tp_log_error("relay", "outbox row %s is unreadable: tenant %s's receipts wait from here on",
                          src->rec.receipt_id, src->rec.tenant_id);
             blocked = src->rec.tenant_id;
-            arm_timer(r, false);
+            arm_timer(r, RETRY_LATER);
             continue;
         }
         rc = tp_codec_encode_receipt(r->codec, &src->rec, &buf, &len);
@@ -286,7 +292,7 @@ static size_t send_rows(tp_relay *r, tp_outbox_round *round) {
             tp_log_error("relay", "receipt %s does not encode (%s): tenant %s's receipts wait from here on",
                          src->rec.receipt_id, tp_strerror(rc), src->rec.tenant_id);
             blocked = src->rec.tenant_id;
-            arm_timer(r, false);
+            arm_timer(r, RETRY_LATER);
             continue;
         }
         rw = calloc(1, sizeof(*rw));
@@ -296,7 +302,7 @@ static size_t send_rows(tp_relay *r, tp_outbox_round *round) {
             free(rw);
             free(buf);
             tp_log_error("relay", "out of memory: the rest of the batch waits");
-            arm_timer(r, false);
+            arm_timer(r, RETRY_SOON);
             break;
         }
         rw->rec = src->rec; /* takes the strings over */
@@ -322,7 +328,7 @@ static size_t send_rows(tp_relay *r, tp_outbox_round *round) {
             if (rc == TP_EKAFKA_FATAL)
                 r->failed = true;
             else
-                arm_timer(r, false);
+                arm_timer(r, RETRY_SOON);
             break; /* keeps every tenant's order: the rest goes out next round */
         }
         if (t->tail)
@@ -382,7 +388,7 @@ static void session_lost(tp_relay *r, const char *why, int rc) {
     r->round.backend_pid = 0;
     r->need_claim = true;
     r->dirty = true;
-    arm_timer(r, true);
+    arm_timer(r, RETRY_BACKOFF);
 }
 
 /* Reads notifications that arrived (during a round, or while idle). */
@@ -420,18 +426,19 @@ static void on_timer(uv_timer_t *t) {
     kick(r);
 }
 
-/* A retry after attempt failures (full delay, doubled each time, capped by outbox.retry_max_ms).
- * backoff: a database failure, nothing runs before it fires. Never re-arms a running timer. */
-static void arm_timer(tp_relay *r, bool backoff) {
+/* Arms the one timer the relay has (never when idle); never re-arms a running one. */
+static void arm_timer(tp_relay *r, retry_kind kind) {
     int64_t delay = RELAY_RETRY_MIN_MS;
     if (r->freeing)
         return;
-    if (backoff) {
+    if (kind == RETRY_BACKOFF) {
         r->backoff = true;
         r->attempt++;
+        for (int i = 1; i < r->attempt && delay < r->retry_max_ms; i++)
+            delay *= 2;
+    } else if (kind == RETRY_LATER) {
+        delay = r->retry_max_ms;
     }
-    for (int i = 1; i < r->attempt && delay < r->retry_max_ms; i++)
-        delay *= 2;
     if (delay > r->retry_max_ms)
         delay = r->retry_max_ms;
     if (!uv_is_active((uv_handle_t *)&r->timer))
