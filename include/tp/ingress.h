@@ -139,7 +139,9 @@ typedef struct tp_ingress_hooks {
      * filled when the stored fingerprint equals fp (same body: the server answers 202 with that
      * id and does not enqueue again); TP_ENOT_FOUND for a new key; TP_EIDEMPOTENCY_MISMATCH
      * (422) for another body; anything else is answered 503. NULL: keys are never replayed.
-     * The key itself travels in req->idempotency_key to enqueue, which should store it. */
+     * The key itself travels in req->idempotency_key to enqueue, which should store it. A hook
+     * may also answer TP_ENOT_FOUND for a known key whose request may not be in Kafka yet: the
+     * POST then goes on to enqueue, which finds the key and answers with its replay_id. */
     int (*idempotency_lookup)(void *opaque, const char *caller_sub, const char *key,
                               const unsigned char fp[32], char *request_id, size_t request_id_cap);
     /* OPA pre-check. Returns 0 with out filled (allow or deny: 403 with out->reasons), or a
@@ -147,8 +149,8 @@ typedef struct tp_ingress_hooks {
     int (*pre_check)(void *opaque, const tp_request *req, tp_policy_decision *out);
     /* Makes req durable (Kafka delivery report PERSISTED, bounded by ingress.produce_timeout_ms)
      * and records req->idempotency_key with fp when set. Returns 0 with replay_id "" (enqueued),
-     * 0 with replay_id set (a concurrent request with the same key and body won the key: the
-     * server answers as a replay of that id, nothing was enqueued), TP_EIDEMPOTENCY_MISMATCH
+     * 0 with replay_id set (another request with the same key and body holds the key: the
+     * server answers as a replay of that id, which is durable in Kafka), TP_EIDEMPOTENCY_MISMATCH
      * (422, a concurrent request with another body won the key), TP_ECONFLICT (409) or another
      * code (503). NULL: every POST is answered 503. */
     int (*enqueue)(void *opaque, const tp_request *req, const unsigned char fp[32],
@@ -222,6 +224,8 @@ int tp_ingress_outcome(const char *status_json, int *http_status, char **body_ou
 typedef struct tp_ingress_backend tp_ingress_backend;
 
 /* Builds the hooks of tp-ingress from cfg: an idempotent producer on topic.requests (kafka.*;
+ * the key and the ACCEPTED request are committed before the delivery wait, never held open
+ * across it; a failed produce forgets them, a retry re-produces a request still ACCEPTED;
  * kafka.message.timeout.ms is set to ingress.produce_timeout_ms - 1 s in cfg when the config
  * does not set it, so an undelivered record fails instead of arriving after its 503), the codec
  * (codec.schema_dir), a pool of PostgreSQL connections (pg.dsn; one per pool thread at most,

@@ -855,6 +855,75 @@ static void *load_main(void *p) {
     return NULL;
 }
 
+/* One keyed POST on its own thread (the delivery-wait probes of the outage test). */
+typedef struct keyed_post {
+    int port;
+    const char *key, *body;
+    long status;
+    char id[TP_REQUEST_ID_MAX + 1];
+} keyed_post;
+
+static void *keyed_post_main(void *p) {
+    keyed_post *a = p;
+    resp r = {0};
+    char hdr[300];
+    snprintf(hdr, sizeof(hdr), "Idempotency-Key: %s", a->key);
+    const char *const hs[] = {hdr, NULL};
+    a->status = http(&r, a->port, "POST", "/api/admin/tenants", g->tok_admin, "application/json",
+                     a->body, strlen(a->body), hs);
+    if (a->status == 202 || a->status == 201)
+        location_id(&r, a->id, sizeof(a->id));
+    resp_clear(&r);
+    return NULL;
+}
+
+/* While a POST waits for its delivery report (Kafka down), tp-ingress holds no transaction: the
+ * key is committed (another session's insert of the same key does not wait on a row lock) and
+ * none of its sessions is idle in transaction; the failed produce then forgets key and request
+ * (issue 9 item 3; before the fix the probe insert waited on the uncommitted key until its lock
+ * timeout). Then a tp-ingress killed during its wait leaves its key on an ACCEPTED request. */
+static void probe_delivery_wait(char *crash_id, size_t cap, ingress_proc *crashed) {
+    keyed_post a = {.port = g->main_ingress.port, .key = "outage-key",
+                    .body = "{\"name\":\"Outage Key\",\"slug\":\"outage-key\",\"residency\":\"US\",\"plan\":\"FREE\"}"};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, keyed_post_main, &a), 0);
+    usleep(700000);
+    assert_int_equal(e2e_int(&g->e, "SELECT count(*) FROM (SELECT set_config('lock_timeout', '1000', false)) s"), 1);
+    int64_t t0 = now_ms();
+    int64_t inserted = e2e_int(&g->e, "WITH i AS (INSERT INTO idempotency_keys (caller, key, request_id, "
+                                      "body_fingerprint) VALUES ('root-admin', 'outage-key', 'probe', 'probe') "
+                                      "ON CONFLICT (caller, key) DO NOTHING RETURNING 1) SELECT count(*) FROM i");
+    int64_t idle_tx = e2e_int(&g->e, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                     "AND state LIKE 'idle in transaction%%' AND pid <> pg_backend_pid()");
+    fprintf(stderr, "during a delivery wait: probe insert of the key -> %lld in %lld ms, %lld sessions idle in transaction\n",
+            (long long)inserted, (long long)(now_ms() - t0), (long long)idle_tx);
+    e2e_int(&g->e, "SELECT count(*) FROM (SELECT set_config('lock_timeout', '0', false)) s");
+    pthread_join(th, NULL);
+    e2e_int(&g->e, "WITH d AS (DELETE FROM idempotency_keys WHERE request_id = 'probe' RETURNING 1) SELECT count(*) FROM d");
+    assert_int_equal(inserted, 0); /* -1: it waited on tp-ingress's row lock */
+    assert_int_equal(idle_tx, 0);
+    assert_int_equal(a.status, 503);
+    assert_int_equal(e2e_int(&g->e, "SELECT count(*) FROM idempotency_keys WHERE key = 'outage-key'"), 0);
+    assert_int_equal(e2e_int(&g->e, "SELECT count(*) FROM provisioning_requests WHERE tenant_slug = 'outage-key'"), 0);
+
+    /* kill -9 during the wait: the committed key and ACCEPTED request stay behind. */
+    keyed_post b = {.key = "crash-key",
+                    .body = "{\"name\":\"Crash Key\",\"slug\":\"crash-key\",\"residency\":\"US\",\"plan\":\"FREE\"}"};
+    assert_int_equal(ingress_start(&g->e, crashed, "ingress-crash", NULL), 0);
+    b.port = crashed->port;
+    assert_int_equal(pthread_create(&th, NULL, keyed_post_main, &b), 0);
+    usleep(700000);
+    kill(crashed->pid, SIGKILL);
+    waitpid(crashed->pid, NULL, 0);
+    crashed->pid = 0;
+    unlink(crashed->config_path);
+    pthread_join(th, NULL);
+    assert_int_equal(b.status, 0);
+    assert_int_equal(e2e_text(&g->e, crash_id, cap, "SELECT k.request_id FROM idempotency_keys k JOIN "
+                                                    "provisioning_requests r USING (request_id) WHERE k.key = 'crash-key' "
+                                                    "AND r.state = 'ACCEPTED'"), 0);
+}
+
 static void test_kafka_outage(void **state) {
     (void)state;
     resp r = {0};
@@ -873,6 +942,9 @@ static void test_kafka_outage(void **state) {
     usleep(500000); /* some 202s before the outage */
     assert_int_equal(e2e_sh("scripts/stack stop kafka >/dev/null"), 0);
     int64_t stopped = now_ms();
+    char crash_id[TP_REQUEST_ID_MAX + 1] = "";
+    ingress_proc crashed = {0};
+    probe_delivery_wait(crash_id, sizeof(crash_id), &crashed);
     /* While Kafka is down: 503 + Retry-After within 5 s. */
     for (int i = 0; i < 3; i++) {
         char body[256];
@@ -902,6 +974,16 @@ static void test_kafka_outage(void **state) {
     }
     assert_int_equal(s, 202);
     fprintf(stderr, "first 202 %lld ms after the restart\n", (long long)(now_ms() - back));
+    /* The retry of the request whose tp-ingress died in its delivery wait: the same id, produced
+     * again (it was never in Kafka), and it runs to the end. */
+    keyed_post again = {.port = g->main_ingress.port, .key = "crash-key",
+                        .body = "{\"name\":\"Crash Key\",\"slug\":\"crash-key\",\"residency\":\"US\",\"plan\":\"FREE\"}"};
+    keyed_post_main(&again);
+    assert_int_equal(again.status, 202);
+    assert_string_equal(again.id, crash_id);
+    wait_state(crash_id, g->tok_admin, "SUCCEEDED", 60, st, sizeof(st));
+    assert_string_equal(st, "SUCCEEDED");
+    assert_int_equal(e2e_int(&g->e, "SELECT count(*) FROM provisioning_requests WHERE tenant_slug = 'crash-key'"), 1);
     usleep(1000000);
     load->stop = true;
     pthread_join(g->load_th, NULL);

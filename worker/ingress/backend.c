@@ -184,7 +184,7 @@ static int produce_and_wait(tp_ingress_backend *b, const tp_request *req, char *
         return rc;
     }
     struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
+    clock_gettime(CLOCK_MONOTONIC, &deadline); /* dr_cv waits on the monotonic clock */
     int64_t ns = (int64_t)deadline.tv_nsec + (int64_t)b->produce_timeout_ms * 1000000;
     deadline.tv_sec += (time_t)(ns / 1000000000);
     deadline.tv_nsec = (long)(ns % 1000000000);
@@ -204,41 +204,66 @@ static int produce_and_wait(tp_ingress_backend *b, const tp_request *req, char *
 
 /* ---- hooks ---------------------------------------------------------------------------------- */
 
-static int select_key(tp_db *db, const char *caller, const char *key, char *request_id,
-                      size_t cap, char fp_out[65], bool *found) {
+/* A stored Idempotency-Key: its request, its body fingerprint and the state of that request
+ * ("" when the request row is missing). */
+typedef struct stored_key {
+    bool found;
+    char request_id[TP_REQUEST_ID_MAX + 1];
+    char fp[65];
+    char state[16];
+} stored_key;
+
+static int select_key(tp_db *db, const char *caller, const char *key, stored_key *out) {
     const char *params[2] = {caller, key};
     tp_res *res = NULL;
-    int rc = tp_db_query(db, "SELECT request_id, body_fingerprint FROM idempotency_keys WHERE "
-                             "caller = $1 AND key = $2",
+    int rc = tp_db_query(db, "SELECT k.request_id, k.body_fingerprint, coalesce(r.state, '') "
+                             "FROM idempotency_keys k LEFT JOIN provisioning_requests r "
+                             "ON r.request_id = k.request_id WHERE k.caller = $1 AND k.key = $2",
                          2, params, &res);
-    *found = false;
+    memset(out, 0, sizeof(*out));
     if (rc != 0)
         return rc;
     if (tp_res_nrows(res) == 1) {
-        *found = true;
-        snprintf(request_id, cap, "%s", tp_res_get(res, 0, 0));
-        snprintf(fp_out, 65, "%s", tp_res_get(res, 0, 1));
+        out->found = true;
+        snprintf(out->request_id, sizeof(out->request_id), "%s", tp_res_get(res, 0, 0));
+        snprintf(out->fp, sizeof(out->fp), "%s", tp_res_get(res, 0, 1));
+        snprintf(out->state, sizeof(out->state), "%s", tp_res_get(res, 0, 2));
     }
     tp_res_free(res);
     return 0;
 }
 
+/* True while a stored request may not have reached Kafka: recorded ACCEPTED (or not recorded)
+ * and not yet picked up by a worker, which moves it to RUNNING first. */
+static bool maybe_not_enqueued(const stored_key *k) {
+    return k->state[0] == '\0' || strcmp(k->state, "ACCEPTED") == 0;
+}
+
+/* A replay is answered from the store only once a worker has seen its request (so it is in
+ * Kafka). While the stored request is still ACCEPTED it may never have been produced (the
+ * process that recorded it died or failed before the delivery report): TP_ENOT_FOUND sends the
+ * retry through hook_enqueue, which produces it again under the stored id. */
 static int hook_idempotency_lookup(void *opaque, const char *caller, const char *key,
                                    const unsigned char fp[32], char *request_id, size_t cap) {
     tp_ingress_backend *b = opaque;
-    char want[65], have[65] = "";
-    bool found = false;
+    char want[65];
+    stored_key k;
     conn *c = conn_acquire(b);
     if (!c)
         return TP_EDB;
-    int rc = select_key(c->db, caller, key, request_id, cap, have, &found);
+    int rc = select_key(c->db, caller, key, &k);
     conn_release(b, c, rc);
     if (rc != 0)
         return rc;
-    if (!found)
+    if (!k.found)
         return TP_ENOT_FOUND;
     fp_hex(fp, want);
-    return strcmp(want, have) == 0 ? 0 : TP_EIDEMPOTENCY_MISMATCH;
+    if (strcmp(want, k.fp) != 0)
+        return TP_EIDEMPOTENCY_MISMATCH;
+    if (maybe_not_enqueued(&k))
+        return TP_ENOT_FOUND;
+    snprintf(request_id, cap, "%s", k.request_id);
+    return 0;
 }
 
 static int hook_pre_check(void *opaque, const tp_request *req, tp_policy_decision *out) {
@@ -262,73 +287,116 @@ static int hook_pre_check(void *opaque, const tp_request *req, tp_policy_decisio
     return tp_ingress_opa_decide(b->opa, req, owned, out);
 }
 
-/* Claims the key, records the request ACCEPTED and produces it, all inside one transaction that
- * commits only after the delivery report: a concurrent request with the same key waits on the
- * key's row and then sees the winner; a failed produce leaves neither key nor request behind. */
+/* Records the key (when set) and the request ACCEPTED in one short transaction and commits.
+ * Returns 0 with *claimed true (ours: produce it), 0 with *claimed false and *k the key's
+ * current holder (another request committed it first), or a TP_E* code. */
+static int record_request(tp_db *db, const tp_request *req, const char *fphex, bool *claimed,
+                          stored_key *k) {
+    int64_t affected = 0;
+    int rc;
+    *claimed = false;
+    memset(k, 0, sizeof(*k));
+    if (!req->idempotency_key[0]) {
+        if ((rc = tp_stages_accept(db, req, NULL, NULL, 0, 0)) == 0)
+            *claimed = true;
+        return rc;
+    }
+    if ((rc = tp_db_begin(db)) != 0)
+        return rc;
+    const char *params[4] = {req->actor.id, req->idempotency_key, req->request_id, fphex};
+    rc = tp_db_exec(db,
+                    "INSERT INTO idempotency_keys (caller, key, request_id, body_fingerprint) "
+                    "VALUES ($1, $2, $3, $4) ON CONFLICT (caller, key) DO NOTHING",
+                    4, params, &affected);
+    if (rc == 0 && affected == 0) {
+        /* Another request holds the key (committed: our insert waited for its short
+         * transaction, never for a delivery wait). */
+        rc = select_key(db, req->actor.id, req->idempotency_key, k);
+        tp_db_rollback(db);
+        if (rc == 0 && !k->found)
+            rc = TP_EDB; /* deleted in between (its produce failed): let the client retry */
+        return rc;
+    }
+    if (rc == 0)
+        rc = tp_stages_accept(db, req, NULL, NULL, 0, 0);
+    if (rc == 0)
+        rc = tp_db_commit(db);
+    if (rc != 0) {
+        tp_db_rollback(db);
+        return rc;
+    }
+    *claimed = true;
+    return 0;
+}
+
+/* After a failed produce of a request we recorded: drops its key and, while no worker has seen
+ * it (ACCEPTED), the request and its conditions, in one statement. A record that still arrives
+ * later is recorded again by the worker itself. */
+static int forget_request(tp_db *db, const tp_request *req) {
+    const char *params[3] = {req->request_id, req->idempotency_key[0] ? req->actor.id : NULL,
+                             req->idempotency_key[0] ? req->idempotency_key : NULL};
+    return tp_db_exec(db,
+                      "WITH r AS (SELECT request_id FROM provisioning_requests WHERE request_id = $1 "
+                      "AND state = 'ACCEPTED' FOR UPDATE), "
+                      "s AS (DELETE FROM provisioning_stages WHERE request_id IN (SELECT request_id FROM r)), "
+                      "d AS (DELETE FROM provisioning_requests WHERE request_id IN (SELECT request_id FROM r)) "
+                      "DELETE FROM idempotency_keys WHERE caller = $2 AND key = $3 AND request_id = $1",
+                      3, params, NULL);
+}
+
+/* Records the key and the request ACCEPTED and commits (a short transaction: no row lock and no
+ * connection is held while waiting for Kafka), then produces the record and waits for its
+ * delivery report. A failed produce forgets the key and the request again in a second short
+ * statement; if that fails too (or the process dies before), the key points at an ACCEPTED
+ * request that a retry with the same key and body produces again under its id (the worker is
+ * idempotent on request id). A concurrent request that finds the key taken with the same body
+ * answers as a replay, after producing the record itself while it may not be in Kafka yet, so
+ * its 202 is durable too. */
 static int hook_enqueue(void *opaque, const tp_request *req, const unsigned char fp[32],
                         char *replay_id, size_t replay_cap) {
     tp_ingress_backend *b = opaque;
     tp_log_ctx lc = {.request_id = req->request_id, .traceparent = req->traceparent};
     char fphex[65], detail[256] = "";
-    int64_t affected = 0;
+    const tp_request *send = req;
+    tp_request again;
+    stored_key k;
+    bool claimed = false;
     int rc;
     replay_id[0] = '\0';
+    fp_hex(fp, fphex);
     conn *c = conn_acquire(b);
     if (!c)
         return TP_EDB;
-    if ((rc = tp_db_begin(c->db)) != 0)
-        goto out_release;
-    if (req->idempotency_key[0]) {
-        fp_hex(fp, fphex);
-        const char *params[4] = {req->actor.id, req->idempotency_key, req->request_id, fphex};
-        rc = tp_db_exec(c->db,
-                        "INSERT INTO idempotency_keys (caller, key, request_id, body_fingerprint) "
-                        "VALUES ($1, $2, $3, $4) ON CONFLICT (caller, key) DO NOTHING",
-                        4, params, &affected);
-        if (rc != 0)
-            goto out_rollback;
-        if (affected == 0) {
-            /* Another request holds the key (committed: our insert waited for it). */
-            char have[65] = "";
-            bool found = false;
-            rc = select_key(c->db, req->actor.id, req->idempotency_key, replay_id, replay_cap,
-                            have, &found);
-            tp_db_rollback(c->db);
-            if (rc == 0 && !found)
-                rc = TP_EDB; /* deleted in between: let the client retry */
-            else if (rc == 0 && strcmp(have, fphex) != 0)
-                rc = TP_EIDEMPOTENCY_MISMATCH;
-            if (rc != 0)
-                replay_id[0] = '\0';
-            goto out_release;
-        }
+    rc = record_request(c->db, req, fphex, &claimed, &k);
+    conn_release(b, c, rc);
+    if (rc != 0)
+        return rc;
+    if (!claimed) {
+        if (strcmp(k.fp, fphex) != 0)
+            return TP_EIDEMPOTENCY_MISMATCH;
+        snprintf(replay_id, replay_cap, "%s", k.request_id);
+        if (!maybe_not_enqueued(&k))
+            return 0;
+        /* Same meaning (same fingerprint), the stored id: the record its first request made. */
+        again = *req;
+        snprintf(again.request_id, sizeof(again.request_id), "%s", k.request_id);
+        send = &again;
+        lc.request_id = again.request_id;
     }
-    if ((rc = tp_stages_accept(c->db, req, NULL, NULL, 0, 0)) != 0)
-        goto out_rollback;
-    rc = produce_and_wait(b, req, detail, sizeof(detail));
-    if (rc != 0) {
-        tp_log(TP_LOG_WARN, COMPONENT, &lc, "enqueue failed: %s", detail);
-        if (rc != TP_ENOMEM)
-            rc = TP_EKAFKA;
-        goto out_rollback;
-    }
-    rc = tp_db_commit(c->db);
-    if (rc != 0) {
-        /* The record is durable in Kafka: the worker records the request itself when it
-         * consumes it. Only the Idempotency-Key is lost. */
-        tp_log(TP_LOG_WARN, COMPONENT, &lc, "commit after produce failed (%s): %s",
-               tp_err_name(rc), tp_db_errmsg(c->db));
-        tp_db_rollback(c->db);
-        conn_release(b, c, TP_EDB);
+    rc = produce_and_wait(b, send, detail, sizeof(detail));
+    if (rc == 0)
         return 0;
+    tp_log(TP_LOG_WARN, COMPONENT, &lc, "enqueue failed: %s", detail);
+    replay_id[0] = '\0';
+    if (claimed && (c = conn_acquire(b)) != NULL) {
+        int frc = forget_request(c->db, req);
+        if (frc != 0)
+            tp_log(TP_LOG_WARN, COMPONENT, &lc, "could not forget the unsent request (%s): %s; "
+                   "a retry with its Idempotency-Key sends it again", tp_err_name(frc),
+                   tp_db_errmsg(c->db));
+        conn_release(b, c, frc);
     }
-    conn_release(b, c, 0);
-    return 0;
-out_rollback:
-    tp_db_rollback(c->db);
-out_release:
-    conn_release(b, c, rc == TP_EKAFKA ? 0 : rc);
-    return rc;
+    return rc == TP_ENOMEM ? rc : TP_EKAFKA;
 }
 
 static int hook_status_lookup(void *opaque, const char *request_id, char **json_out, char *owner,
@@ -419,7 +487,11 @@ int tp_ingress_backend_new(tp_config *cfg, tp_ingress_backend **out, char *errst
         return TP_ENOMEM;
     }
     pthread_mutex_init(&b->dr_mu, NULL);
-    pthread_cond_init(&b->dr_cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* a wall-clock step never stretches a wait */
+    pthread_cond_init(&b->dr_cv, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_mutex_init(&b->pool_mu, NULL);
     b->produce_timeout_ms = (int)tp_config_get_int(cfg, "ingress.produce_timeout_ms");
     if (b->produce_timeout_ms < 100 || b->produce_timeout_ms > 60000) {
