@@ -70,11 +70,18 @@ int tp_residency_parse(const char *s, tp_residency *out);
 /* The region used when none is given: us-east-1 (US), eu-central-1 (EU). */
 const char *tp_default_region(tp_residency r);
 
-/* Checks the rules of DESIGN §4 that do not need the policy (OPA judges region, plan caps and
- * actors): request id and actor id present, name 2..100 characters, slug 3..50 of [a-z0-9-],
- * requestedSeats 1..10000, storageEstimateBytes >= 0. Returns 0, or TP_EVALIDATION with the field
- * path ("/tenant/slug") and a message written to field/msg. For records that skipped tp-ingress. */
-int tp_request_validate(const tp_request *req, char *field, size_t field_cap, char *msg, size_t msg_cap);
+/* True when region is one of the comma-separated names of list_csv (spaces around names ignored);
+ * an empty or NULL list holds nothing. */
+bool tp_region_in_list(const char *list_csv, const char *region);
+
+/* Checks the rules of DESIGN §4 that do not need the policy (OPA judges plan caps and actors):
+ * request id and actor id present, name 2..100 characters, slug 3..50 of [a-z0-9-],
+ * requestedSeats 1..10000, storageEstimateBytes >= 0, and the region (given, or the residency's
+ * default) starting with us-/eu- as the residency says and in region_allowlist_csv. Returns 0, or
+ * TP_EVALIDATION with the field path ("/tenant/slug") and a message written to field/msg. For
+ * records that skipped tp-ingress. */
+int tp_request_validate(const tp_request *req, const char *region_allowlist_csv, char *field,
+                        size_t field_cap, char *msg, size_t msg_cap);
 
 /* True when s[0..len) is a version-00 W3C traceparent ("00-<32 hex>-<16 hex>-<2 hex>", lowercase,
  * trace and parent ids not all zero). Invalid values are ignored by callers, as the spec says. */

@@ -153,7 +153,7 @@ static void test_policy_deny(void **state) {
 
 typedef struct dlq_seen {
     e2e *e;
-    int garbage, fingerprint;
+    int garbage, fingerprint, validation_with_id;
     int64_t garbage_offset;
 } dlq_seen;
 
@@ -171,6 +171,8 @@ static void on_dlq(void *arg, const void *key, size_t key_len, const void *value
     }
     if (strcmp(dl.reason_code, "DECODE_FINGERPRINT") == 0 && dl.origin_partition == 0)
         s->fingerprint++;
+    if (strcmp(dl.reason_code, "VALIDATION") == 0 && dl.request_id[0])
+        s->validation_with_id++; /* the record decoded: its request id is known */
     assert_string_equal(dl.origin_topic, s->e->topic_requests);
     tp_dead_letter_release(&dl);
 }
@@ -180,7 +182,7 @@ static void test_poison_records_to_dlq(void **state) {
     static const unsigned char garbage[] = "this is not avro at all \xff\xfe\x00\x01";
     unsigned char unknown_fp[32] = {0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 0x02, 'x'};
     tp_request behind[3];
-    dlq_seen seen = {e, 0, 0, -1};
+    dlq_seen seen = {e, 0, 0, 0, -1};
 
     /* Both poison records first on partition 0, then valid requests behind them on it. */
     assert_int_equal(e2e_produce_raw(e, garbage, sizeof(garbage), "poison", 0), 0);
@@ -190,6 +192,20 @@ static void test_poison_records_to_dlq(void **state) {
         tp_request bad;
         e2e_request_init(&bad, "Not A Slug!", TP_PLAN_FREE);
         assert_int_equal(e2e_submit_with_header(e, &bad, 0, "traceparent", TRACEPARENT), 0);
+    }
+    /* Regions tp-ingress would refuse: not the residency's, and not in policy.region_allowlist.
+     * They are VALIDATION dead letters naming the field, not requests DENIED by policy. */
+    tp_request wrong_region, not_allowed;
+    {
+        char slug[64];
+        snprintf(slug, sizeof(slug), "eu-in-us-%s", e->suffix);
+        e2e_request_init(&wrong_region, slug, TP_PLAN_FREE);
+        snprintf(wrong_region.tenant.region, sizeof(wrong_region.tenant.region), "eu-west-1");
+        assert_int_equal(e2e_submit(e, &wrong_region, 1, 0), 0);
+        snprintf(slug, sizeof(slug), "not-allowed-%s", e->suffix);
+        e2e_request_init(&not_allowed, slug, TP_PLAN_FREE);
+        snprintf(not_allowed.tenant.region, sizeof(not_allowed.tenant.region), "us-east-2");
+        assert_int_equal(e2e_submit(e, &not_allowed, 1, 0), 0);
     }
     for (int i = 0; i < 3; i++) {
         char slug[64];
@@ -202,8 +218,12 @@ static void test_poison_records_to_dlq(void **state) {
     assert_int_equal(e2e_wait_int(e, 2, 30, "SELECT count(*) FROM dead_letters WHERE origin_partition = 0 AND reason IN ('DECODE_FRAMING', 'DECODE_FINGERPRINT')"), 2);
     assert_int_equal(e2e_wait_int(e, 1, 30, "SELECT count(*) FROM dead_letters WHERE origin_partition = 0 AND reason = 'VALIDATION' AND message LIKE '/tenant/slug %%'"), 1);
     assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenants WHERE slug = 'Not A Slug!'"), 0);
+    assert_int_equal(e2e_wait_int(e, 2, 30, "SELECT count(*) FROM dead_letters WHERE reason = 'VALIDATION' "
+                                            "AND message LIKE '/tenant/region %%' AND request_id IN ('%s', '%s')",
+                                  wrong_region.request_id, not_allowed.request_id), 2);
     assert_int_equal(e2e_int(e, "SELECT count(*) FROM provisioning_requests"), 3);
-    assert_true(e2e_read_topic(e, e->topic_dlq, 3, 30000, on_dlq, &seen) >= 3);
+    assert_true(e2e_read_topic(e, e->topic_dlq, 5, 30000, on_dlq, &seen) >= 5);
+    assert_int_equal(seen.validation_with_id, 3);
     /* The W3C trace context travels on: the dead letter carries the request's traceparent. */
     {
         char trace[64] = "";

@@ -1,6 +1,6 @@
 /* cmd_dlq.c: `tpctl dlq list` prints the dead letters recorded by tp-worker; `tpctl dlq replay ID`
  * puts a FAILED request back to ACCEPTED (policy is evaluated again) and re-produces its original
- * record to the requests topic. Poison records (never decoded) cannot be replayed. */
+ * record to the requests topic. Poison and invalid records cannot be replayed. */
 #include "cli/cli_common.h"
 #include "tp/codec.h"
 #include "tp/error.h"
@@ -75,7 +75,9 @@ static int dlq_replay(const tp_config *cfg, tp_db *db, const char *id) {
         fprintf(stderr, "tpctl dlq replay: no dead letter %s\n", id);
         goto out;
     }
-    if (tp_res_isnull(res, 0, 0)) {
+    /* Only a request whose retries ran out can run again as it is; an undecodable or invalid
+     * record (a request id is known for the latter) would only come back. */
+    if (tp_res_isnull(res, 0, 0) || strcmp(tp_res_get(res, 0, 3), "RETRIES_EXHAUSTED") != 0) {
         fprintf(stderr, "tpctl dlq replay: dead letter %s (%s) is a record that cannot be processed as it is: "
                         "nothing to replay\n", id, tp_res_get(res, 0, 3));
         goto out;

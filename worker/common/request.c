@@ -66,7 +66,28 @@ static int invalid(char *field, size_t field_cap, char *msg, size_t msg_cap, con
     return TP_EVALIDATION;
 }
 
-int tp_request_validate(const tp_request *req, char *field, size_t field_cap, char *msg, size_t msg_cap) {
+bool tp_region_in_list(const char *list_csv, const char *region) {
+    size_t rlen = strlen(region);
+    const char *p = list_csv;
+    while (p && *p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *end = strchr(p, ',');
+        size_t m = end ? (size_t)(end - p) : strlen(p);
+        while (m > 0 && p[m - 1] == ' ')
+            m--;
+        if (m == rlen && m > 0 && memcmp(p, region, m) == 0)
+            return true;
+        p = end;
+    }
+    return false;
+}
+
+int tp_request_validate(const tp_request *req, const char *region_allowlist_csv, char *field,
+                        size_t field_cap, char *msg, size_t msg_cap) {
+    const char *region = req->tenant.region[0] ? req->tenant.region
+                                               : tp_default_region(req->tenant.residency);
+    const char *prefix = req->tenant.residency == TP_RESIDENCY_EU ? "eu-" : "us-";
     size_t name_chars = utf8_chars(req->tenant.name), slug_len = strlen(req->tenant.slug);
     if (!req->request_id[0])
         return invalid(field, field_cap, msg, msg_cap, "/requestId", "must not be empty");
@@ -85,6 +106,13 @@ int tp_request_validate(const tp_request *req, char *field, size_t field_cap, ch
         return invalid(field, field_cap, msg, msg_cap, "/requestedSeats", "must be 1 to 10000");
     if (req->has_storage_estimate && req->storage_estimate_bytes < 0)
         return invalid(field, field_cap, msg, msg_cap, "/storageEstimateBytes", "must be >= 0");
+    if (strncmp(region, prefix, 3) != 0)
+        return invalid(field, field_cap, msg, msg_cap, "/tenant/region",
+                       req->tenant.residency == TP_RESIDENCY_EU ? "must start with \"eu-\" for residency EU"
+                                                                 : "must start with \"us-\" for residency US");
+    if (!tp_region_in_list(region_allowlist_csv, region))
+        return invalid(field, field_cap, msg, msg_cap, "/tenant/region",
+                       "is not in the allowed list (policy.region_allowlist)");
     return 0;
 }
 

@@ -682,11 +682,11 @@ static void handle_message(tp_worker *w, rd_kafka_message_t *msg) {
     {
         /* Billing producers skip tp-ingress: the same field rules apply here. */
         char field[64], why[128];
-        if (tp_request_validate(&j->req, field, sizeof(field), why, sizeof(why)) != 0) {
+        if (tp_request_validate(&j->req, tp_config_get(w->cfg, "policy.region_allowlist"), field,
+                                sizeof(field), why, sizeof(why)) != 0) {
             snprintf(err, sizeof(err), "%s %s", field, why);
             tp_log(TP_LOG_WARN, "worker", &(tp_log_ctx){j->req.request_id, NULL, 0, j->req.traceparent},
                    "invalid request %s[%d]@%lld: %s", topic, (int)msg->partition, (long long)msg->offset, err);
-            j->decoded = false; /* never recorded as a request: not replayable as is */
             send_to_dlq(j, "VALIDATION", NULL, err);
             maybe_pause(w);
             return;

@@ -60,24 +60,6 @@ static bool is_known(const char *key) {
     return false;
 }
 
-static bool region_allowed(const char *allowlist, const char *region) {
-    size_t rlen = strlen(region);
-    const char *p = allowlist;
-    while (p && *p) {
-        while (*p == ' ' || *p == ',')
-            p++;
-        const char *end = strchr(p, ',');
-        size_t n = end ? (size_t)(end - p) : strlen(p);
-        size_t m = n;
-        while (m > 0 && p[m - 1] == ' ')
-            m--;
-        if (m == rlen && m > 0 && memcmp(p, region, m) == 0)
-            return true;
-        p = end;
-    }
-    return false;
-}
-
 typedef struct vctx {
     tp_problem *problem;
     int rc; /* TP_ENOMEM sticks */
@@ -206,7 +188,7 @@ static void check_region(vctx *v, json_t *obj, bool has_residency, const char *a
             ok = false;
         }
     }
-    if (!region_allowed(allowlist, s)) {
+    if (!tp_region_in_list(allowlist, s)) {
         fail(v, "/region", "not_allowed", "region %s%.63s is not in the allowed list",
              present ? "" : "(default) ", s);
         ok = false;

@@ -32,27 +32,6 @@ bool tp_isolation_evaluate(const tp_isolation_facts *f, tp_isolation_check c[TP_
     return true;
 }
 
-static bool in_csv(const char *csv, const char *item) {
-    size_t n = strlen(item);
-    const char *p = csv;
-    if (!csv || !*csv)
-        return true;
-    while (*p) {
-        while (*p == ' ' || *p == ',')
-            p++;
-        const char *e = p;
-        while (*e && *e != ',')
-            e++;
-        const char *t = e;
-        while (t > p && t[-1] == ' ')
-            t--;
-        if ((size_t)(t - p) == n && strncmp(p, item, n) == 0)
-            return true;
-        p = e;
-    }
-    return false;
-}
-
 static bool cell_eq_int(const tp_res *res, int row, int col, int64_t want) {
     int64_t v;
     return tp_res_get_int64(res, row, col, &v) == 0 && v == want;
@@ -93,7 +72,9 @@ static int gather(tp_stage_ctx *ctx, tp_isolation_facts *f, char *residency, cha
     f->residency = residency;
     f->tenant_region = region;
     f->plan = plan;
-    f->region_allowed = in_csv(ctx->env->region_allowlist, region);
+    /* No list configured: the policy alone judges regions. */
+    f->region_allowed = !ctx->env->region_allowlist || !ctx->env->region_allowlist[0] ||
+                        tp_region_in_list(ctx->env->region_allowlist, region);
 
     snprintf(ns_id, sizeof(ns_id), "ns_%s", tid);
     snprintf(want_slug, sizeof(want_slug), "%s-%s", slug, env);

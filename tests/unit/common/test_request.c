@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#define ALLOW "us-east-1, us-west-2,eu-central-1"
+
 static void valid_request(tp_request *r) {
     memset(r, 0, sizeof(*r));
     snprintf(r->request_id, sizeof(r->request_id), "evt-1");
@@ -22,7 +24,7 @@ static void valid_request(tp_request *r) {
 
 static void expect_invalid(const tp_request *r, const char *want_field) {
     char field[64] = "", msg[128] = "";
-    assert_int_equal(tp_request_validate(r, field, sizeof(field), msg, sizeof(msg)), TP_EVALIDATION);
+    assert_int_equal(tp_request_validate(r, ALLOW, field, sizeof(field), msg, sizeof(msg)), TP_EVALIDATION);
     assert_string_equal(field, want_field);
     assert_true(msg[0] != '\0');
 }
@@ -32,7 +34,7 @@ static void test_validate(void **state) {
     tp_request r;
     char field[64], msg[128];
     valid_request(&r);
-    assert_int_equal(tp_request_validate(&r, field, sizeof(field), msg, sizeof(msg)), 0);
+    assert_int_equal(tp_request_validate(&r, ALLOW, field, sizeof(field), msg, sizeof(msg)), 0);
 
     valid_request(&r); r.request_id[0] = '\0'; expect_invalid(&r, "/requestId");
     valid_request(&r); r.actor.id[0] = '\0'; expect_invalid(&r, "/actor/id");
@@ -43,15 +45,38 @@ static void test_validate(void **state) {
     for (int i = 0; i < 100; i++)
         memcpy(r.tenant.name + 2 * i, "\xc3\xa9", 2);
     r.tenant.name[200] = '\0';
-    assert_int_equal(tp_request_validate(&r, field, sizeof(field), msg, sizeof(msg)), 0);
+    assert_int_equal(tp_request_validate(&r, ALLOW, field, sizeof(field), msg, sizeof(msg)), 0);
     valid_request(&r); snprintf(r.tenant.slug, sizeof(r.tenant.slug), "ab"); expect_invalid(&r, "/tenant/slug");
     valid_request(&r); snprintf(r.tenant.slug, sizeof(r.tenant.slug), "Acme"); expect_invalid(&r, "/tenant/slug");
     valid_request(&r); snprintf(r.tenant.slug, sizeof(r.tenant.slug), "a_b-c"); expect_invalid(&r, "/tenant/slug");
     valid_request(&r); r.has_requested_seats = true; r.requested_seats = 0; expect_invalid(&r, "/requestedSeats");
     valid_request(&r); r.has_requested_seats = true; r.requested_seats = 10001; expect_invalid(&r, "/requestedSeats");
     valid_request(&r); r.has_requested_seats = true; r.requested_seats = 10000;
-    assert_int_equal(tp_request_validate(&r, field, sizeof(field), msg, sizeof(msg)), 0);
+    assert_int_equal(tp_request_validate(&r, ALLOW, field, sizeof(field), msg, sizeof(msg)), 0);
     valid_request(&r); r.has_storage_estimate = true; r.storage_estimate_bytes = -1; expect_invalid(&r, "/storageEstimateBytes");
+    /* The region: the residency's default, or one of its own prefix that the allow-list holds. */
+    valid_request(&r); r.tenant.residency = TP_RESIDENCY_EU;
+    assert_int_equal(tp_request_validate(&r, ALLOW, field, sizeof(field), msg, sizeof(msg)), 0);
+    valid_request(&r); snprintf(r.tenant.region, sizeof(r.tenant.region), "us-west-2");
+    assert_int_equal(tp_request_validate(&r, ALLOW, field, sizeof(field), msg, sizeof(msg)), 0);
+    valid_request(&r); snprintf(r.tenant.region, sizeof(r.tenant.region), "eu-central-1"); expect_invalid(&r, "/tenant/region");
+    valid_request(&r); r.tenant.residency = TP_RESIDENCY_EU;
+    snprintf(r.tenant.region, sizeof(r.tenant.region), "us-east-1"); expect_invalid(&r, "/tenant/region");
+    valid_request(&r); snprintf(r.tenant.region, sizeof(r.tenant.region), "us-east-2"); expect_invalid(&r, "/tenant/region");
+    valid_request(&r); snprintf(r.tenant.region, sizeof(r.tenant.region), "us-east-1x"); expect_invalid(&r, "/tenant/region");
+    valid_request(&r);
+    assert_int_equal(tp_request_validate(&r, "", field, sizeof(field), msg, sizeof(msg)), TP_EVALIDATION);
+    assert_string_equal(field, "/tenant/region");
+}
+
+static void test_region_in_list(void **state) {
+    (void)state;
+    assert_true(tp_region_in_list("us-east-1,eu-west-1", "eu-west-1"));
+    assert_true(tp_region_in_list(" us-east-1 , eu-west-1 ", "us-east-1"));
+    assert_false(tp_region_in_list("us-east-1", "us-east"));
+    assert_false(tp_region_in_list("us-east-1", ""));
+    assert_false(tp_region_in_list("", "us-east-1"));
+    assert_false(tp_region_in_list(NULL, "us-east-1"));
 }
 
 static void test_enum_names(void **state) {
@@ -85,6 +110,6 @@ static void test_traceparent(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_validate), cmocka_unit_test(test_enum_names),
-                                       cmocka_unit_test(test_traceparent)};
+                                       cmocka_unit_test(test_traceparent), cmocka_unit_test(test_region_in_list)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
