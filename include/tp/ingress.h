@@ -185,8 +185,11 @@ int tp_ingress_server_port(const tp_ingress_server *srv);
 int tp_ingress_server_run(tp_ingress_server *srv, bool handle_signals);
 /* Asks a running server to stop; any thread, async-signal-unsafe. */
 void tp_ingress_server_stop(tp_ingress_server *srv);
-/* Frees a server that is not running. */
-void tp_ingress_server_free(tp_ingress_server *srv);
+/* Frees a server that is not running. Jobs still waiting for a pool thread are cancelled (503);
+ * hooks still running are waited for (serving their answers), at most 15 s. Returns 0 (freed),
+ * or TP_ETIMEOUT / TP_EIO when a hook still runs or the loop cannot close: then NOTHING was
+ * freed, and the hooks' opaque must not be freed either (call again later, or exit). */
+int tp_ingress_server_free(tp_ingress_server *srv);
 
 /* SHA-256 over the canonical form of the validated fields of req (source, tenant, plan,
  * environment, seats, storage): two bodies that mean the same thing share a fingerprint. */

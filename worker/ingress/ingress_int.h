@@ -1,4 +1,4 @@
-/* ingress_int.h: private declarations of worker/ingress (routes and Prometheus metrics). */
+/* ingress_int.h: private declarations of worker/ingress (routes, Prometheus metrics, test knobs). */
 #ifndef TP_INGRESS_INT_H
 #define TP_INGRESS_INT_H
 
@@ -36,5 +36,11 @@ const char *tp_ingress_route_name(tp_ingress_route r);
 void tp_ingress_metrics_observe(tp_ingress_metrics *m, tp_ingress_route r, int status, double seconds);
 /* Renders Prometheus text exposition 0.0.4; returns a new malloc'd string (length in *len) or NULL. */
 char *tp_ingress_metrics_render(const tp_ingress_metrics *m, size_t *len);
+
+typedef struct tp_ingress_server tp_ingress_server;
+/* Overrides the shutdown budgets (tests): drain_ms for in-flight requests after a stop (default
+ * 10 s), pool_wait_ms for hooks still running when tp_ingress_server_free is called (15 s).
+ * Before tp_ingress_server_run. */
+void tp_ingress_server_set_drain_ms(tp_ingress_server *srv, uint64_t drain_ms, uint64_t pool_wait_ms);
 
 #endif

@@ -61,7 +61,11 @@ int main(int argc, char **argv) {
 out_error:
     tp_log_error("ingress", "startup failed: %s", errstr);
 out_free:
-    tp_ingress_server_free(srv);
+    if (tp_ingress_server_free(srv) != 0) {
+        /* A hook still runs on a pool thread and uses the backend: leave both to the exit. */
+        tp_log_warn("ingress", "exiting with work still running on the pool");
+        backend = NULL;
+    }
     tp_ingress_backend_free(backend);
     tp_config_free(cfg);
     return status;

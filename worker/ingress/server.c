@@ -19,7 +19,13 @@
 
 #define COMPONENT "ingress"
 #define DRAIN_MAX_MS 10000
+/* After the drain budget: how long tp_ingress_server_free waits for hooks still running on the
+ * pool (each is bounded by its own deadline: pg.*, ingress.produce_timeout_ms, opa.timeout_ms)
+ * before it gives up and leaves the server allocated. */
+#define POOL_WAIT_MAX_MS 15000
 #define RETRY_AFTER_S "2"
+
+typedef struct job job;
 
 struct tp_ingress_server {
     tp_auth *auth;
@@ -37,10 +43,15 @@ struct tp_ingress_server {
     uv_timer_t drain_timer;
     bool loop_ready, listening, signals, stopping;
     uint64_t drain_started_ms;
+    uint64_t drain_max_ms, pool_wait_max_ms;
     h2o_globalconf_t h2o_cfg;
     h2o_context_t h2o_ctx;
     h2o_accept_ctx_t accept_ctx;
-    bool h2o_ctx_ready;
+    bool h2o_ctx_ready, h2o_cfg_ready;
+    /* Jobs handed to the pool whose after-work callback has not run yet (loop thread): the
+     * server and the hooks' opaque must outlive every one of them. */
+    job *pool_jobs;
+    int64_t n_pool_jobs;
     tp_ingress_metrics metrics;
 };
 
@@ -114,8 +125,6 @@ typedef enum job_kind { JOB_SUBMIT, JOB_STATUS, JOB_READY, JOB_OUTCOME } job_kin
 #define POLL_FIRST_MS 50
 #define POLL_MAX_MS 250
 
-typedef struct job job;
-
 /* Lives in the request's pool; its dispose callback tells the job the request is gone. */
 typedef struct req_guard {
     job *job;
@@ -123,6 +132,7 @@ typedef struct req_guard {
 
 struct job {
     uv_work_t work;
+    job *pool_prev, *pool_next; /* on srv->pool_jobs while its work is queued or running */
     tp_ingress_server *srv;
     h2o_req_t *req; /* NULL once h2o disposed the request (client went away) */
     req_guard *guard;
@@ -552,6 +562,40 @@ static void job_free(job *j) {
 
 static void after_work_cb(uv_work_t *w, int status);
 
+/* Hands a job to the pool and tracks it until its after-work callback. Returns uv's code. */
+static int pool_queue(job *j) {
+    tp_ingress_server *srv = j->srv;
+    int rc = uv_queue_work(&srv->loop, &j->work, work_cb, after_work_cb);
+    if (rc != 0)
+        return rc;
+    j->pool_prev = NULL;
+    j->pool_next = srv->pool_jobs;
+    if (srv->pool_jobs)
+        srv->pool_jobs->pool_prev = j;
+    srv->pool_jobs = j;
+    srv->n_pool_jobs++;
+    return 0;
+}
+
+static void pool_unlink(job *j) {
+    tp_ingress_server *srv = j->srv;
+    if (j->pool_prev)
+        j->pool_prev->pool_next = j->pool_next;
+    else
+        srv->pool_jobs = j->pool_next;
+    if (j->pool_next)
+        j->pool_next->pool_prev = j->pool_prev;
+    j->pool_prev = j->pool_next = NULL;
+    srv->n_pool_jobs--;
+}
+
+/* Takes back the jobs still waiting for a pool thread (their after-work callbacks then run
+ * with UV_ECANCELED); the running ones cannot be stopped. */
+static void pool_cancel_waiting(tp_ingress_server *srv) {
+    for (job *j = srv->pool_jobs; j; j = j->pool_next)
+        uv_cancel((uv_req_t *)&j->work);
+}
+
 static void outcome_tick(uv_timer_t *t) {
     job *j = t->data;
     if (!j->req) { /* the client went away while we waited */
@@ -559,7 +603,7 @@ static void outcome_tick(uv_timer_t *t) {
         job_free(j);
         return;
     }
-    if (uv_queue_work(&j->srv->loop, &j->work, work_cb, after_work_cb) != 0) {
+    if (pool_queue(j) != 0) {
         j->guard->job = NULL;
         answer_submit(j); /* 202: the request is durable, only the wait ends early */
         job_free(j);
@@ -579,7 +623,7 @@ static bool continue_outcome(job *j) {
         j->deadline_ms = now + (uint64_t)(j->wait_s > 0 ? j->wait_s : 0) * 1000;
         j->poll_ms = POLL_FIRST_MS;
         if (j->replayed) /* the current answer first, without delay */
-            return uv_queue_work(&srv->loop, &j->work, work_cb, after_work_cb) == 0;
+            return pool_queue(j) == 0;
     } else if (j->kind != JOB_OUTCOME || j->out_status != 0 || now >= j->deadline_ms ||
                srv->stopping) {
         return false;
@@ -597,9 +641,32 @@ static bool continue_outcome(job *j) {
     return true;
 }
 
+/* A job the pool never ran (cancelled at shutdown): a submit or a look-up is refused with 503;
+ * a request already durable (the outcome polling) gets its 202. */
+static void answer_cancelled(job *j) {
+    j->guard->job = NULL;
+    if (j->kind == JOB_OUTCOME) {
+        j->out_status = 0;
+        answer_submit(j);
+        return;
+    }
+    tp_problem *p = tp_problem_new(TP_PROBLEM_UNAVAILABLE, "shutting down");
+    if (p)
+        tp_problem_set_string(p, "retryAfter", RETRY_AFTER_S);
+    send_problem(j->srv, j->req, j->route, j->start_ns, p);
+}
+
 static void after_work_cb(uv_work_t *w, int status) {
     job *j = w->data;
-    (void)status;
+    pool_unlink(j);
+    if (status == UV_ECANCELED) {
+        if (j->req)
+            answer_cancelled(j);
+        else
+            finish(j->srv, j->route, j->start_ns, 499);
+        job_free(j);
+        return;
+    }
     if (j->req && continue_outcome(j))
         return;
     if (j->req) {
@@ -637,7 +704,7 @@ static void after_work_cb(uv_work_t *w, int status) {
 }
 
 static int queue_job(job *j) {
-    int rc = uv_queue_work(&j->srv->loop, &j->work, work_cb, after_work_cb);
+    int rc = pool_queue(j);
     if (rc != 0) {
         j->guard->job = NULL;
         free(j);
@@ -881,11 +948,12 @@ static void on_signal(uv_signal_t *s, int signum) {
 static void drain_tick(uv_timer_t *t) {
     tp_ingress_server *srv = t->data;
     uint64_t waited = uv_now(&srv->loop) - srv->drain_started_ms;
-    if (srv->metrics.in_flight > 0 && waited < DRAIN_MAX_MS)
+    if (srv->metrics.in_flight > 0 && waited < srv->drain_max_ms)
         return;
     if (srv->metrics.in_flight > 0)
-        tp_log_warn(COMPONENT, "drain budget spent with %lld requests in flight",
-                    (long long)srv->metrics.in_flight);
+        tp_log_warn(COMPONENT, "drain budget spent with %lld requests in flight (%lld on the pool)",
+                    (long long)srv->metrics.in_flight, (long long)srv->n_pool_jobs);
+    pool_cancel_waiting(srv);
     uv_timer_stop(t);
     uv_stop(&srv->loop);
 }
@@ -938,6 +1006,8 @@ int tp_ingress_server_new(const tp_config *cfg, const tp_ingress_hooks *hooks,
         goto out_free;
     }
     srv->body_limit = (size_t)limit;
+    srv->drain_max_ms = DRAIN_MAX_MS;
+    srv->pool_wait_max_ms = POOL_WAIT_MAX_MS;
     srv->inflight_max = tp_config_get_int(cfg, "ingress.inflight_max");
     if (srv->inflight_max < 1 || srv->inflight_max > 1000000) {
         snprintf(errstr, errstr_size, "ingress.inflight_max must be 1..1000000");
@@ -969,6 +1039,7 @@ int tp_ingress_server_new(const tp_config *cfg, const tp_ingress_hooks *hooks,
     uv_loop_init(&srv->loop);
     srv->loop_ready = true;
     h2o_config_init(&srv->h2o_cfg);
+    srv->h2o_cfg_ready = true;
     /* Up to 8 times the limit h2o reads the body and the handler answers 413 (a client that
      * does not wait for 100-continue gets its answer, not a reset); past that h2o refuses early
      * (from the Content-Length, before 100-continue, or as a chunked body passes it), so memory
@@ -1039,11 +1110,39 @@ static void close_walk(uv_handle_t *h, void *arg) {
         uv_close(h, NULL);
 }
 
-void tp_ingress_server_free(tp_ingress_server *srv) {
+void tp_ingress_server_set_drain_ms(tp_ingress_server *srv, uint64_t drain_ms,
+                                    uint64_t pool_wait_ms) {
+    srv->drain_max_ms = drain_ms;
+    srv->pool_wait_max_ms = pool_wait_ms;
+}
+
+/* Waits (serving the loop) until no job is on the pool, at most pool_wait_max_ms; jobs not
+ * started yet are cancelled first. Returns 0 or TP_ETIMEOUT. */
+static int wait_pool(tp_ingress_server *srv) {
+    uint64_t start = uv_hrtime();
+    pool_cancel_waiting(srv);
+    for (;;) {
+        uv_run(&srv->loop, UV_RUN_NOWAIT);
+        if (srv->n_pool_jobs == 0)
+            return 0;
+        if ((uv_hrtime() - start) / 1000000 >= srv->pool_wait_max_ms)
+            break;
+        uv_sleep(5);
+    }
+    tp_log_warn(COMPONENT, "%lld hooks still running on the pool after %llu ms: the server is left "
+                "allocated", (long long)srv->n_pool_jobs, (unsigned long long)srv->pool_wait_max_ms);
+    return TP_ETIMEOUT;
+}
+
+int tp_ingress_server_free(tp_ingress_server *srv) {
     if (!srv)
-        return;
+        return 0;
     if (srv->loop_ready) {
-        bool disposable = true;
+        /* A hook still running reads srv (and the hooks' opaque), and its completion is posted
+         * to this loop: nothing may be freed before every job is back. */
+        int rc = wait_pool(srv);
+        if (rc != 0)
+            return rc;
         if (srv->h2o_ctx_ready) {
             close_idle_connections(srv);
             for (int i = 0; i < 100 && uv_run(&srv->loop, UV_RUN_NOWAIT) != 0 &&
@@ -1053,27 +1152,37 @@ void tp_ingress_server_free(tp_ingress_server *srv) {
                 ;
             /* A connection still busy (the drain budget ran out) keeps the context: leak it
              * rather than abort in h2o_context_dispose; the process is about to exit. */
-            disposable = h2o_linklist_is_empty(&srv->h2o_ctx.http1._conns) &&
-                         h2o_linklist_is_empty(&srv->h2o_ctx.http2._conns);
+            bool disposable = h2o_linklist_is_empty(&srv->h2o_ctx.http1._conns) &&
+                              h2o_linklist_is_empty(&srv->h2o_ctx.http2._conns);
             /* h2o_context_request_shutdown parked the HTTP/2 GOAWAY resend on a timeout. */
             if (h2o_timeout_is_linked(&srv->h2o_ctx.http2._graceful_shutdown_timeout))
                 h2o_timeout_unlink(&srv->h2o_ctx.http2._graceful_shutdown_timeout);
-            if (disposable)
+            if (disposable) {
                 h2o_context_dispose(&srv->h2o_ctx);
-            else
+            } else {
                 tp_log_warn(COMPONENT, "connections still open at exit: context not disposed");
+                srv->h2o_cfg_ready = false; /* the context still points into it */
+            }
+            srv->h2o_ctx_ready = false;
         }
         /* Whatever is left (listener, async, signals, timers, idle keep-alive connections whose
          * close callbacks free their memory) is closed here; run the loop until it is empty. */
         uv_walk(&srv->loop, close_walk, NULL);
         for (int i = 0; i < 100 && uv_run(&srv->loop, UV_RUN_NOWAIT) != 0; i++)
             ;
-        uv_loop_close(&srv->loop);
-        if (disposable)
+        int lrc = uv_loop_close(&srv->loop);
+        if (lrc != 0) {
+            tp_log_warn(COMPONENT, "uv_loop_close: %s: the server is left allocated", uv_strerror(lrc));
+            return TP_EIO;
+        }
+        srv->loop_ready = false;
+        if (srv->h2o_cfg_ready)
             h2o_config_dispose(&srv->h2o_cfg);
+        srv->h2o_cfg_ready = false;
     }
     tp_auth_free(srv->auth);
     free(srv->allowlist);
     free(srv->too_large_json);
     free(srv);
+    return 0;
 }
