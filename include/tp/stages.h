@@ -80,7 +80,8 @@ int tp_stages_accept(tp_db *db, const tp_request *req, const char *payload_json_
  * idempotency are the same on both paths). Records the request if tp_stages_accept was not
  * called (straight into RUNNING, with env's origin). A terminal request is a no-op that reports its
  * terminal status. Returns 0 when *out describes the outcome (including FAILED/DENIED/RETRY);
- * a negative TP_E* only when even the outcome could not be recorded (then retry later). */
+ * a negative TP_E* only when even the outcome could not be recorded: transient (retry later) or
+ * permanent (the database refuses this request's bookkeeping: retrying cannot help). */
 int tp_stages_run(tp_stage_env *env, const tp_request *req, tp_run_result *out);
 
 /* Puts a FAILED request back to ACCEPTED: its failed/retrying stages and the policy stage return

@@ -257,6 +257,35 @@ static void test_inflight_limit_and_key_order(void **state) {
     assert_int_equal(e2e_wait_committed(e, N + SAME, 30), N + SAME);
 }
 
+/* The database refuses a request's bookkeeping outright (a permanent error, here a check
+ * violation raised by a trigger): the record is dead-lettered with that reason and the partition
+ * goes on. It was retried forever before, pinning the partition's committed offset. */
+static void test_permanent_bookkeeping_error_dead_lettered(void **state) {
+    e2e *e = *state;
+    tp_request refused, after;
+    char slug[64], sql[512];
+    snprintf(slug, sizeof(slug), "refused-%s", e->suffix);
+    snprintf(sql, sizeof(sql),
+             "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+             "RAISE EXCEPTION 'refused by the test' USING ERRCODE = '23514'; END $$; "
+             "CREATE TRIGGER refuse BEFORE INSERT ON provisioning_requests FOR EACH ROW "
+             "WHEN (NEW.tenant_slug = '%s') EXECUTE FUNCTION refuse();",
+             slug);
+    assert_int_equal(tp_db_exec_script(e->conn, sql), 0);
+    e2e_request_init(&refused, slug, TP_PLAN_FREE);
+    snprintf(slug, sizeof(slug), "after-refused-%s", e->suffix);
+    e2e_request_init(&after, slug, TP_PLAN_FREE);
+    assert_int_equal(e2e_submit(e, &refused, 1, 0), 0);
+    assert_int_equal(e2e_submit(e, &after, 1, 0), 0);
+    assert_int_equal(e2e_wait_int(e, 1, 60, "SELECT count(*) FROM provisioning_requests WHERE "
+                                             "request_id = '%s' AND state = 'SUCCEEDED'",
+                                  after.request_id), 1);
+    assert_int_equal(e2e_wait_int(e, 1, 60, "SELECT count(*) FROM dead_letters WHERE request_id = '%s' "
+                                             "AND reason = 'DB_PERMANENT' AND message LIKE '%%refused by the test%%'",
+                                  refused.request_id), 1);
+    assert_int_equal(e2e_wait_committed(e, 2, 30), 2);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_prestate_setup_teardown(test_happy_path_each_plan, setup, teardown, "happy"),
@@ -264,6 +293,8 @@ int main(void) {
         cmocka_unit_test_prestate_setup_teardown(test_slug_taken, setup, teardown, "slug"),
         cmocka_unit_test_prestate_setup_teardown(test_policy_deny, setup, teardown, "deny"),
         cmocka_unit_test_prestate_setup_teardown(test_poison_records_to_dlq, setup, teardown, "poison"),
+        cmocka_unit_test_prestate_setup_teardown(test_permanent_bookkeeping_error_dead_lettered, setup,
+                                                 teardown, "refused"),
         cmocka_unit_test_setup_teardown(test_inflight_limit_and_key_order, setup_small_inflight, teardown),
     };
     if (getenv("TP_TEST_FILTER"))

@@ -73,4 +73,10 @@ bool tp_watermark_finish(tp_watermark *wm, int64_t offset, int64_t *store_next) 
     return advanced;
 }
 
+void tp_watermark_restart(tp_watermark *wm) {
+    wm->head = 0;
+    wm->count = 0;
+    wm->epoch++;
+}
+
 size_t tp_watermark_pending(const tp_watermark *wm) { return wm->count; }

@@ -64,6 +64,7 @@ struct job {
     struct tp_worker *w;
     part_state *part;
     int64_t offset;
+    uint32_t wm_epoch; /* the watermark epoch its offset was added in */
     unsigned char *raw;
     size_t raw_len;
     unsigned char *key;
@@ -305,7 +306,8 @@ static void job_finish(job *j, bool store) {
     job *next_head;
     int64_t next;
 
-    if (store && !p->revoked && tp_watermark_finish(&p->wm, j->offset, &next))
+    if (store && !p->revoked && j->wm_epoch == p->wm.epoch &&
+        tp_watermark_finish(&p->wm, j->offset, &next))
         store_offset(w, p, next);
     next_head = slot_remove_job(w, j);
     if (j->prev_all)
@@ -545,6 +547,20 @@ static void run_after(uv_work_t *req, int status) {
         job_finish(j, false);
         return;
     }
+    if (j->work_rc == TP_ENOMEM) {
+        job_finish(j, false); /* its offset is not stored: it comes again after the restart */
+        fail_fast(w, "out of memory");
+        return;
+    }
+    if (j->work_rc != 0 && !tp_err_is_transient(j->work_rc)) {
+        /* The database refuses this request's bookkeeping (e.g. a value it cannot store):
+         * retrying would pin the key and the partition's offsets forever. */
+        char msg[700];
+        snprintf(msg, sizeof(msg), "%s: %s", tp_strerror(j->work_rc), j->result.message);
+        tp_log(TP_LOG_ERROR, "worker", &ctx, "request cannot be recorded, dead-lettered: %s", msg);
+        send_to_dlq(j, tp_err_name(j->work_rc) + 4 /* past "TP_E" */, NULL, msg);
+        return;
+    }
     if (j->work_rc != 0) {
         /* Even the outcome could not be recorded (database down): try again later. */
         j->infra_attempts++;
@@ -627,12 +643,31 @@ static void handle_message(tp_worker *w, rd_kafka_message_t *msg) {
     part_state *p = part_find(w, topic, msg->partition);
     char err[256] = "";
     job *j;
-    int rc;
+    int rc = 0;
 
     if (!p || p->revoked)
         return; /* a prefetched record of a partition we no longer own */
+    /* Copies of the record (a dead letter carries it byte for byte) before it counts. */
     j = calloc(1, sizeof(*j));
-    if (!j || tp_watermark_add(&p->wm, msg->offset) != 0) {
+    if (j) {
+        j->raw = malloc(msg->len ? msg->len : 1);
+        j->key = msg->key && msg->key_len ? malloc(msg->key_len) : NULL;
+    }
+    if (j && j->raw && (j->key || !msg->key || !msg->key_len) &&
+        (rc = tp_watermark_add(&p->wm, msg->offset)) == TP_EINVAL) {
+        /* Offsets went backwards (an offset reset, a truncated log): whatever is still pending
+         * from before can never be stored in order, so the partition starts over from here. */
+        tp_log_warn("worker", "%s[%d]: offset %lld is behind earlier ones (reset or truncation): "
+                    "%zu pending offsets forgotten, the watermark starts again", topic,
+                    (int)msg->partition, (long long)msg->offset, tp_watermark_pending(&p->wm));
+        tp_watermark_restart(&p->wm);
+        rc = tp_watermark_add(&p->wm, msg->offset);
+    }
+    if (!j || !j->raw || (!j->key && msg->key && msg->key_len) || rc != 0) {
+        if (j) {
+            free(j->raw);
+            free(j->key);
+        }
         free(j);
         tp_log_error("worker", "out of memory at %s[%d]@%lld", topic, (int)msg->partition,
                      (long long)msg->offset);
@@ -643,16 +678,13 @@ static void handle_message(tp_worker *w, rd_kafka_message_t *msg) {
     j->w = w;
     j->part = p;
     j->offset = msg->offset;
-    j->raw = malloc(msg->len ? msg->len : 1);
-    if (j->raw && msg->len)
+    j->wm_epoch = p->wm.epoch;
+    if (msg->len)
         memcpy(j->raw, msg->payload, msg->len);
     j->raw_len = msg->len;
-    if (msg->key && msg->key_len) {
-        j->key = malloc(msg->key_len);
-        if (j->key) {
-            memcpy(j->key, msg->key, msg->key_len);
-            j->key_len = msg->key_len;
-        }
+    if (j->key) {
+        memcpy(j->key, msg->key, msg->key_len);
+        j->key_len = msg->key_len;
     }
     j->next_all = w->jobs;
     if (w->jobs)

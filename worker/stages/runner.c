@@ -485,7 +485,7 @@ out_fail:
         out->err = rrc;
         tp_stage_fmt(out->message, sizeof(out->message), "%s (could not record: %s)", ctx->message,
                  tp_db_errmsg(db));
-        return tp_err_is_transient(rrc) ? rrc : TP_EDB;
+        return rrc; /* a permanent one is the caller's to dead-letter, not to retry forever */
     }
     return STAGE_STOP;
 }
@@ -700,7 +700,7 @@ out_db:
     out->status = TP_RUN_RETRY;
     out->err = rc;
     snprintf(out->message, sizeof(out->message), "%s", tp_db_errmsg(db));
-    return tp_err_is_transient(rc) ? rc : TP_EDB;
+    return rc;
 }
 
 int tp_stages_prepare_replay(tp_db *db, const char *request_id) {

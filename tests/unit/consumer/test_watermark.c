@@ -76,8 +76,33 @@ static void test_growth_and_wraparound(void **state) {
     tp_watermark_release(&wm);
 }
 
+/* Offsets going backwards (a reset, a truncated log) restart the watermark in a new epoch. */
+static void test_restart(void **state) {
+    (void)state;
+    tp_watermark wm;
+    int64_t next = -1;
+    tp_watermark_init(&wm);
+    for (int64_t o = 100; o < 106; o++)
+        assert_int_equal(tp_watermark_add(&wm, o), 0);
+    assert_true(tp_watermark_finish(&wm, 100, &next));
+    uint32_t old = wm.epoch;
+    assert_int_equal(tp_watermark_add(&wm, 90), TP_EINVAL);
+    tp_watermark_restart(&wm);
+    assert_int_not_equal(wm.epoch, old);
+    assert_int_equal(tp_watermark_pending(&wm), 0);
+    for (int64_t o = 90; o < 95; o++)
+        assert_int_equal(tp_watermark_add(&wm, o), 0);
+    next = -1;
+    assert_false(tp_watermark_finish(&wm, 104, &next)); /* an old epoch's offset is unknown */
+    assert_true(tp_watermark_finish(&wm, 90, &next));
+    assert_int_equal(next, 91);
+    assert_int_equal(tp_watermark_pending(&wm), 4);
+    tp_watermark_release(&wm);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_restart),
         cmocka_unit_test(test_in_order),
         cmocka_unit_test(test_out_of_order_holds_back),
         cmocka_unit_test(test_gaps_and_unknown),
