@@ -5,9 +5,20 @@
  *       ProvisioningRequest records (slugs PREFIX-1..PREFIX-COUNT, fresh UUID request ids) with an
  *       idempotent acks=all producer, as fast as possible (RATE 0) or RATE records/s; prints one
  *       line per persisted record: request_id TAB partition TAB offset TAB record_timestamp_ms.
+ *   bench_kafka inflight CONFIG CONCURRENCY SECONDS  the Kafka-alone baseline of `scripts/bench
+ *       ingress`: with tp-ingress's own producer settings (CONFIG: kafka.*, topic.requests,
+ *       codec.schema_dir) keeps CONCURRENCY admin-API records in flight for SECONDS, each one
+ *       waiting for its own delivery report (acks=all) before its slot sends the next; prints
+ *       "records N seconds S rate R p50_ms A p99_ms B".
+ *   bench_kafka opa-body CONFIG BODY_JSON  prints the body tp-ingress POSTs to OPA for an admin
+ *       (sub bench-admin) submitting BODY_JSON: {"input": <the same input document>}.
  * Run from the repository root (schemas/avro). Exit 0 only when every record was persisted. */
 #include "tp/codec.h"
+#include "tp/config.h"
 #include "tp/ids.h"
+#include "tp/ingress.h"
+#include "tp/kafka.h"
+#include "tp/policy.h"
 #include "tp/request.h"
 
 #include <librdkafka/rdkafka.h>
@@ -173,6 +184,196 @@ static int produce(const char *bootstrap, const char *topic, const char *prefix,
     return 0;
 }
 
+/* ---- inflight: CONCURRENCY records in flight, each waiting for its own delivery report ---- */
+
+typedef struct slot {
+    struct inflight *run;
+    int64_t sent_us;
+} slot;
+
+typedef struct inflight {
+    tp_producer *producer;
+    tp_codec *codec;
+    const char *topic;
+    char prefix[24];
+    long next, delivered, failed;
+    int64_t end_us;
+    double *lat_ms;
+    size_t n_lat, cap_lat;
+    int running;
+} inflight;
+
+static void inflight_send(slot *sl);
+
+static void on_inflight_delivery(void *opaque, int err, int32_t partition, int64_t offset) {
+    slot *sl = opaque;
+    inflight *r = sl->run;
+    (void)partition;
+    (void)offset;
+    if (err == 0) {
+        r->delivered++;
+        if (r->n_lat == r->cap_lat) {
+            size_t cap = r->cap_lat ? r->cap_lat * 2 : 4096;
+            double *nl = realloc(r->lat_ms, cap * sizeof(*nl));
+            if (nl) {
+                r->lat_ms = nl;
+                r->cap_lat = cap;
+            }
+        }
+        if (r->n_lat < r->cap_lat)
+            r->lat_ms[r->n_lat++] = (double)(now_us() - sl->sent_us) / 1000.0;
+    } else {
+        r->failed++;
+    }
+    if (now_us() < r->end_us)
+        inflight_send(sl);
+    else
+        r->running--;
+}
+
+/* An admin-API request as tp-ingress records it, encoded and sent with its correlation-id header. */
+static void inflight_send(slot *sl) {
+    inflight *r = sl->run;
+    tp_request req;
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    memset(&req, 0, sizeof(req));
+    tp_uuid_v4(req.request_id);
+    snprintf(req.correlation_id, sizeof(req.correlation_id), "%s", req.request_id);
+    req.source = TP_SOURCE_ADMIN_API;
+    snprintf(req.actor.id, sizeof(req.actor.id), "bench-admin");
+    snprintf(req.actor.type, sizeof(req.actor.type), "user");
+    req.actor.n_roles = 1;
+    snprintf(req.actor.roles[0], sizeof(req.actor.roles[0]), "admin");
+    snprintf(req.tenant.slug, sizeof(req.tenant.slug), "%s-%ld", r->prefix, ++r->next);
+    snprintf(req.tenant.name, sizeof(req.tenant.name), "Bench %s", req.tenant.slug);
+    req.tenant.residency = TP_RESIDENCY_US;
+    snprintf(req.tenant.region, sizeof(req.tenant.region), "us-east-1");
+    req.plan = TP_PLAN_PRO;
+    req.environment = TP_ENV_PROD;
+    req.submitted_at_ms = (int64_t)time(NULL) * 1000;
+    tp_kafka_header h = {"correlation-id", req.correlation_id, strlen(req.correlation_id)};
+    sl->sent_us = now_us();
+    if (tp_codec_encode_request(r->codec, &req, &buf, &len) != 0 ||
+        tp_producer_send(r->producer, r->topic, req.tenant.slug, strlen(req.tenant.slug), buf, len, &h, 1,
+                         on_inflight_delivery, sl) != 0) {
+        r->failed++;
+        r->running--;
+    }
+    free(buf);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(const double *v, size_t n, double p) {
+    if (n == 0)
+        return 0;
+    size_t i = (size_t)(p * (double)(n - 1) + 0.5);
+    return v[i < n ? i : n - 1];
+}
+
+static tp_config *load_config(const char *path) {
+    char err[512];
+    tp_config *cfg = tp_config_new();
+    if (!cfg || tp_config_load_file(cfg, path, err, sizeof(err)) != 0) {
+        fprintf(stderr, "bench_kafka: config %s: %s\n", path, cfg ? err : "out of memory");
+        tp_config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+static int run_inflight(const char *config, int conc, double seconds) {
+    char err[512];
+    inflight r = {0};
+    tp_config *cfg = load_config(config);
+    if (!cfg || conc < 1 || seconds <= 0)
+        return 1;
+    r.topic = tp_config_get(cfg, "topic.requests");
+    r.codec = tp_codec_new(tp_config_get(cfg, "codec.schema_dir"), tp_config_get(cfg, "codec.confluent_schema_ids"),
+                           err, sizeof(err));
+    if (!r.codec || tp_producer_new(cfg, &r.producer, err, sizeof(err)) != 0) {
+        fprintf(stderr, "bench_kafka: %s\n", err);
+        return 1;
+    }
+    char id[TP_UUID_LEN + 1];
+    tp_uuid_v4(id);
+    snprintf(r.prefix, sizeof(r.prefix), "kin-%.8s", id);
+    slot *slots = calloc((size_t)conc, sizeof(*slots));
+    /* Warm up: one record, so metadata and the connection are there before the clock starts. */
+    r.end_us = 0;
+    slots[0].run = &r;
+    r.running = 1;
+    inflight_send(&slots[0]);
+    while (r.running > 0)
+        tp_producer_poll(r.producer, 100);
+    r.delivered = r.failed = 0;
+    r.n_lat = 0;
+    int64_t start = now_us();
+    r.end_us = start + (int64_t)(seconds * 1e6);
+    r.running = conc;
+    for (int i = 0; i < conc; i++) {
+        slots[i].run = &r;
+        inflight_send(&slots[i]);
+    }
+    while (r.running > 0)
+        tp_producer_poll(r.producer, 100);
+    double took = (double)(now_us() - start) / 1e6;
+    qsort(r.lat_ms, r.n_lat, sizeof(double), cmp_double);
+    printf("records %ld seconds %.2f rate %.1f p50_ms %.1f p99_ms %.1f failed %ld\n", r.delivered, took,
+           (double)r.delivered / took, pct(r.lat_ms, r.n_lat, 0.5), pct(r.lat_ms, r.n_lat, 0.99), r.failed);
+    tp_producer_free(r.producer, 5000);
+    tp_codec_free(r.codec);
+    tp_config_free(cfg);
+    free(slots);
+    free(r.lat_ms);
+    return r.failed ? 1 : 0;
+}
+
+/* ---- opa-body: what tp-ingress POSTs to OPA for an admin's request ------------------------ */
+
+static int opa_body(const char *config, const char *body) {
+    tp_config *cfg = load_config(config);
+    tp_request req;
+    tp_problem *prob = NULL;
+    char *tiers = NULL;
+    size_t len = 0;
+    if (!cfg)
+        return 1;
+    const char *allow = tp_config_get(cfg, "policy.region_allowlist");
+    if (tp_ingress_parse_body(body, strlen(body), TP_SOURCE_ADMIN_API, allow, &req, &prob) != 0) {
+        fprintf(stderr, "bench_kafka: the body does not validate\n");
+        return 1;
+    }
+    tp_uuid_v4(req.request_id);
+    snprintf(req.actor.id, sizeof(req.actor.id), "bench-admin");
+    snprintf(req.actor.type, sizeof(req.actor.type), "user");
+    req.actor.n_roles = 1;
+    snprintf(req.actor.roles[0], sizeof(req.actor.roles[0]), "admin");
+    const char *tiers_file = tp_config_get(cfg, "quota.tiers_file");
+    if (*tiers_file && tp_read_file(tiers_file, 1 << 20, &tiers, &len) != 0) {
+        fprintf(stderr, "bench_kafka: cannot read %s\n", tiers_file);
+        return 1;
+    }
+    /* The context of tp_ingress_opa_decide (worker/ingress/opa_hook.c) for an admin request. */
+    tp_policy_context ctx = {.owned_tenants = 0,
+                             .tiers_json = tiers,
+                             .region_allowlist_csv = allow,
+                             .max_tenants_per_user = (int)tp_config_get_int(cfg, "policy.max_tenants_per_user"),
+                             .admin_role = tp_config_get(cfg, "jwt.admin_role")};
+    char *input = tp_policy_build_input_ctx(&req, "provision", &ctx);
+    if (!input)
+        return 1;
+    printf("{\"input\":%s}\n", input);
+    free(input);
+    free(tiers);
+    tp_config_free(cfg);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 4 && strcmp(argv[1], "topics-create") == 0)
         return topics(argv[2], true, argc - 3, argv + 3);
@@ -180,7 +381,12 @@ int main(int argc, char **argv) {
         return topics(argv[2], false, argc - 3, argv + 3);
     if ((argc == 6 || argc == 7) && strcmp(argv[1], "produce") == 0)
         return produce(argv[2], argv[3], argv[4], atol(argv[5]), argc == 7 ? atof(argv[6]) : 0);
+    if (argc == 5 && strcmp(argv[1], "inflight") == 0)
+        return run_inflight(argv[2], atoi(argv[3]), atof(argv[4]));
+    if (argc == 4 && strcmp(argv[1], "opa-body") == 0)
+        return opa_body(argv[2], argv[3]);
     fprintf(stderr, "usage: bench_kafka topics-create BOOTSTRAP NAME:PARTS... | topics-delete BOOTSTRAP NAME...\n"
-                    "       bench_kafka produce BOOTSTRAP TOPIC SLUG_PREFIX COUNT [RATE_PER_S]\n");
+                    "       bench_kafka produce BOOTSTRAP TOPIC SLUG_PREFIX COUNT [RATE_PER_S]\n"
+                    "       bench_kafka inflight CONFIG CONCURRENCY SECONDS | opa-body CONFIG BODY_JSON\n");
     return 2;
 }
