@@ -1,4 +1,4 @@
-/* worker.c: tp-worker's engine. A librdkafka consumer served on a libuv loop when its queue
+/* worker.c: tp-worker's engine. A Kafka group consumer served on a libuv loop when its queue
  * signals a wake-up pipe (no polling tick); each decoded
  * request becomes a job that runs its stages on the libuv thread pool (uv_queue_work); jobs with
  * the same key run one at a time in arrival order; offsets are stored only up to the contiguous
@@ -18,8 +18,6 @@
 
 #include "consumer/watermark.h"
 
-#include <fcntl.h>
-#include <librdkafka/rdkafka.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -95,10 +93,9 @@ typedef struct resource {
 typedef struct tp_worker {
     const tp_config *cfg;
     uv_loop_t *loop;
-    /* Kafka wakes the loop: librdkafka writes to wake[1] when the consumer queue becomes
-     * non-empty; the producer's delivery reports have a wake-up fd of their own. */
-    int wake[2];
-    rd_kafka_queue_t *consumer_q;
+    /* Kafka wakes the loop: the consumer and the producer each have a wake-up fd that becomes
+     * readable when their queue becomes non-empty. */
+    tp_consumer *consumer;
     uv_poll_t consumer_watch;
     uv_idle_t consumer_more;
     uv_poll_t producer_watch;
@@ -108,7 +105,6 @@ typedef struct tp_worker {
     int64_t max_poll_ms;
     uv_timer_t grace_timer;
     uv_signal_t sigterm, sigint;
-    rd_kafka_t *rk;
     tp_producer *producer;
     tp_codec *codec;
     tp_signer *signer;
@@ -287,17 +283,6 @@ static void maybe_resume(tp_worker *w);
 static void check_revoke_done(tp_worker *w);
 static void check_drained(tp_worker *w);
 
-static void store_offset(tp_worker *w, part_state *p, int64_t next) {
-    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_resp_err_t err;
-    rd_kafka_topic_partition_list_add(list, p->topic, p->partition)->offset = next;
-    err = rd_kafka_offsets_store(w->rk, list);
-    if (err)
-        tp_log_warn("worker", "offsets_store %s[%d]@%lld: %s", p->topic, (int)p->partition,
-                    (long long)next, rd_kafka_err2str(err));
-    rd_kafka_topic_partition_list_destroy(list);
-}
-
 /* Ends a job: with store, its offset counts as finished; without (cancelled), it stays behind the
  * watermark so the record is consumed again by whoever owns the partition next. */
 static void job_finish(job *j, bool store) {
@@ -308,7 +293,7 @@ static void job_finish(job *j, bool store) {
 
     if (store && !p->revoked && j->wm_epoch == p->wm.epoch &&
         tp_watermark_finish(&p->wm, j->offset, &next))
-        store_offset(w, p, next);
+        tp_consumer_store_offset(w->consumer, p->topic, p->partition, next);
     next_head = slot_remove_job(w, j);
     if (j->prev_all)
         j->prev_all->next_all = j->next_all;
@@ -611,16 +596,8 @@ static void start_run(job *j) {
  * Consumption, pause/resume, rebalances */
 
 static void set_paused(tp_worker *w, bool pause) {
-    rd_kafka_topic_partition_list_t *list = NULL;
-    if (rd_kafka_assignment(w->rk, &list) != RD_KAFKA_RESP_ERR_NO_ERROR || !list)
+    if ((pause ? tp_consumer_pause(w->consumer, NULL) : tp_consumer_resume(w->consumer)) != 0)
         return;
-    if (list->cnt > 0) {
-        if (pause)
-            rd_kafka_pause_partitions(w->rk, list);
-        else
-            rd_kafka_resume_partitions(w->rk, list);
-    }
-    rd_kafka_topic_partition_list_destroy(list);
     w->paused = pause;
 }
 
@@ -638,8 +615,8 @@ static void maybe_resume(tp_worker *w) {
     }
 }
 
-static void handle_message(tp_worker *w, rd_kafka_message_t *msg) {
-    const char *topic = rd_kafka_topic_name(msg->rkt);
+static void handle_message(tp_worker *w, const tp_kafka_message *msg) {
+    const char *topic = msg->topic;
     part_state *p = part_find(w, topic, msg->partition);
     char err[256] = "";
     job *j;
@@ -680,7 +657,7 @@ static void handle_message(tp_worker *w, rd_kafka_message_t *msg) {
     j->offset = msg->offset;
     j->wm_epoch = p->wm.epoch;
     if (msg->len)
-        memcpy(j->raw, msg->payload, msg->len);
+        memcpy(j->raw, msg->value, msg->len);
     j->raw_len = msg->len;
     if (j->key) {
         memcpy(j->key, msg->key, msg->key_len);
@@ -692,13 +669,11 @@ static void handle_message(tp_worker *w, rd_kafka_message_t *msg) {
     w->jobs = j;
     w->inflight++;
 
-    rc = tp_codec_decode_request(w->codec, msg->payload, msg->len, &j->req, err, sizeof(err));
+    rc = tp_codec_decode_request(w->codec, msg->value, msg->len, &j->req, err, sizeof(err));
     {
-        rd_kafka_headers_t *hdrs = NULL;
         const void *val;
         size_t len;
-        if (rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-            rd_kafka_header_get_last(hdrs, "traceparent", &val, &len) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        if (tp_kafka_message_header(msg, "traceparent", &val, &len) == 0 &&
             tp_traceparent_valid(val, len))
             tp_copy_field(j->req.traceparent, sizeof(j->req.traceparent), val, len);
     }
@@ -771,26 +746,29 @@ static void check_revoke_done(tp_worker *w) {
         if (p->revoked && p->busy > 0)
             return;
     w->revoke_pending = false;
-    rd_kafka_assign(w->rk, NULL);
+    tp_consumer_assign(w->consumer, NULL);
     parts_drop_revoked(w);
     tp_log_info("worker", "revocation complete");
 }
 
-static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
-    tp_worker *w = opaque;
-    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        for (int i = 0; i < parts->cnt; i++)
-            part_add(w, parts->elems[i].topic, parts->elems[i].partition);
-        rd_kafka_assign(rk, parts);
-        tp_log_info("worker", "assigned %d partitions", parts->cnt);
+static void on_rebalance(void *arg, tp_consumer *c, bool assign, const tp_kafka_partitions *parts) {
+    tp_worker *w = arg;
+    int n = tp_kafka_partitions_count(parts);
+    if (assign) {
+        for (int i = 0; i < n; i++) {
+            tp_kafka_partition kp = tp_kafka_partitions_get(parts, i);
+            part_add(w, kp.topic, kp.partition);
+        }
+        tp_consumer_assign(c, parts);
+        tp_log_info("worker", "assigned %d partitions", n);
         if (w->paused || w->stopping)
-            rd_kafka_pause_partitions(rk, parts);
+            tp_consumer_pause(c, parts);
         return;
     }
-    tp_log_info("worker", "revoking %d partitions", parts->cnt);
-    for (int i = 0; i < parts->cnt; i++) {
-        part_state *p = part_find(w, parts->elems[i].topic, parts->elems[i].partition);
+    tp_log_info("worker", "revoking %d partitions", n);
+    for (int i = 0; i < n; i++) {
+        tp_kafka_partition kp = tp_kafka_partitions_get(parts, i);
+        part_state *p = part_find(w, kp.topic, kp.partition);
         if (p)
             p->revoked = true;
     }
@@ -798,7 +776,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (w->stopping) {
         /* Closing: in-flight work is checkpointed in PostgreSQL; give the partitions up now. */
         w->revoke_pending = false;
-        rd_kafka_assign(rk, NULL);
+        tp_consumer_assign(c, NULL);
         return;
     }
     w->revoke_pending = true;
@@ -807,28 +785,19 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 static void on_consumer_more(uv_idle_t *h);
 
-/* Serves the consumer queue without blocking: records, errors and rebalance callbacks (those are
- * served from rd_kafka_consumer_poll). librdkafka writes the wake-up pipe only when the queue goes
- * from empty to non-empty, so after a full batch the rest is served on the next loop turn. */
+static void on_message(void *arg, const tp_kafka_message *msg) {
+    tp_worker *w = arg;
+    if (!w->stopping)
+        handle_message(w, msg);
+}
+
+/* Serves the consumer queue without blocking: records, errors and rebalance callbacks. The
+ * wake-up fd fires only when the queue goes from empty to non-empty, so after a full batch the
+ * rest is served on the next loop turn. */
 static void serve_consumer(tp_worker *w) {
-    char buf[64];
-    int i;
-    while (read(w->wake[0], buf, sizeof(buf)) > 0)
-        ;
-    for (i = 0; i < POLL_BATCH; i++) {
-        rd_kafka_message_t *msg = rd_kafka_consumer_poll(w->rk, 0);
-        if (!msg)
-            break;
-        if (msg->err) {
-            if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                tp_log_warn("worker", "consumer: %s", rd_kafka_message_errstr(msg));
-        } else if (!w->stopping) {
-            handle_message(w, msg);
-        }
-        rd_kafka_message_destroy(msg);
-    }
+    int n = tp_consumer_serve(w->consumer, POLL_BATCH, on_message, w);
     w->last_poll = uv_now(w->loop);
-    if (i == POLL_BATCH && !w->stopped)
+    if (n == POLL_BATCH && !w->stopped)
         uv_idle_start(&w->consumer_more, on_consumer_more);
     else
         uv_idle_stop(&w->consumer_more);
@@ -902,8 +871,8 @@ static void on_grace(uv_timer_t *t) {
                 w->inflight);
     /* Pool work cannot be interrupted; what it wrote is committed per stage. Commit what is
      * finished and leave now. */
-    rd_kafka_commit(w->rk, NULL, 0);
-    rd_kafka_consumer_close(w->rk);
+    tp_consumer_commit(w->consumer);
+    tp_consumer_close(w->consumer);
     tp_log_info("worker", "exit after grace");
     fflush(NULL);
     _exit(w->failed ? 1 : 0);
@@ -959,62 +928,6 @@ static int migrate(const tp_config *cfg) {
     return rc;
 }
 
-static rd_kafka_t *consumer_new(tp_worker *w, char *err, size_t err_size) {
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_t *rk;
-    rd_kafka_topic_partition_list_t *topics;
-    static const char *const fixed[][2] = {
-        {"enable.auto.offset.store", "false"},
-        {"enable.auto.commit", "true"},
-        {"auto.commit.interval.ms", "1000"},
-        {"auto.offset.reset", "earliest"},
-        {"partition.assignment.strategy", "roundrobin"},
-        {"session.timeout.ms", "10000"},
-        {"heartbeat.interval.ms", "1000"},
-    };
-    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
-        rd_kafka_conf_set(conf, fixed[i][0], fixed[i][1], NULL, 0);
-    if (tp_kafka_conf_apply(conf, w->cfg, err, err_size) != 0 ||
-        rd_kafka_conf_set(conf, "group.id", tp_config_get(w->cfg, "worker.group_id"), err, err_size) ||
-        rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", err, err_size)) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    {
-        char val[32];
-        size_t val_size = sizeof(val);
-        w->max_poll_ms = 300000;
-        if (rd_kafka_conf_get(conf, "max.poll.interval.ms", val, &val_size) == RD_KAFKA_CONF_OK)
-            w->max_poll_ms = atoll(val);
-        if (w->max_poll_ms < 2000)
-            w->max_poll_ms = 2000;
-    }
-    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
-    rd_kafka_conf_set_opaque(conf, w);
-    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, err_size);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rd_kafka_poll_set_consumer(rk);
-    /* Before subscribing: every event from here on wakes the loop through the pipe. */
-    w->consumer_q = rd_kafka_queue_get_consumer(rk);
-    rd_kafka_queue_io_event_enable(w->consumer_q, w->wake[1], "1", 1);
-    topics = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(topics, tp_config_get(w->cfg, "topic.requests"), RD_KAFKA_PARTITION_UA);
-    if (rd_kafka_subscribe(rk, topics) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        snprintf(err, err_size, "subscribe failed");
-        rd_kafka_topic_partition_list_destroy(topics);
-        rd_kafka_queue_io_event_enable(w->consumer_q, -1, NULL, 0);
-        rd_kafka_queue_destroy(w->consumer_q);
-        w->consumer_q = NULL;
-        rd_kafka_destroy(rk);
-        return NULL;
-    }
-    rd_kafka_topic_partition_list_destroy(topics);
-    return rk;
-}
-
 static void resources_free(tp_worker *w) {
     resource *r = w->res_free, *next;
     for (; r; r = next) { /* every resource is back on the free list once the pool is idle */
@@ -1051,7 +964,6 @@ int tp_worker_run(const tp_config *cfg) {
     int status = 1;
 
     memset(&w, 0, sizeof(w));
-    w.wake[0] = w.wake[1] = -1;
     w.cfg = cfg;
     w.inflight_max = (int)tp_config_get_int(cfg, "worker.inflight_max");
     if (w.inflight_max < 1)
@@ -1103,21 +1015,24 @@ int tp_worker_run(const tp_config *cfg) {
         tp_log_error("worker", "producer: %s", err);
         goto out;
     }
-    if (pipe2(w.wake, O_NONBLOCK | O_CLOEXEC) != 0 || tp_producer_wakeup_fd(w.producer) < 0) {
+    if (tp_producer_wakeup_fd(w.producer) < 0) {
         tp_log_error("worker", "wake-up pipes: cannot create");
         goto out;
     }
-    w.rk = consumer_new(&w, err, sizeof(err));
-    if (!w.rk) {
+    if (tp_consumer_new(cfg, tp_config_get(cfg, "worker.group_id"), tp_config_get(cfg, "topic.requests"),
+                        on_rebalance, &w, &w.consumer, err, sizeof(err)) != 0) {
         tp_log_error("worker", "consumer: %s", err);
         goto out;
     }
+    w.max_poll_ms = tp_consumer_max_poll_interval_ms(w.consumer);
+    if (w.max_poll_ms < 2000)
+        w.max_poll_ms = 2000;
     w.loop = uv_default_loop();
     if (tp_relay_new(cfg, w.loop, &w.relay) != 0)
         tp_log_warn("worker", "receipts relay not started");
     tp_relay_set_event_cb(w.relay, on_relay_event, &w);
 
-    uv_poll_init(w.loop, &w.consumer_watch, w.wake[0]);
+    uv_poll_init(w.loop, &w.consumer_watch, tp_consumer_wakeup_fd(w.consumer));
     w.consumer_watch.data = &w;
     uv_poll_start(&w.consumer_watch, UV_READABLE, on_consumer_readable);
     uv_idle_init(w.loop, &w.consumer_more);
@@ -1146,8 +1061,8 @@ int tp_worker_run(const tp_config *cfg) {
     uv_run(w.loop, UV_RUN_DEFAULT);
 
     /* Drained: commit what is stored, leave the group, release everything. */
-    rd_kafka_commit(w.rk, NULL, 0);
-    rd_kafka_consumer_close(w.rk);
+    tp_consumer_commit(w.consumer);
+    tp_consumer_close(w.consumer);
     tp_relay_free(w.relay);
     w.relay = NULL;
     uv_close((uv_handle_t *)&w.consumer_watch, NULL);
@@ -1165,16 +1080,7 @@ int tp_worker_run(const tp_config *cfg) {
                 (unsigned long long)w.stats_retries);
     status = w.failed ? 1 : 0;
 out:
-    if (w.consumer_q) {
-        rd_kafka_queue_io_event_enable(w.consumer_q, -1, NULL, 0);
-        rd_kafka_queue_destroy(w.consumer_q);
-    }
-    if (w.rk)
-        rd_kafka_destroy(w.rk);
-    if (w.wake[0] >= 0) {
-        close(w.wake[0]);
-        close(w.wake[1]);
-    }
+    tp_consumer_free(w.consumer);
     tp_producer_free(w.producer, 5000);
     resources_free(&w);
     tp_signer_free(w.signer);

@@ -10,7 +10,6 @@
 #include "tp/store.h"
 
 #include <errno.h>
-#include <librdkafka/rdkafka.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -44,7 +43,7 @@ struct tp_ingress_backend {
     tp_producer *producer;
     tp_codec *codec;
     tp_ingress_opa *opa;
-    rd_kafka_t *probe; /* metadata requests for /readyz */
+    tp_kafka_probe *probe; /* metadata requests for /readyz */
     pthread_t poller;
     bool poller_started;
     atomic_bool stop;
@@ -438,12 +437,9 @@ static int hook_state_lookup(void *opaque, const char *request_id, char *state, 
 
 static int hook_ready(void *opaque, char *detail, size_t cap) {
     tp_ingress_backend *b = opaque;
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t kerr = rd_kafka_metadata(b->probe, 0, NULL, &md, PROBE_TIMEOUT_MS);
-    if (md)
-        rd_kafka_metadata_destroy(md);
-    if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        snprintf(detail, cap, "kafka: %s", rd_kafka_err2str(kerr));
+    char kerr[256];
+    if (tp_kafka_probe_check(b->probe, PROBE_TIMEOUT_MS, kerr, sizeof(kerr)) != 0) {
+        snprintf(detail, cap, "kafka: %s", kerr);
         return TP_EKAFKA;
     }
     /* Bounded twice: opening a connection by pg.connect_timeout_s, the answer by the probe's
@@ -464,18 +460,6 @@ static int hook_ready(void *opaque, char *detail, size_t cap) {
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------------ */
-
-static rd_kafka_t *probe_new(const tp_config *cfg, char *errstr, size_t errstr_size) {
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (tp_kafka_conf_apply(conf, cfg, errstr, errstr_size) != 0) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size);
-    if (!rk)
-        rd_kafka_conf_destroy(conf);
-    return rk;
-}
 
 int tp_ingress_backend_new(tp_config *cfg, tp_ingress_backend **out, char *errstr,
                            size_t errstr_size) {
@@ -526,11 +510,8 @@ int tp_ingress_backend_new(tp_config *cfg, tp_ingress_backend **out, char *errst
         goto out_free;
     if ((rc = tp_producer_new(cfg, &b->producer, errstr, errstr_size)) != 0)
         goto out_free;
-    b->probe = probe_new(cfg, errstr, errstr_size);
-    if (!b->probe) {
-        rc = TP_EKAFKA_FATAL;
+    if ((rc = tp_kafka_probe_new(cfg, &b->probe, errstr, errstr_size)) != 0)
         goto out_free;
-    }
     if (pthread_create(&b->poller, NULL, poll_main, b) != 0) {
         snprintf(errstr, errstr_size, "cannot start the delivery thread");
         rc = TP_ENOMEM;
@@ -564,8 +545,7 @@ void tp_ingress_backend_free(tp_ingress_backend *b) {
     }
     /* Records still queued get their (failed) reports here; no waiter is left to see them. */
     tp_producer_free(b->producer, 5000);
-    if (b->probe)
-        rd_kafka_destroy(b->probe);
+    tp_kafka_probe_free(b->probe);
     tp_ingress_opa_free(b->opa);
     tp_codec_free(b->codec);
     while (b->free_conns) {

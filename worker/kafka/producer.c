@@ -1,11 +1,11 @@
 /* producer.c: the idempotent librdkafka producer behind include/tp/kafka.h; delivery reports
  * are mapped to PERSISTED-or-error and handed to a per-record callback. */
 #include "tp/kafka.h"
+#include "kafka/kafka_int.h"
 #include "tp/error.h"
 #include "tp/log.h"
 
 #include <fcntl.h>
-#include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,37 +20,6 @@ typedef struct delivery {
     tp_delivery_fn fn;
     void *opaque;
 } delivery;
-
-typedef struct conf_apply {
-    rd_kafka_conf_t *conf;
-    char *errstr;
-    size_t errstr_size;
-    int rc;
-} conf_apply;
-
-static void apply_one(const char *key, const char *value, void *opaque) {
-    conf_apply *ca = opaque;
-    char err[256];
-    if (ca->rc != 0)
-        return;
-    if (rd_kafka_conf_set(ca->conf, key + strlen("kafka."), value, err, sizeof(err)) != RD_KAFKA_CONF_OK) {
-        snprintf(ca->errstr, ca->errstr_size, "%s: %s", key, err);
-        ca->rc = TP_ECONFIG;
-    }
-}
-
-/* librdkafka's own log lines, as JSON lines like ours (called from its threads). */
-static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-    tp_log_level lvl = level <= 3 ? TP_LOG_ERROR : level == 4 ? TP_LOG_WARN : level <= 6 ? TP_LOG_INFO : TP_LOG_DEBUG;
-    tp_log(lvl, "rdkafka", NULL, "%s: %s: %s", rd_kafka_name(rk), fac, buf);
-}
-
-int tp_kafka_conf_apply(void *rd_conf, const tp_config *cfg, char *errstr, size_t errstr_size) {
-    conf_apply ca = {rd_conf, errstr, errstr_size, 0};
-    rd_kafka_conf_set_log_cb(rd_conf, on_log);
-    tp_config_foreach(cfg, "kafka.", apply_one, &ca);
-    return ca.rc;
-}
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
     delivery *d = msg->_private;
@@ -87,7 +56,7 @@ int tp_producer_new(const tp_config *cfg, tp_producer **out, char *errstr, size_
     };
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
         rd_kafka_conf_set(conf, fixed[i][0], fixed[i][1], NULL, 0);
-    if (tp_kafka_conf_apply(conf, cfg, errstr, errstr_size) != 0)
+    if (tp_kafka__conf_apply(conf, cfg, errstr, errstr_size) != 0)
         goto out_conf;
     /* Durability is not negotiable: re-assert after the user's keys. */
     if (rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) != RD_KAFKA_CONF_OK ||
@@ -187,11 +156,8 @@ int tp_producer_wakeup_fd(tp_producer *p) {
 }
 
 int tp_producer_serve(tp_producer *p, int max) {
-    char buf[64];
     int served = 0, n;
-    if (p->wake[0] >= 0)
-        while (read(p->wake[0], buf, sizeof(buf)) > 0)
-            ;
+    tp_kafka__wake_drain(p->wake[0]);
     /* Each rd_kafka_poll(0) serves what is queued now; stop when a round serves nothing. */
     while (served < max && (n = rd_kafka_poll(p->rk, 0)) > 0)
         served += n;

@@ -3,9 +3,8 @@
  * explicitly on one queue, no consumer group is joined and no offset is ever committed. */
 #include "tp/receipts_reader.h"
 #include "tp/error.h"
-#include "tp/kafka.h"
+#include "kafka/kafka_int.h"
 
-#include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,7 +71,7 @@ int tp_topic_read(const tp_config *cfg, const char *topic, const tp_topic_read_o
     if (!opts)
         opts = &defaults;
     idle_ms = opts->idle_timeout_ms > 0 ? opts->idle_timeout_ms : 30000;
-    if (tp_kafka_conf_apply(conf, cfg, errstr, errstr_size) != 0) {
+    if (tp_kafka__conf_apply(conf, cfg, errstr, errstr_size) != 0) {
         rd_kafka_conf_destroy(conf);
         return TP_ECONFIG;
     }
