@@ -41,4 +41,22 @@ typedef struct tp_topic_read_opts {
 int tp_topic_read(const tp_config *cfg, const char *topic, const tp_topic_read_opts *opts,
                   tp_topic_record_fn fn, void *arg, char *errstr, size_t errstr_size);
 
+/* Where a read starts and where it ended, per partition (the outbox relay's reconciliation reads
+ * a topic's tail only). */
+typedef struct tp_topic_range {
+    const int64_t *start; /* in: partition p < n_start starts at start[p], clamped to its
+                           * watermarks (below the low one: the low one; above the high one, a
+                           * topic recreated: the low one); the others at their low watermark */
+    int n_start;
+    int64_t *end;         /* out: the high watermark partition p < n_end was read to */
+    int n_end;
+    int n_partitions;     /* out: the topic's partition count */
+} tp_topic_range;
+
+/* As tp_topic_read, starting where range says (range may be NULL: from the beginning) and
+ * reporting how far each partition was read. */
+int tp_topic_read_range(const tp_config *cfg, const char *topic, const tp_topic_read_opts *opts,
+                        tp_topic_range *range, tp_topic_record_fn fn, void *arg, char *errstr,
+                        size_t errstr_size);
+
 #endif
