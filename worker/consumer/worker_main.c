@@ -3,6 +3,7 @@
 #include "tp/log.h"
 #include "tp/worker.h"
 
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,6 +21,10 @@ int main(int argc, char **argv) {
 
     /* Before anything can write: a closed stderr pipe or peer must give EPIPE, never kill us. */
     signal(SIGPIPE, SIG_IGN);
+    /* One malloc arena for every thread: with one per pool thread, each kept the high-water mark
+     * of the relay batches and stage runs it once served (1,000 requests in flight: 89 MB peak
+     * RSS with an arena per thread, 46 MB with one; throughput unchanged within the noise). */
+    mallopt(M_ARENA_MAX, 1);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
