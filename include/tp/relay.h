@@ -5,7 +5,9 @@
  * events, never by a tick: tp_relay_wake after a local commit, NOTIFY tp_outbox from other
  * processes, delivery reports. Several relays share a database: tenants hash onto advisory-lock
  * slots and each relay serves the tenants of the slots it holds, so a tenant is never reordered.
- * A crash re-publishes under the same receipt id. Loop thread only. */
+ * A relay that takes a slot first reconciles with the topic's tail (receipts already there are
+ * marked, not published again), so a crash between the broker's ack and the mark re-publishes
+ * nothing. Loop thread only. */
 #ifndef TP_RELAY_H
 #define TP_RELAY_H
 

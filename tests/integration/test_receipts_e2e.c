@@ -38,6 +38,7 @@ typedef struct rstate {
 } rstate;
 
 static void recs_free(struct recs *rs);
+static int log_count(const char *path, const char *needle);
 
 static int64_t wall_ms(void) {
     struct timespec ts;
@@ -54,14 +55,14 @@ static int shared_fault_lock(void) {
     return fd;
 }
 
-static int setup_with(void **state, bool healthy_stack) {
+static int setup_with_config(void **state, bool healthy_stack, const char *extra_config) {
     rstate *s = calloc(1, sizeof(*s));
     const char *name = *state ? *state : "rcpt";
     if (!s)
         return -1;
     s->lock_fd = healthy_stack ? shared_fault_lock() : -1;
     s->out = malloc(OUT_CAP);
-    if (!s->out || e2e_setup(&s->e, name, NULL) != 0) {
+    if (!s->out || e2e_setup(&s->e, name, extra_config) != 0) {
         e2e_teardown(&s->e);
         if (s->lock_fd >= 0)
             e2e_faults_unlock(s->lock_fd);
@@ -79,7 +80,12 @@ static int setup_with(void **state, bool healthy_stack) {
     return 0;
 }
 
+static int setup_with(void **state, bool healthy_stack) { return setup_with_config(state, healthy_stack, NULL); }
+
 static int setup(void **state) { return setup_with(state, true); }
+/* Workers that mark a delivered receipt only 10 minutes after its ack: a kill lands between the
+ * two for sure. */
+static int setup_mark_delay(void **state) { return setup_with_config(state, true, "outbox.mark_delay_ms = 600000"); }
 static int setup_outage(void **state) { return setup_with(state, false); }
 
 static int teardown(void **state) {
@@ -534,18 +540,104 @@ static void test_kill9_while_relaying(void **state) {
         if (k == KILLS - 1) {
             /* The window between a PERSISTED report and the UPDATE that marks the row is short, so
              * a kill rarely lands in it. Leave the state such a crash leaves (on the topic, not
-             * marked) for the 20 receipts published last, so the restart must re-publish them. */
+             * marked, the topic positions not past them: they move with the marks) for the 20
+             * receipts published last: the restart must find them on the topic, not re-publish. */
             assert_int_equal(e2e_int(e, "WITH last AS (SELECT receipt_id FROM receipt_outbox WHERE published_at IS NOT NULL "
                                         "ORDER BY published_at DESC, tenant_id, sequence LIMIT 20), "
                                         "u AS (UPDATE receipt_outbox SET published_at = NULL WHERE receipt_id IN "
                                         "(SELECT receipt_id FROM last) RETURNING 1) SELECT count(*) FROM u"), 20);
+            assert_true(e2e_int(e, "WITH d AS (DELETE FROM receipt_topic_positions RETURNING 1) SELECT count(*) FROM d") >= 0);
             assert_int_equal(published(e), at_kill - 20);
         }
         slot = (slot + 1) % E2E_MAX_WORKERS;
         assert_int_equal(e2e_worker_start(e, slot), 0);
     }
-    assert_true(assert_all_published_and_verified(s, N) >= 20);
+    assert_int_equal(assert_all_published_and_verified(s, N), 0);
     assert_int_equal(e2e_worker_stop(e, slot, SIGTERM, 20000, NULL), 0);
+}
+
+/* Reads the receipts topic until it holds want records (at most timeout_s); returns the count. */
+static size_t wait_topic_records(rstate *s, size_t want, int timeout_s) {
+    int64_t deadline = wall_ms() + (int64_t)timeout_s * 1000;
+    size_t n;
+    while ((n = recs_read(s, s->e.topic_receipts)->n) < want && wall_ms() < deadline)
+        usleep(500000);
+    return n;
+}
+
+/* Every receipt id on the topic exactly once (the topic read into s->rs). */
+static void assert_one_copy_each(rstate *s, int receipts) {
+    size_t copies_max = 0;
+    assert_int_equal(s->rs->n, (size_t)receipts);
+    for (size_t i = 0; i < s->rs->n; i++) {
+        size_t copies = 0;
+        for (size_t j = 0; j < s->rs->n; j++)
+            copies += strcmp(s->rs->v[i].d.receipt_id, s->rs->v[j].d.receipt_id) == 0;
+        if (copies > copies_max)
+            copies_max = copies;
+    }
+    assert_int_equal(copies_max, 1);
+}
+
+/* Issue 9 item 12: a relay killed after the broker acked its receipts and before it marked them.
+ * The relay that takes its slots over reconciles with the topic's tail first: it marks what is
+ * there and publishes nothing again (before: every receipt of the batch twice). */
+static void test_kill9_between_ack_and_mark(void **state) {
+    rstate *s = *state;
+    e2e *e = &s->e;
+    enum { N = 40 };
+    tp_request reqs[N];
+    make_batch(e, reqs, N, "ackmark");
+    assert_int_equal(e2e_worker_start(e, 0), 0);
+    assert_int_equal(e2e_submit_batch(e, reqs, N), 0);
+    assert_int_equal(e2e_wait_int(e, N, 120, "SELECT count(*) FROM provisioning_requests WHERE state = 'SUCCEEDED'"), N);
+    /* All on the topic (acked), none marked: the worker holds its marks back. */
+    assert_int_equal(wait_topic_records(s, 3 * N, 60), 3 * N);
+    assert_int_equal(published(e), 0);
+    assert_int_equal(e2e_worker_stop(e, 0, SIGKILL, 5000, NULL), 128 + SIGKILL);
+    assert_int_equal(published(e), 0);
+    /* Another relay takes the slots over. */
+    assert_int_equal(e2e_worker_start(e, 1), 0);
+    assert_int_equal(e2e_wait_int(e, 3 * N, 60, "SELECT count(*) FROM receipt_outbox WHERE published_at IS NOT NULL"), 3 * N);
+    sleep(2); /* a re-publish would be on its way by now */
+    assert_int_equal(assert_all_published_and_verified(s, N), 0);
+    assert_one_copy_each(s, 3 * N);
+    assert_true(log_count(e->log_path[1], "reconciled slots") > 0);
+    assert_int_equal(e2e_worker_stop(e, 1, SIGTERM, 20000, NULL), 0);
+}
+
+/* The second source of copies: a relay whose PostgreSQL session is lost while its receipts are
+ * acked and unmarked (or still in flight) loses its slots with the session; whoever takes them
+ * (another relay, or itself on reconnect) must not publish those receipts again. The relay drops
+ * its rows in flight (its producer replaced) and the taker reconciles. */
+static void test_session_lost_between_ack_and_mark(void **state) {
+    rstate *s = *state;
+    e2e *e = &s->e;
+    enum { N = 40 };
+    tp_request reqs[N];
+    int64_t killed;
+    make_batch(e, reqs, N, "sesslost");
+    assert_int_equal(e2e_worker_start(e, 0), 0);
+    assert_int_equal(e2e_submit_batch(e, reqs, N), 0);
+    assert_int_equal(e2e_wait_int(e, N, 120, "SELECT count(*) FROM provisioning_requests WHERE state = 'SUCCEEDED'"), N);
+    assert_int_equal(wait_topic_records(s, 3 * N, 60), 3 * N);
+    assert_int_equal(published(e), 0);
+    /* A second relay joins (it gets the slots without rows in flight), then every session holding
+     * a slot is terminated: the slots change hands while the first relay's receipts are acked and
+     * unmarked. */
+    assert_int_equal(e2e_worker_start(e, 1), 0);
+    sleep(3);
+    killed = e2e_int(e, "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM (SELECT DISTINCT pid FROM pg_locks "
+                        "WHERE locktype = 'advisory' AND classid = 7349101 AND granted AND database = "
+                        "(SELECT oid FROM pg_database WHERE datname = current_database())) l) t");
+    fprintf(stderr, "terminated %lld relay sessions\n", (long long)killed);
+    assert_true(killed >= 1);
+    assert_int_equal(e2e_wait_int(e, 3 * N, 60, "SELECT count(*) FROM receipt_outbox WHERE published_at IS NOT NULL"), 3 * N);
+    sleep(2);
+    assert_int_equal(assert_all_published_and_verified(s, N), 0);
+    assert_one_copy_each(s, 3 * N);
+    assert_int_equal(e2e_worker_stop(e, 0, SIGTERM, 20000, NULL), 0);
+    assert_int_equal(e2e_worker_stop(e, 1, SIGTERM, 20000, NULL), 0);
 }
 
 /* ---- 5. sequences with two workers ------------------------------------------------------------------- */
@@ -639,6 +731,8 @@ int main(void) {
         cmocka_unit_test_prestate_setup_teardown(test_tampering_named, setup, teardown, "rtamper"),
         cmocka_unit_test_prestate_setup_teardown(test_broker_outage_20s, setup_outage, teardown, "routage"),
         cmocka_unit_test_prestate_setup_teardown(test_kill9_while_relaying, setup, teardown, "rkill9"),
+        cmocka_unit_test_prestate_setup_teardown(test_kill9_between_ack_and_mark, setup_mark_delay, teardown, "rackmark"),
+        cmocka_unit_test_prestate_setup_teardown(test_session_lost_between_ack_and_mark, setup_mark_delay, teardown, "rsesslost"),
         cmocka_unit_test_prestate_setup_teardown(test_two_workers_50_tenants, setup, teardown, "rtwo"),
         cmocka_unit_test_prestate_setup_teardown(test_two_workers_same_tenant, setup, teardown, "rsame"),
     };

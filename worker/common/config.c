@@ -41,6 +41,8 @@ static const key_def key_table[] = {
     {"worker.shutdown_grace_ms", KT_INT, "20000", "SIGTERM drain budget"},
     {"outbox.retry_max_ms", KT_INT, "5000",
      "largest delay before the outbox relay retries after a failure (it has no polling tick)"},
+    {"outbox.mark_delay_ms", KT_INT, "0",
+     "tests only: the relay marks a delivered receipt this long after its ack (0 in service)"},
     {"retry.initial_ms", KT_INT, "200", "first backoff of a transient stage failure"},
     {"retry.multiplier", KT_DOUBLE, "2.0", "backoff growth per attempt"},
     {"retry.cap_ms", KT_INT, "5000", "largest backoff"},

@@ -58,6 +58,12 @@ static bool all_done(const part_state *ps, int n) {
 
 int tp_topic_read(const tp_config *cfg, const char *topic, const tp_topic_read_opts *opts,
                   tp_topic_record_fn fn, void *arg, char *errstr, size_t errstr_size) {
+    return tp_topic_read_range(cfg, topic, opts, NULL, fn, arg, errstr, errstr_size);
+}
+
+int tp_topic_read_range(const tp_config *cfg, const char *topic, const tp_topic_read_opts *opts,
+                        tp_topic_range *range, tp_topic_record_fn fn, void *arg, char *errstr,
+                        size_t errstr_size) {
     static const tp_topic_read_opts defaults = {false, 0, NULL};
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_t *rk = NULL;
@@ -102,6 +108,8 @@ int tp_topic_read(const tp_config *cfg, const char *topic, const tp_topic_read_o
         n_parts = 0;
         goto out;
     }
+    if (range)
+        range->n_partitions = n_parts;
     ps = calloc((size_t)n_parts, sizeof(*ps));
     q = rd_kafka_queue_new(rk);
     if (!ps || !q) {
@@ -117,10 +125,14 @@ int tp_topic_read(const tp_config *cfg, const char *topic, const tp_topic_read_o
             goto out;
         }
         ps[p].next = ps[p].lo;
-        ps[p].done = !opts->follow && ps[p].hi <= ps[p].lo;
+        if (range && p < range->n_start && range->start[p] > ps[p].lo && range->start[p] <= ps[p].hi)
+            ps[p].next = range->start[p];
+        if (range && p < range->n_end)
+            range->end[p] = ps[p].hi;
+        ps[p].done = !opts->follow && ps[p].hi <= ps[p].next;
         if (ps[p].done)
             continue;
-        if (rd_kafka_consume_start_queue(rkt, p, ps[p].lo, q) != 0) {
+        if (rd_kafka_consume_start_queue(rkt, p, ps[p].next, q) != 0) {
             snprintf(errstr, errstr_size, "start %s[%d]: %s", topic, p,
                      rd_kafka_err2str(rd_kafka_last_error()));
             rc = TP_EKAFKA;

@@ -29,3 +29,13 @@ int tp_outbox_slot_target(int n_relays) {
         n_relays = 1;
     return (TP_OUTBOX_SLOTS + n_relays - 1) / n_relays;
 }
+
+int64_t tp_outbox_position(int64_t frontier, int64_t first_unmarked) {
+    return first_unmarked < frontier ? first_unmarked : frontier;
+}
+
+bool tp_outbox_position_due(int64_t stored, int64_t next, bool marked_here) {
+    if (next <= stored)
+        return false;
+    return marked_here || next - stored >= TP_OUTBOX_POSITION_STEP;
+}

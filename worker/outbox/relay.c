@@ -22,41 +22,25 @@
 #define RELAY_INFLIGHT_MAX 4000 /* rows sent and not yet settled: above it, no fetch */
 #define RELAY_RETRY_MIN_MS 100
 #define RELAY_SERVE_MAX 1024    /* delivery reports served per loop turn */
-#define TENANT_BUCKETS 1024
 #define RECEIPT_CONTENT_TYPE "application/vnd.tenant-provisioner.receipt.v1+avro"
 
-typedef struct tenant tenant;
+typedef tp_outbox_sent row;
+typedef tp_outbox_tenant tenant;
 
-typedef struct row {
-    tp_receipt_record rec;
-    struct tp_relay *relay;
-    tenant *t;
-    struct row *next; /* in its tenant's chain */
-    tp_outbox_state state;
-    bool markable;    /* verdict MARK: it and every earlier row of its tenant are delivered */
-    bool marking;     /* in the running round's mark set */
-} row;
-
-struct tenant {
-    tenant *next; /* hash bucket */
-    char *id;
-    int slot;
-    row *head, *tail; /* unsettled rows, in sequence order */
-    size_t n;
-};
-
-typedef struct db_watch {
+/* A uv_poll on a file descriptor, freed in its close callback. */
+typedef struct fd_watch {
     uv_poll_t poll;
-} db_watch;
+} fd_watch;
 
 struct tp_relay {
     const tp_config *cfg;
     uv_loop_t *loop;
     tp_producer *producer;
     tp_codec *codec;
-    uv_poll_t producer_poll;
+    fd_watch *producer_watch; /* the producer's wake-up fd */
     uv_idle_t more;    /* serves the rest of the delivery reports on the next loop turn */
     uv_timer_t timer;  /* retry after a failure; never armed when idle */
+    uv_timer_t mark_timer; /* outbox.mark_delay_ms (tests only): marks held back are due */
     int open_handles;
     tp_relay_event_fn event_fn;
     void *event_arg;
@@ -65,92 +49,33 @@ struct tp_relay {
     tp_outbox_round round;
     uv_work_t work;
     bool running;
-    db_watch *watch;   /* LISTEN socket watch while no round runs */
+    fd_watch *watch;   /* LISTEN socket watch while no round runs */
     bool backoff;      /* after a database failure: no round until the timer fires */
     int attempt;       /* consecutive failures */
     int64_t retry_max_ms;
+    int64_t mark_delay_ms;
 
     bool dirty;        /* there may be rows to fetch */
     bool woken_locally; /* by tp_relay_wake since the last round */
     bool need_claim;   /* rebalance the slots on the next round */
-    int slot_rows[TP_OUTBOX_SLOTS];
-    tenant *buckets[TENANT_BUCKETS];
-    size_t n_rows;     /* unsettled rows */
+    bool reconcile_wait; /* a reconciliation failed (Kafka): none before the timer fires */
+    bool want_reconcile[TP_OUTBOX_SLOTS]; /* a delivery failed: the record may be there anyway */
+    tp_outbox_inflight fl;
+
+    /* What the topic positions may say (see tp_outbox_position). */
+    int n_parts;       /* partitions seen (reports, reconciliation) */
+    int64_t frontier[TP_OUTBOX_PARTITIONS_MAX]; /* last offset reported per partition + 1 */
+    int64_t stored[TP_OUTBOX_SLOTS][TP_OUTBOX_PARTITIONS_MAX]; /* last written per slot */
+    tp_outbox_pos *pos; /* the running round's positions (TP_OUTBOX_SLOTS * PARTITIONS_MAX) */
 
     bool stopped;
     bool freeing;
+    bool replacing;    /* the producer is being replaced: its reports only record their state */
     bool failed;
     uint64_t published;
 };
 
 static void kick(tp_relay *r);
-
-/* ---- tenants and rows ---------------------------------------------------------------------- */
-
-static unsigned bucket_of(const char *id) {
-    unsigned h = 2166136261u;
-    for (; *id; id++)
-        h = (h ^ (unsigned char)*id) * 16777619u;
-    return h % TENANT_BUCKETS;
-}
-
-static tenant *tenant_find(tp_relay *r, const char *id) {
-    for (tenant *t = r->buckets[bucket_of(id)]; t; t = t->next)
-        if (strcmp(t->id, id) == 0)
-            return t;
-    return NULL;
-}
-
-static tenant *tenant_get(tp_relay *r, const char *id, int slot) {
-    tenant *t = tenant_find(r, id);
-    unsigned b;
-    if (t)
-        return t;
-    t = calloc(1, sizeof(*t));
-    if (!t || !(t->id = strdup(id))) {
-        free(t);
-        return NULL;
-    }
-    t->slot = slot;
-    b = bucket_of(id);
-    t->next = r->buckets[b];
-    r->buckets[b] = t;
-    return t;
-}
-
-static void tenant_drop_if_empty(tp_relay *r, tenant *t) {
-    tenant **pp;
-    if (t->head)
-        return;
-    for (pp = &r->buckets[bucket_of(t->id)]; *pp; pp = &(*pp)->next)
-        if (*pp == t) {
-            *pp = t->next;
-            break;
-        }
-    free(t->id);
-    free(t);
-}
-
-static void row_free(row *rw) {
-    tp_receipt_record_release(&rw->rec);
-    free(rw);
-}
-
-/* Unlinks rw (in t's chain) and frees it. */
-static void chain_remove(tp_relay *r, tenant *t, row *rw) {
-    row **pp, *prev = NULL;
-    for (pp = &t->head; *pp; prev = *pp, pp = &(*pp)->next)
-        if (*pp == rw) {
-            *pp = rw->next;
-            if (t->tail == rw)
-                t->tail = prev;
-            break;
-        }
-    t->n--;
-    r->n_rows--;
-    r->slot_rows[t->slot]--;
-    row_free(rw);
-}
 
 typedef enum retry_kind {
     RETRY_SOON,    /* a full producer queue: the next round in RELAY_RETRY_MIN_MS */
@@ -160,48 +85,13 @@ typedef enum retry_kind {
 
 static void arm_timer(tp_relay *r, retry_kind kind);
 
-/* Applies the verdicts to t's chain: failed rows and those behind them are dropped once all of
- * them reported (they are fetched again, in order). Returns whether rows are ready to mark. */
+/* Settles t after a report or a mark; failed rows dropped are sent again after a pause (a
+ * failed delivery usually means Kafka is in trouble). */
 static bool settle(tp_relay *r, tenant *t) {
-    tp_outbox_state st[64], *states = st;
-    tp_outbox_verdict vd[64], *verdicts = vd;
-    size_t i = 0;
-    bool mark = false, dropped = false;
-    row *rw, *next;
-    if (t->n > 64) {
-        states = malloc(t->n * sizeof(*states));
-        verdicts = malloc(t->n * sizeof(*verdicts));
-        if (!states || !verdicts) {
-            if (states != st)
-                free(states);
-            if (verdicts != vd)
-                free(verdicts);
-            return false; /* settled on the next report */
-        }
-    }
-    for (rw = t->head; rw; rw = rw->next)
-        states[i++] = rw->state;
-    tp_outbox_verdicts(states, t->n, verdicts);
-    for (i = 0, rw = t->head; rw; rw = next, i++) {
-        next = rw->next;
-        rw->markable = verdicts[i] == TP_OUTBOX_MARK;
-        if (rw->markable && !rw->marking)
-            mark = true;
-        else if (verdicts[i] == TP_OUTBOX_DROP && !rw->marking) {
-            chain_remove(r, t, rw);
-            dropped = true;
-        }
-    }
-    if (states != st)
-        free(states);
-    if (verdicts != vd)
-        free(verdicts);
-    if (dropped) {
-        /* Sent again after a pause: a failed delivery usually means Kafka is in trouble. */
-        if (!r->stopped)
-            arm_timer(r, RETRY_LATER);
-        tenant_drop_if_empty(r, t);
-    }
+    bool dropped = false, mark = tp_outbox_settle(&r->fl, t, &dropped);
+    if (dropped && !r->stopped)
+        arm_timer(r, RETRY_LATER);
+    tp_outbox_tenant_drop_if_empty(&r->fl, t);
     return mark;
 }
 
@@ -216,19 +106,31 @@ static void notify_owner(tp_relay *r) {
 
 static void on_delivered(void *opaque, int err, int32_t partition, int64_t offset) {
     row *rw = opaque;
-    tp_relay *r = rw->relay;
-    (void)partition;
-    (void)offset;
+    tp_relay *r = rw->owner;
     rw->state = err == 0 ? TP_OUTBOX_DELIVERED : TP_OUTBOX_FAILED;
-    if (err != 0)
+    if (err == 0 && partition >= 0 && partition < TP_OUTBOX_PARTITIONS_MAX && offset >= 0) {
+        rw->partition = partition;
+        rw->offset = offset;
+        rw->delivered_ms = (int64_t)uv_now(r->loop);
+        if (offset + 1 > r->frontier[partition])
+            r->frontier[partition] = offset + 1;
+        if (partition + 1 > r->n_parts)
+            r->n_parts = partition + 1;
+    } else if (err == 0) {
+        rw->partition = -1; /* no position is ever derived from it */
+    }
+    if (err != 0) {
         tp_log_warn("relay", "receipt %s (tenant %s, sequence %lld) not delivered (%s): it and the "
                     "tenant's later receipts go out again", rw->rec.receipt_id, rw->rec.tenant_id,
                     (long long)rw->rec.sequence, tp_strerror(err));
+        /* It may have reached the topic all the same: reconcile the slot before it goes again. */
+        r->want_reconcile[rw->t->slot] = true;
+    }
     if (err == TP_EKAFKA_FATAL && !r->failed) {
         r->failed = true;
         tp_log_error("relay", "the relay's producer hit a fatal error: it stops publishing");
     }
-    if (r->freeing)
+    if (r->freeing || r->replacing)
         return;
     settle(r, rw->t);
     kick(r);
@@ -252,6 +154,93 @@ static void on_producer_readable(uv_poll_t *h, int status, int events) {
     serve_reports(h->data);
 }
 
+static void watch_closed(uv_handle_t *h) { free(h->data); }
+
+static void fd_watch_close(fd_watch **w) {
+    if (!*w)
+        return;
+    (*w)->poll.data = *w;
+    uv_close((uv_handle_t *)&(*w)->poll, watch_closed);
+    *w = NULL;
+}
+
+static int fd_watch_open(tp_relay *r, fd_watch **w, int fd) {
+    *w = calloc(1, sizeof(**w));
+    if (!*w)
+        return TP_ENOMEM;
+    if (uv_poll_init(r->loop, &(*w)->poll, fd) != 0) {
+        free(*w);
+        *w = NULL;
+        return TP_EIO;
+    }
+    (*w)->poll.data = r;
+    return 0;
+}
+
+static void copy_key(const char *key, const char *value, void *opaque) {
+    char err[64];
+    (void)tp_config_set(opaque, key, value, err, sizeof(err));
+}
+
+/* A producer of the relay's own and the watch on its wake-up fd. */
+static int producer_open(tp_relay *r) {
+    char err[256];
+    tp_config *pcfg = tp_config_new();
+    int rc, fd;
+    if (!pcfg)
+        return TP_ENOMEM;
+    /* The relay's own producer never gives a record up (message.timeout.ms = 0): a receipt that
+     * timed out while a later one of its tenant got through would reach the topic out of order. */
+    tp_config_foreach(r->cfg, "", copy_key, pcfg);
+    tp_config_set(pcfg, "kafka.message.timeout.ms", "0", err, sizeof(err));
+    rc = tp_producer_new(pcfg, &r->producer, err, sizeof(err));
+    tp_config_free(pcfg);
+    if (rc != 0) {
+        tp_log_error("relay", "producer: %s", err);
+        r->producer = NULL;
+        return rc;
+    }
+    fd = tp_producer_wakeup_fd(r->producer);
+    if (fd < 0 || (rc = fd_watch_open(r, &r->producer_watch, fd)) != 0) {
+        tp_log_error("relay", "producer wake-up pipe: cannot watch it");
+        tp_producer_free(r->producer, 0);
+        r->producer = NULL;
+        return fd < 0 ? TP_EIO : rc;
+    }
+    uv_poll_start(&r->producer_watch->poll, UV_READABLE, on_producer_readable);
+    return 0;
+}
+
+/* Destroys the producer: what it still holds is purged (its reports, failures, only record their
+ * state: the caller forgets or frees the rows). */
+static void producer_close(tp_relay *r, int flush_ms) {
+    if (r->producer_watch)
+        uv_poll_stop(&r->producer_watch->poll);
+    fd_watch_close(&r->producer_watch);
+    uv_idle_stop(&r->more);
+    r->replacing = true;
+    tp_producer_free(r->producer, flush_ms);
+    r->producer = NULL;
+    r->replacing = false;
+}
+
+/* After a lost session (its slots may have a new holder already): drops every row in flight.
+ * The producer is replaced, which purges what it had not sent, so nothing of ours reaches the
+ * topic after the next holder of a slot read its tail; what was delivered and not marked is
+ * found by that reconciliation (ours too: a new session reconciles every slot it takes). */
+static void forget_in_flight(tp_relay *r) {
+    if (r->fl.n_rows == 0)
+        return;
+    tp_log_warn("relay", "dropping %zu receipts in flight and replacing the producer: their slots are "
+                "reconciled with the topic by whoever takes them next", r->fl.n_rows);
+    producer_close(r, 0);
+    tp_outbox_forget_all(&r->fl);
+    if (producer_open(r) != 0 && !r->failed) {
+        r->failed = true;
+        tp_log_error("relay", "no producer after replacing it: the relay stops publishing");
+    }
+}
+
 /* ---- sending ------------------------------------------------------------------------------- */
 
 /* Sends the fetched rows that are not in flight yet, keeping each tenant's order: a tenant with
@@ -263,7 +252,7 @@ static size_t send_rows(tp_relay *r, tp_outbox_round *round) {
     size_t sent = 0;
     for (size_t i = 0; i < round->n_rows; i++) {
         tp_outbox_row *src = &round->rows[i];
-        tenant *t = tenant_find(r, src->rec.tenant_id);
+        tenant *t = tp_outbox_tenant_find(&r->fl, src->rec.tenant_id);
         unsigned char *buf = NULL;
         size_t len = 0;
         row *rw;
@@ -273,13 +262,8 @@ static size_t send_rows(tp_relay *r, tp_outbox_round *round) {
         blocked = NULL;
         if (t && t->tail && src->rec.sequence <= t->tail->rec.sequence)
             continue; /* in flight, or delivered and not marked yet */
-        if (t) {
-            bool failed = false;
-            for (row *x = t->head; x; x = x->next)
-                failed = failed || x->state == TP_OUTBOX_FAILED;
-            if (failed)
-                continue; /* goes out again once the failed row is dropped */
-        }
+        if (t && tp_outbox_tenant_has_failed(t))
+            continue; /* goes out again once the failed row is dropped */
         if (src->bad) {
             tp_log_error("relay", "outbox row %s is unreadable: tenant %s's receipts wait from here on",
                          src->rec.receipt_id, src->rec.tenant_id);
@@ -297,7 +281,7 @@ static size_t send_rows(tp_relay *r, tp_outbox_round *round) {
         }
         rw = calloc(1, sizeof(*rw));
         if (!t)
-            t = tenant_get(r, src->rec.tenant_id, src->slot);
+            t = tp_outbox_tenant_get(&r->fl, src->rec.tenant_id, src->slot);
         if (!rw || !t) {
             free(rw);
             free(buf);
@@ -307,9 +291,10 @@ static size_t send_rows(tp_relay *r, tp_outbox_round *round) {
         }
         rw->rec = src->rec; /* takes the strings over */
         memset(&src->rec, 0, sizeof(src->rec));
-        rw->relay = r;
+        rw->owner = r;
         rw->t = t;
         rw->state = TP_OUTBOX_SENT;
+        rw->partition = -1;
         {
             tp_kafka_header hdrs[3] = {
                 {"receipt-id", rw->rec.receipt_id, strlen(rw->rec.receipt_id)},
@@ -323,38 +308,21 @@ static size_t send_rows(tp_relay *r, tp_outbox_round *round) {
         if (rc != 0) {
             tp_log_warn("relay", "receipt %s not sent (%s); later rows wait for the next round",
                         rw->rec.receipt_id, tp_strerror(rc));
-            row_free(rw);
-            tenant_drop_if_empty(r, t);
+            tp_outbox_sent_free(rw);
+            tp_outbox_tenant_drop_if_empty(&r->fl, t);
             if (rc == TP_EKAFKA_FATAL)
                 r->failed = true;
             else
                 arm_timer(r, RETRY_SOON);
             break; /* keeps every tenant's order: the rest goes out next round */
         }
-        if (t->tail)
-            t->tail->next = rw;
-        else
-            t->head = rw;
-        t->tail = rw;
-        t->n++;
-        r->n_rows++;
-        r->slot_rows[t->slot]++;
+        tp_outbox_append(&r->fl, t, rw);
         sent++;
     }
     return sent;
 }
 
 /* ---- database rounds ------------------------------------------------------------------------- */
-
-static void watch_closed(uv_handle_t *h) { free(h->data); }
-
-static void watch_close(tp_relay *r) {
-    if (!r->watch)
-        return;
-    r->watch->poll.data = r->watch;
-    uv_close((uv_handle_t *)&r->watch->poll, watch_closed);
-    r->watch = NULL;
-}
 
 static void on_db_readable(uv_poll_t *h, int status, int events);
 
@@ -364,30 +332,23 @@ static void watch_start(tp_relay *r) {
         return;
     if (!r->watch) {
         fd = tp_db_socket(r->round.db);
-        if (fd < 0)
+        if (fd < 0 || fd_watch_open(r, &r->watch, fd) != 0)
             return;
-        r->watch = calloc(1, sizeof(*r->watch));
-        if (!r->watch)
-            return;
-        if (uv_poll_init(r->loop, &r->watch->poll, fd) != 0) {
-            free(r->watch);
-            r->watch = NULL;
-            return;
-        }
     }
-    r->watch->poll.data = r;
     uv_poll_start(&r->watch->poll, UV_READABLE, on_db_readable);
 }
 
 static void session_lost(tp_relay *r, const char *why, int rc) {
     tp_log_warn("relay", "%s failed (%s): reconnecting", why, tp_strerror(rc));
-    watch_close(r);
+    fd_watch_close(&r->watch);
     tp_db_close(r->round.db); /* its advisory locks go with the session */
     r->round.db = NULL;
     memset(r->round.held, 0, sizeof(r->round.held));
+    memset(r->round.reconcile, 0, sizeof(r->round.reconcile));
     r->round.backend_pid = 0;
     r->need_claim = true;
     r->dirty = true;
+    forget_in_flight(r);
     arm_timer(r, RETRY_BACKOFF);
 }
 
@@ -421,10 +382,13 @@ static void on_db_readable(uv_poll_t *h, int status, int events) {
 static void on_timer(uv_timer_t *t) {
     tp_relay *r = t->data;
     r->backoff = false;
+    r->reconcile_wait = false;
     r->dirty = true;
     r->need_claim = true;
     kick(r);
 }
+
+static void on_mark_timer(uv_timer_t *t) { kick(t->data); }
 
 /* Arms the one timer the relay has (never when idle); never re-arms a running one. */
 static void arm_timer(tp_relay *r, retry_kind kind) {
@@ -445,60 +409,47 @@ static void arm_timer(tp_relay *r, retry_kind kind) {
         uv_timer_start(&r->timer, on_timer, (uint64_t)delay, 0);
 }
 
-/* Appends the receipt ids ready to be marked to a "{...}" array; flags their rows. */
-static char *collect_marks(tp_relay *r) {
-    size_t cap = 256, len = 1, n = 0;
-    char *arr = malloc(cap);
-    if (!arr)
-        return NULL;
-    arr[0] = '{';
-    for (int b = 0; b < TENANT_BUCKETS; b++)
-        for (tenant *t = r->buckets[b]; t; t = t->next)
-            for (row *rw = t->head; rw && rw->markable; rw = rw->next) {
-                size_t need = strlen(rw->rec.receipt_id) + 4;
-                if (rw->marking)
-                    continue;
-                if (len + need + 2 > cap) {
-                    char *bigger;
-                    while (len + need + 2 > cap)
-                        cap *= 2;
-                    bigger = realloc(arr, cap);
-                    if (!bigger)
-                        goto out; /* what is collected so far is marked */
-                    arr = bigger;
-                }
-                /* receipt ids are prov_<uuid>: no quotes or commas to escape */
-                len += (size_t)snprintf(arr + len, cap - len, "%s\"%s\"", n ? "," : "", rw->rec.receipt_id);
-                rw->marking = true;
-                n++;
-            }
-out:
-    if (n == 0) {
-        free(arr);
-        return NULL;
-    }
-    arr[len++] = '}';
-    arr[len] = '\0';
-    return arr;
-}
-
 static void round_work(uv_work_t *req) { tp_outbox_round_run(req->data); }
 static void round_after(uv_work_t *req, int status);
+
+/* The marks ready now (and the positions they allow); arms the mark timer for those held back. */
+static void collect_marks(tp_relay *r, tp_outbox_round *round) {
+    int64_t now = (int64_t)uv_now(r->loop), due = 0;
+    bool slots[TP_OUTBOX_SLOTS];
+    round->mark_ids = tp_outbox_collect_marks(&r->fl, now, r->mark_delay_ms, &due);
+    round->n_pos = 0;
+    if (due > 0)
+        uv_timer_start(&r->mark_timer, on_mark_timer, (uint64_t)(due > now ? due - now : 0), 0);
+    if (!round->mark_ids)
+        return;
+    for (int s = 0; s < TP_OUTBOX_SLOTS; s++)
+        slots[s] = round->held[s] && !round->reconcile[s];
+    round->n_pos = tp_outbox_collect_positions(&r->fl, slots, r->frontier, r->n_parts, r->stored, r->pos);
+    round->pos = r->pos;
+}
 
 /* Starts a database round when there is something to do and none runs: marks first, then a
  * fetch when something may be waiting. Loop thread. */
 static void kick(tp_relay *r) {
     tp_outbox_round *round = &r->round;
-    bool fetch;
+    bool fetch, reconcile = false;
     if (r->running || r->freeing || r->backoff)
         return;
-    fetch = r->dirty && !r->stopped && !r->failed && r->n_rows < RELAY_INFLIGHT_MAX;
-    round->mark_ids = collect_marks(r);
-    if (!round->mark_ids && !fetch && !(round->db == NULL && !r->stopped && r->need_claim))
+    fetch = r->dirty && !r->stopped && !r->failed && r->fl.n_rows < RELAY_INFLIGHT_MAX;
+    for (int s = 0; s < TP_OUTBOX_SLOTS; s++) {
+        if (r->want_reconcile[s] && round->held[s])
+            round->reconcile[s] = true;
+        r->want_reconcile[s] = false;
+        reconcile = reconcile || (round->held[s] && round->reconcile[s]);
+    }
+    reconcile = reconcile && !r->reconcile_wait && !r->stopped && !r->failed;
+    collect_marks(r, round);
+    if (!round->mark_ids && !fetch && !reconcile && !(round->db == NULL && !r->stopped && r->need_claim))
         return;
     round->cfg = r->cfg;
     round->fetch = fetch;
-    round->limit = RELAY_BATCH + (int)r->n_rows; /* rows in flight come back too: skipped */
+    round->skip_reconcile = r->reconcile_wait || r->stopped || r->failed;
+    round->limit = RELAY_BATCH + (int)r->fl.n_rows; /* rows in flight come back too: skipped */
     round->claim = (r->need_claim || round->db == NULL) && !r->stopped;
     {
         /* Rows committed here may belong to slots another relay holds: tell the others, until
@@ -511,7 +462,7 @@ static void kick(tp_relay *r) {
             r->woken_locally = false;
     }
     for (int s = 0; s < TP_OUTBOX_SLOTS; s++)
-        round->releasable[s] = r->slot_rows[s] == 0;
+        round->releasable[s] = r->fl.slot_rows[s] == 0;
     if (fetch)
         r->dirty = false;
     if (round->claim)
@@ -523,30 +474,37 @@ static void kick(tp_relay *r) {
     uv_queue_work(r->loop, &r->work, round_work, round_after);
 }
 
-static void unflag_marks(tp_relay *r) {
-    for (int b = 0; b < TENANT_BUCKETS; b++)
-        for (tenant *t = r->buckets[b]; t; t = t->next)
-            for (row *rw = t->head; rw; rw = rw->next)
-                rw->marking = false;
-}
+static void relay_release(tp_relay *r);
 
-/* Removes the rows of the finished mark set (each a prefix of its tenant's chain). */
-static void settle_marked(tp_relay *r) {
-    for (int b = 0; b < TENANT_BUCKETS; b++) {
-        tenant *t = r->buckets[b], *next;
-        for (; t; t = next) {
-            next = t->next;
-            while (t->head && t->head->marking) {
-                r->published++;
-                chain_remove(r, t, t->head);
-            }
-            settle(r, t);
-            tenant_drop_if_empty(r, t);
-        }
+/* Takes in what a successful round reports about positions and reconciliation. */
+static void round_positions(tp_relay *r, tp_outbox_round *round) {
+    char slots[TP_OUTBOX_SLOTS * 4 + 4];
+    size_t len = 0;
+    int n = 0;
+    for (size_t i = 0; round->mark_ids && i < round->n_pos; i++) {
+        const tp_outbox_pos *p = &round->pos[i];
+        if (p->next_offset > r->stored[p->slot][p->partition])
+            r->stored[p->slot][p->partition] = p->next_offset;
+    }
+    if (round->n_partitions > r->n_parts)
+        r->n_parts = round->n_partitions < TP_OUTBOX_PARTITIONS_MAX ? round->n_partitions : TP_OUTBOX_PARTITIONS_MAX;
+    slots[0] = '\0';
+    for (int s = 0; s < TP_OUTBOX_SLOTS; s++) {
+        if (!round->reconciled[s])
+            continue;
+        for (int p = 0; p < TP_OUTBOX_PARTITIONS_MAX; p++)
+            r->stored[s][p] = p < round->n_partitions ? round->end[p] : 0;
+        len += (size_t)snprintf(slots + len, sizeof(slots) - len, "%s%d", n++ ? "," : "", s);
+    }
+    if (n > 0)
+        tp_log_info("relay", "reconciled slots %s with the topic: %zu records read, %lld receipts found "
+                    "there and marked published", slots, round->reconciled_read,
+                    (long long)round->reconciled_marked);
+    if (round->reconcile_rc != 0) {
+        r->reconcile_wait = true; /* the timer clears it */
+        arm_timer(r, RETRY_LATER);
     }
 }
-
-static void relay_release(tp_relay *r);
 
 static void round_after(uv_work_t *req, int status) {
     tp_outbox_round *round = req->data;
@@ -563,30 +521,21 @@ static void round_after(uv_work_t *req, int status) {
     if (round->rc != 0) {
         tp_log_warn("relay", "outbox round: %s: %s (%s)", round->failed_step ? round->failed_step : "?",
                     tp_strerror(round->rc), round->db ? tp_db_errmsg(round->db) : "not connected");
-        unflag_marks(r); /* marked again later: the UPDATE only touches unpublished rows */
-        if (r->stopped)
-            /* Draining: what is delivered and unmarked is published again after the restart. */
-            for (int b = 0; b < TENANT_BUCKETS; b++)
-                for (tenant *t = r->buckets[b]; t; t = t->next)
-                    for (row *rw = t->head; rw; rw = rw->next)
-                        if (rw->state == TP_OUTBOX_DELIVERED)
-                            rw->state = TP_OUTBOX_FAILED;
+        /* Rows in flight and marks not done are dropped: whoever takes their slots reconciles. */
         session_lost(r, round->failed_step ? round->failed_step : "outbox round", round->rc);
-        for (int b = 0; b < TENANT_BUCKETS; b++) {
-            tenant *t = r->buckets[b], *next;
-            for (; t; t = next) {
-                next = t->next;
-                settle(r, t);
-                tenant_drop_if_empty(r, t);
-            }
-        }
-        r->dirty = true;
     } else {
+        bool dropped = false;
         r->attempt = 0;
-        if (round->mark_ids)
-            settle_marked(r);
+        if (round->session_replaced)
+            forget_in_flight(r);
+        round_positions(r, round);
+        if (round->mark_ids) {
+            r->published += tp_outbox_settle_marked(&r->fl, &dropped);
+            if (dropped && !r->stopped)
+                arm_timer(r, RETRY_LATER);
+        }
         if (round->n_rows) {
-            size_t sent = r->stopped ? 0 : send_rows(r, round);
+            size_t sent = r->stopped || r->failed ? 0 : send_rows(r, round);
             if (sent > 0 && round->n_rows >= (size_t)round->limit)
                 r->dirty = true; /* a full batch: there is more */
         }
@@ -596,67 +545,57 @@ static void round_after(uv_work_t *req, int status) {
     tp_outbox_round_rows_free(round);
     free(round->mark_ids);
     round->mark_ids = NULL;
+    round->n_pos = 0;
     kick(r);
     notify_owner(r);
 }
 
 /* ---- life cycle ------------------------------------------------------------------------------ */
 
-static void copy_key(const char *key, const char *value, void *opaque) {
-    char err[64];
-    (void)tp_config_set(opaque, key, value, err, sizeof(err));
-}
-
 int tp_relay_new(const tp_config *cfg, void *loop, tp_relay **out) {
     char err[256];
     tp_relay *r = calloc(1, sizeof(*r));
-    tp_config *pcfg = tp_config_new();
-    int rc, fd;
-    if (!r || !pcfg) {
-        free(r);
-        tp_config_free(pcfg);
+    int rc;
+    if (!r)
         return TP_ENOMEM;
-    }
     r->cfg = cfg;
     r->loop = loop;
     r->retry_max_ms = tp_config_get_int(cfg, "outbox.retry_max_ms");
     if (r->retry_max_ms < RELAY_RETRY_MIN_MS)
         r->retry_max_ms = RELAY_RETRY_MIN_MS;
-    /* The relay's own producer never gives a record up (message.timeout.ms = 0): a receipt that
-     * timed out while a later one of its tenant got through would reach the topic out of order. */
-    tp_config_foreach(cfg, "", copy_key, pcfg);
-    tp_config_set(pcfg, "kafka.message.timeout.ms", "0", err, sizeof(err));
-    rc = tp_producer_new(pcfg, &r->producer, err, sizeof(err));
-    tp_config_free(pcfg);
-    if (rc != 0) {
-        tp_log_error("relay", "producer: %s", err);
-        free(r);
-        return rc;
-    }
+    r->mark_delay_ms = tp_config_get_int(cfg, "outbox.mark_delay_ms");
+    r->pos = calloc((size_t)TP_OUTBOX_SLOTS * TP_OUTBOX_PARTITIONS_MAX, sizeof(*r->pos));
     r->codec = tp_codec_new(tp_config_get(cfg, "codec.schema_dir"), "", err, sizeof(err));
-    fd = tp_producer_wakeup_fd(r->producer);
-    if (!r->codec || fd < 0) {
-        rc = r->codec ? TP_EIO : TP_ECONFIG;
-        tp_log_error("relay", "%s", r->codec ? "producer wake-up pipe: cannot create" : err);
-        tp_codec_free(r->codec);
-        tp_producer_free(r->producer, 0);
-        free(r);
-        return rc;
+    r->round.codec = r->codec ? tp_codec_new(tp_config_get(cfg, "codec.schema_dir"), "", err, sizeof(err)) : NULL;
+    if (!r->pos || !r->codec || !r->round.codec) {
+        rc = r->pos ? TP_ECONFIG : TP_ENOMEM;
+        if (rc == TP_ECONFIG)
+            tp_log_error("relay", "%s", err);
+        goto out_free;
     }
+    if ((rc = producer_open(r)) != 0)
+        goto out_free;
     uv_timer_init(r->loop, &r->timer);
     r->timer.data = r;
+    uv_timer_init(r->loop, &r->mark_timer);
+    r->mark_timer.data = r;
     uv_idle_init(r->loop, &r->more);
     r->more.data = r;
-    uv_poll_init(r->loop, &r->producer_poll, fd);
-    r->producer_poll.data = r;
-    uv_poll_start(&r->producer_poll, UV_READABLE, on_producer_readable);
     r->open_handles = 3;
-    /* The first round connects, LISTENs, takes slots and publishes what is waiting. */
+    /* The first round connects, LISTENs, takes slots, reconciles them with the topic and
+     * publishes what is waiting. */
     r->dirty = true;
     r->need_claim = true;
     kick(r);
     *out = r;
     return 0;
+
+out_free:
+    tp_codec_free(r->round.codec);
+    tp_codec_free(r->codec);
+    free(r->pos);
+    free(r);
+    return rc;
 }
 
 void tp_relay_set_event_cb(tp_relay *r, tp_relay_event_fn fn, void *arg) {
@@ -683,41 +622,31 @@ void tp_relay_stop(tp_relay *r) {
     kick(r);
 }
 
-bool tp_relay_idle(const tp_relay *r) { return !r || (!r->running && r->n_rows == 0); }
+bool tp_relay_idle(const tp_relay *r) { return !r || (!r->running && r->fl.n_rows == 0); }
 
 bool tp_relay_failed(const tp_relay *r) { return r && r->failed; }
 
+static void relay_destroy(tp_relay *r) {
+    tp_codec_free(r->round.codec);
+    tp_codec_free(r->codec);
+    free(r->pos);
+    free(r);
+}
+
 static void relay_closed(uv_handle_t *h) {
     tp_relay *r = h->data;
-    if (--r->open_handles == 0 && !r->running) {
-        tp_codec_free(r->codec);
-        free(r);
-    }
+    if (--r->open_handles == 0 && !r->running)
+        relay_destroy(r);
 }
 
 /* Frees rows, tenants, the session and the handles (the last close callback frees r). */
 static void relay_release(tp_relay *r) {
-    for (int b = 0; b < TENANT_BUCKETS; b++) {
-        tenant *t = r->buckets[b], *next;
-        for (; t; t = next) {
-            next = t->next;
-            while (t->head) {
-                row *rw = t->head;
-                t->head = rw->next;
-                row_free(rw);
-            }
-            free(t->id);
-            free(t);
-        }
-        r->buckets[b] = NULL;
-    }
-    watch_close(r);
+    tp_outbox_forget_all(&r->fl);
+    fd_watch_close(&r->watch);
     tp_db_close(r->round.db);
     r->round.db = NULL;
-    if (r->open_handles == 0) {
-        tp_codec_free(r->codec);
-        free(r);
-    }
+    if (r->open_handles == 0)
+        relay_destroy(r);
 }
 
 void tp_relay_free(tp_relay *r) {
@@ -726,14 +655,13 @@ void tp_relay_free(tp_relay *r) {
     tp_log_info("relay", "stopped after publishing %llu receipts", (unsigned long long)r->published);
     r->freeing = true;
     uv_timer_stop(&r->timer);
-    uv_idle_stop(&r->more);
-    uv_poll_stop(&r->producer_poll);
-    /* What is still queued fails into on_delivered (unmarked rows are published again later). */
-    tp_producer_free(r->producer, 5000);
-    r->producer = NULL;
+    uv_timer_stop(&r->mark_timer);
+    /* What is still queued fails into on_delivered (unmarked rows are published again later, or
+     * found on the topic by the next holder's reconciliation). */
+    producer_close(r, 5000);
     uv_close((uv_handle_t *)&r->timer, relay_closed);
+    uv_close((uv_handle_t *)&r->mark_timer, relay_closed);
     uv_close((uv_handle_t *)&r->more, relay_closed);
-    uv_close((uv_handle_t *)&r->producer_poll, relay_closed);
     if (!r->running)
         relay_release(r);
     /* else round_after releases once the pool thread is done with the session */

@@ -1,13 +1,16 @@
 /* relay_db.c: the outbox relay's PostgreSQL round on a pool thread: connect and LISTEN, mark
- * delivered rows published, rebalance the advisory-lock slots between relays, fetch the next
- * unpublished rows of the held slots. */
+ * delivered rows published (with the topic positions that allows), rebalance the advisory-lock
+ * slots between relays, reconcile newly taken slots with the receipts topic's tail, fetch the
+ * next unpublished rows of the held, reconciled slots. */
 #include "outbox/outbox_int.h"
 #include "tp/error.h"
 #include "tp/log.h"
 #include "tp/receipts.h"
+#include "tp/receipts_reader.h"
 
 #include <jansson.h>
 #include <sodium.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,12 +70,13 @@ static int fail(tp_outbox_round *round, int rc, const char *step) {
 static int session_start(tp_outbox_round *round) {
     char err[256];
     int rc;
-    if (tp_db_connect(tp_config_get(round->cfg, "pg.dsn"), &round->db, err, sizeof(err)) != 0) {
+    if (tp_db_connect_cfg(round->cfg, &round->db, err, sizeof(err)) != 0) {
         round->db = NULL;
         tp_log_warn("relay", "postgres connect: %s", err);
         return fail(round, TP_EDB, "connect");
     }
     memset(round->held, 0, sizeof(round->held));
+    memset(round->reconcile, 0, sizeof(round->reconcile));
     round->backend_pid = 0;
     round->first_claim = true;
     round->claim = true;
@@ -83,13 +87,82 @@ static int session_start(tp_outbox_round *round) {
     return 0;
 }
 
+/* Appends "{a,b,...}" of n integers to buf (cap bytes); 0 or TP_ENOMEM. */
+static int int_array(char **buf, size_t *len, size_t *cap, const int64_t *v, size_t n) {
+    for (size_t i = 0; i <= n; i++) {
+        char item[24];
+        int k = i == n ? snprintf(item, sizeof(item), "}") : snprintf(item, sizeof(item), "%s%" PRId64, i ? "," : "{", v[i]);
+        if (*len + (size_t)k + 1 > *cap) {
+            size_t ncap = *cap ? *cap * 2 : 256;
+            char *bigger;
+            while (*len + (size_t)k + 1 > ncap)
+                ncap *= 2;
+            if (!(bigger = realloc(*buf, ncap)))
+                return TP_ENOMEM;
+            *buf = bigger;
+            *cap = ncap;
+        }
+        memcpy(*buf + *len, item, (size_t)k + 1);
+        *len += (size_t)k;
+    }
+    return 0;
+}
+
+/* Three parallel arrays (slots, partitions, offsets) as text, for unnest. */
+static int pos_arrays(const tp_outbox_pos *pos, size_t n, char *out[3]) {
+    int64_t *v = malloc((n ? n : 1) * sizeof(*v));
+    int rc = v ? 0 : TP_ENOMEM;
+    for (int a = 0; a < 3; a++) {
+        size_t len = 0, cap = 0;
+        out[a] = NULL;
+        if (rc != 0)
+            continue;
+        for (size_t i = 0; i < n; i++)
+            v[i] = a == 0 ? pos[i].slot : a == 1 ? pos[i].partition : pos[i].next_offset;
+        rc = int_array(&out[a], &len, &cap, v, n);
+    }
+    free(v);
+    return rc;
+}
+
+/* The positions are written by the slot's holder only: never moved back here (a reconciliation
+ * sets them). */
+#define POSITIONS_UPSERT(filter, next)                                                             \
+    "INSERT INTO receipt_topic_positions (topic, slot, partition, next_offset) "                  \
+    "SELECT $2, s, p, o FROM unnest($3::int[], $4::int[], $5::bigint[]) AS x(s, p, o) " filter    \
+    " ON CONFLICT (topic, slot, partition) DO UPDATE SET next_offset = " next ", updated_at = now()"
+
+/* Only slots whose lock this session holds (a session silently replaced holds none). */
+#define HELD_BY_ME                                                                                 \
+    "WHERE s IN (SELECT objid::int FROM pg_locks WHERE locktype = 'advisory' AND granted "        \
+    "AND objsubid = 2 AND classid = " SLOT_KEY " AND pid = pg_backend_pid())"
+
+/* Marks the delivered rows published and stores the positions that allows, in one statement. */
 static int mark(tp_outbox_round *round) {
-    const char *params[1] = {round->mark_ids};
-    int rc = tp_db_exec(round->db,
-                        "UPDATE receipt_outbox SET published_at = now() "
-                        "WHERE receipt_id = ANY($1::text[]) AND published_at IS NULL",
-                        1, params, &round->marked);
-    return rc ? fail(round, rc, "mark") : 0;
+    char *arr[3] = {NULL, NULL, NULL};
+    const char *params[5];
+    tp_res *res = NULL;
+    int rc = pos_arrays(round->pos, round->n_pos, arr);
+    if (rc != 0)
+        return fail(round, rc, "mark");
+    params[0] = round->mark_ids;
+    params[1] = tp_config_get(round->cfg, "topic.receipts");
+    params[2] = arr[0];
+    params[3] = arr[1];
+    params[4] = arr[2];
+    rc = tp_db_query(round->db,
+                     "WITH m AS (UPDATE receipt_outbox SET published_at = now() "
+                     "WHERE receipt_id = ANY($1::text[]) AND published_at IS NULL RETURNING 1), "
+                     "p AS (" POSITIONS_UPSERT(HELD_BY_ME, "GREATEST(receipt_topic_positions.next_offset, EXCLUDED.next_offset)")
+                     " RETURNING 1) SELECT (SELECT count(*) FROM m)",
+                     5, params, &res);
+    for (int a = 0; a < 3; a++)
+        free(arr[a]);
+    if (rc != 0)
+        return fail(round, rc, "mark");
+    tp_res_get_int64(res, 0, 0, &round->marked);
+    tp_res_free(res);
+    return 0;
 }
 
 static int slot_lock(tp_outbox_round *round, const char *fn, int slot, bool *got) {
@@ -129,7 +202,9 @@ static int claim(tp_outbox_round *round) {
     if (round->backend_pid != 0 && round->backend_pid != (int)pid) {
         /* The session was replaced under us: whatever we held is gone. */
         tp_log_warn("relay", "postgres session changed: slots are taken afresh");
+        round->session_replaced = true;
         memset(round->held, 0, sizeof(round->held));
+        memset(round->reconcile, 0, sizeof(round->reconcile));
     }
     round->backend_pid = (int)pid;
     round->n_relays = relays < 1 ? 1 : (int)relays;
@@ -142,6 +217,7 @@ static int claim(tp_outbox_round *round) {
         if (slot_lock(round, "pg_advisory_unlock", s, &got) != 0)
             return round->rc;
         round->held[s] = false;
+        round->reconcile[s] = false;
         held--;
         notify = true;
     }
@@ -152,6 +228,7 @@ static int claim(tp_outbox_round *round) {
             return round->rc;
         if (got) {
             round->held[s] = true;
+            round->reconcile[s] = true; /* its last holder may have died between ack and mark */
             held++;
         }
     }
@@ -160,6 +237,188 @@ static int claim(tp_outbox_round *round) {
     round->first_claim = false;
     if (notify && (rc = tp_db_exec(round->db, "SELECT pg_notify('" TP_OUTBOX_CHANNEL "', '')", 0, NULL, NULL)) != 0)
         return fail(round, rc, "notify");
+    return 0;
+}
+
+/* ---- reconciliation with the topic's tail ------------------------------------------------ */
+
+typedef struct found_ids {
+    tp_codec *codec;
+    char *arr; /* "{id,...}" */
+    size_t len, cap, n, read;
+} found_ids;
+
+/* Receipt ids are prov_<uuid>: anything else (a record that is not ours) is not looked up. */
+static bool plain_id(const char *id) {
+    if (!*id || strlen(id) > 64)
+        return false;
+    for (; *id; id++)
+        if (!((*id >= 'a' && *id <= 'z') || (*id >= 'A' && *id <= 'Z') || (*id >= '0' && *id <= '9') ||
+              *id == '_' || *id == '-'))
+            return false;
+    return true;
+}
+
+static int found_record(void *arg, const tp_topic_record *r) {
+    found_ids *f = arg;
+    tp_receipt_record rec;
+    char err[128];
+    size_t need;
+    f->read++;
+    memset(&rec, 0, sizeof(rec));
+    if (!r->value || tp_codec_decode_receipt(f->codec, r->value, r->len, &rec, err, sizeof(err)) != 0 ||
+        !rec.receipt_id || !plain_id(rec.receipt_id)) {
+        tp_receipt_record_release(&rec);
+        return 0;
+    }
+    need = strlen(rec.receipt_id) + 4;
+    if (f->len + need + 2 > f->cap) {
+        size_t ncap = f->cap ? f->cap * 2 : 4096;
+        char *bigger;
+        while (f->len + need + 2 > ncap)
+            ncap *= 2;
+        if (!(bigger = realloc(f->arr, ncap))) {
+            tp_receipt_record_release(&rec);
+            return TP_ENOMEM;
+        }
+        f->arr = bigger;
+        f->cap = ncap;
+    }
+    if (f->len == 0)
+        f->arr[f->len++] = '{';
+    f->len += (size_t)snprintf(f->arr + f->len, f->cap - f->len, "%s\"%s\"", f->n ? "," : "", rec.receipt_id);
+    f->n++;
+    tp_receipt_record_release(&rec);
+    return 0;
+}
+
+/* The slots to reconcile as "{s,...}" and their count. */
+static int reconcile_slots(const tp_outbox_round *round, char *buf, size_t cap) {
+    size_t len = 0;
+    int n = 0;
+    buf[len++] = '{';
+    for (int s = 0; s < TP_OUTBOX_SLOTS; s++)
+        if (round->held[s] && round->reconcile[s])
+            len += (size_t)snprintf(buf + len, cap - len, "%s%d", n++ ? "," : "", s);
+    snprintf(buf + len, cap - len, "}");
+    return n;
+}
+
+/* For the slots just taken: reads the receipts topic from their stored positions (the lowest of
+ * them per partition; a partition without a position for one of them from its start) to the
+ * high watermarks, marks every row of these slots whose receipt is already there, and stores
+ * the high watermarks as their positions. Only relays write the topic and a slot has one holder,
+ * so what a dead holder (or this relay's lost session) delivered without marking is found here
+ * and never published again. A Kafka failure leaves the slots held and unreconciled (their rows
+ * wait); a database failure fails the round. */
+static int reconcile(tp_outbox_round *round) {
+    char slots[TP_OUTBOX_SLOTS * 4 + 4], count[8], err[256] = "";
+    const char *topic = tp_config_get(round->cfg, "topic.receipts");
+    const char *params[5];
+    char *arr[3] = {NULL, NULL, NULL};
+    tp_outbox_pos *pos = NULL;
+    found_ids found = {round->codec, NULL, 0, 0, 0, 0};
+    tp_topic_read_opts opts = {false, 10000, NULL};
+    tp_topic_range range = {NULL, TP_OUTBOX_PARTITIONS_MAX, round->end, TP_OUTBOX_PARTITIONS_MAX, 0};
+    tp_res *res = NULL;
+    int n_slots = reconcile_slots(round, slots, sizeof(slots)), n_parts = 0, rc;
+    size_t n_pos = 0;
+
+    if (n_slots == 0 || round->skip_reconcile)
+        return 0;
+    int64_t *from = calloc(TP_OUTBOX_PARTITIONS_MAX, sizeof(*from));
+    if (!from)
+        return fail(round, TP_ENOMEM, "reconcile");
+    snprintf(count, sizeof(count), "%d", n_slots);
+    params[0] = topic;
+    params[1] = slots;
+    params[2] = count;
+    rc = tp_db_query(round->db,
+                     "SELECT partition, CASE WHEN count(*) = $3::int THEN min(next_offset) ELSE 0 END "
+                     "FROM receipt_topic_positions WHERE topic = $1 AND slot = ANY($2::int[]) GROUP BY partition",
+                     3, params, &res);
+    if (rc != 0) {
+        free(from);
+        return fail(round, rc, "reconcile positions");
+    }
+    for (int i = 0; i < tp_res_nrows(res); i++) {
+        int64_t p = -1, off = 0;
+        tp_res_get_int64(res, i, 0, &p);
+        tp_res_get_int64(res, i, 1, &off);
+        if (p >= 0 && p < TP_OUTBOX_PARTITIONS_MAX)
+            from[p] = off;
+    }
+    tp_res_free(res);
+    res = NULL;
+
+    range.start = from;
+    rc = tp_topic_read_range(round->cfg, topic, &opts, &range, found_record, &found, err, sizeof(err));
+    n_parts = range.n_partitions;
+    free(from);
+    if (rc == 0 && n_parts > TP_OUTBOX_PARTITIONS_MAX) {
+        snprintf(err, sizeof(err), "the topic has %d partitions (at most %d)", n_parts, TP_OUTBOX_PARTITIONS_MAX);
+        rc = TP_ECONFIG;
+    }
+    if (rc != 0) {
+        /* TP_ENOT_FOUND too: the topic is missing, nothing is published until it exists. */
+        tp_log_warn("relay", "reconciling slots %s with %s: %s (%s): their receipts wait", slots, topic,
+                    tp_strerror(rc), err);
+        round->reconcile_rc = rc;
+        free(found.arr);
+        return 0;
+    }
+    if (found.n == 0) {
+        free(found.arr);
+        found.arr = strdup("{}");
+        if (!found.arr)
+            return fail(round, TP_ENOMEM, "reconcile");
+    } else {
+        found.arr[found.len++] = '}';
+        found.arr[found.len] = '\0';
+    }
+    pos = calloc((size_t)(n_slots * (n_parts ? n_parts : 1)), sizeof(*pos));
+    if (!pos) {
+        free(found.arr);
+        return fail(round, TP_ENOMEM, "reconcile");
+    }
+    for (int s = 0; s < TP_OUTBOX_SLOTS; s++)
+        if (round->held[s] && round->reconcile[s])
+            for (int p = 0; p < n_parts; p++)
+                pos[n_pos++] = (tp_outbox_pos){s, p, round->end[p]};
+    rc = pos_arrays(pos, n_pos, arr);
+    free(pos);
+    if (rc != 0) {
+        free(found.arr);
+        return fail(round, rc, "reconcile");
+    }
+    params[0] = found.arr;
+    params[1] = topic;
+    params[2] = arr[0];
+    params[3] = arr[1];
+    params[4] = arr[2];
+    /* One statement: the marks and the positions commit together. The reconciled slots are
+     * those of the positions written ($3). */
+    rc = tp_db_query(round->db,
+                     "WITH m AS (UPDATE receipt_outbox SET published_at = now() "
+                     "WHERE receipt_id = ANY($1::text[]) AND published_at IS NULL AND " TP_OUTBOX_SLOT_SQL
+                     " = ANY($3::int[]) RETURNING 1), "
+                     "p AS (" POSITIONS_UPSERT("", "EXCLUDED.next_offset") " RETURNING 1) "
+                     "SELECT (SELECT count(*) FROM m)",
+                     5, params, &res);
+    free(found.arr);
+    for (int a = 0; a < 3; a++)
+        free(arr[a]);
+    if (rc != 0)
+        return fail(round, rc, "reconcile mark");
+    tp_res_get_int64(res, 0, 0, &round->reconciled_marked);
+    tp_res_free(res);
+    round->reconciled_read = found.read;
+    round->n_partitions = n_parts;
+    for (int s = 0; s < TP_OUTBOX_SLOTS; s++)
+        if (round->held[s] && round->reconcile[s]) {
+            round->reconciled[s] = true;
+            round->reconcile[s] = false;
+        }
     return 0;
 }
 
@@ -201,7 +460,7 @@ static int fetch(tp_outbox_round *round) {
 
     slots[len++] = '{';
     for (int s = 0; s < TP_OUTBOX_SLOTS; s++)
-        if (round->held[s]) {
+        if (round->held[s] && !round->reconcile[s]) {
             len += (size_t)snprintf(slots + len, sizeof(slots) - len, "%s%d", held ? "," : "", s);
             held++;
         }
@@ -242,11 +501,19 @@ void tp_outbox_round_run(tp_outbox_round *round) {
     round->marked = 0;
     round->rows = NULL;
     round->n_rows = 0;
+    round->reconcile_rc = 0;
+    round->session_replaced = false;
+    round->reconciled_marked = 0;
+    round->reconciled_read = 0;
+    round->n_partitions = 0;
+    memset(round->reconciled, 0, sizeof(round->reconciled));
     if (!round->db && session_start(round) != 0)
         return;
     if (round->mark_ids && mark(round) != 0)
         return;
     if (round->claim && claim(round) != 0)
+        return;
+    if (reconcile(round) != 0)
         return;
     if (round->fetch && fetch(round) != 0)
         return;

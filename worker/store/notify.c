@@ -2,15 +2,13 @@
  * watch, LISTEN, and a non-blocking read of the notifications that arrived. */
 #include "tp/store.h"
 #include "tp/error.h"
+#include "store_int.h"
 
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <string.h>
 
-/* struct tp_db is private to store.c; its first member is the PGconn (C11 6.7.2.1: a pointer to
- * a struct, suitably converted, points to its first member). Keep it first, or move the struct
- * into store_int.h and read db->conn here. */
-static PGconn *conn_of(const tp_db *db) { return db ? *(PGconn *const *)(const void *)db : NULL; }
+static PGconn *conn_of(const tp_db *db) { return db ? db->conn : NULL; }
 
 int tp_db_socket(const tp_db *db) {
     PGconn *conn = conn_of(db);

@@ -17,24 +17,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
-/* A statement prepared on this connection, found again by its text. */
-typedef struct prepared {
-    char *sql;
-    uint64_t hash;
-    char name[16];
-} prepared;
-
 #define PREPARED_MAX 128 /* statements past it run unprepared (the product has fewer) */
-
-struct tp_db {
-    PGconn *conn;
-    prepared *stmts; /* named statements of this session; lost with it on a reset */
-    int n_stmts;
-    bool in_tx;
-    bool tx_failed;
-    char sqlstate[6];
-    char errmsg[512];
-};
 
 struct tp_res {
     PGresult *res;

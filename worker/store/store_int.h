@@ -2,7 +2,28 @@
 #ifndef TP_STORE_INT_H
 #define TP_STORE_INT_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+
+/* A statement prepared on this connection, found again by its text. */
+typedef struct prepared {
+    char *sql;
+    uint64_t hash;
+    char name[16];
+} prepared;
+
+/* One connection (store.c; notify.c reads conn). struct pg_conn is libpq's PGconn: declared here
+ * without libpq-fe.h so that the unit tests of this folder need no libpq headers. */
+struct tp_db {
+    struct pg_conn *conn;
+    prepared *stmts; /* named statements of this session; lost with it on a reset */
+    int n_stmts;
+    bool in_tx;
+    bool tx_failed;
+    char sqlstate[6];
+    char errmsg[512];
+};
 
 #define TP_MIGRATIONS_MAX 256
 #define TP_MIGRATION_NAME_MAX 128
