@@ -690,6 +690,11 @@ static void test_two_workers_50_tenants(void **state) {
     assert_outbox_chains(e, N);
     /* verify checks each tenant's chain in topic order: two relays never reorder a tenant. */
     assert_all_published_and_verified(s, N);
+    /* The marks moved the topic positions along (the takeover re-read stays short), and no
+     * database round failed on the way. */
+    assert_true(e2e_int(e, "SELECT coalesce(max(next_offset), 0) FROM receipt_topic_positions") > 0);
+    assert_int_equal(log_count(e->log_path[0], "outbox round"), 0);
+    assert_int_equal(log_count(e->log_path[1], "outbox round"), 0);
     assert_int_equal(e2e_worker_stop(e, 0, SIGTERM, 20000, NULL), 0);
     assert_int_equal(e2e_worker_stop(e, 1, SIGTERM, 20000, NULL), 0);
     /* Both relays published: the tenants' advisory-lock slots were shared between them. */

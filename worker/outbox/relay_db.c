@@ -87,11 +87,13 @@ static int session_start(tp_outbox_round *round) {
     return 0;
 }
 
-/* Appends "{a,b,...}" of n integers to buf (cap bytes); 0 or TP_ENOMEM. */
+/* Appends "{a,b,...}" of n integers ("{}" when n is 0) to *buf (grown as needed); 0 or TP_ENOMEM. */
 static int int_array(char **buf, size_t *len, size_t *cap, const int64_t *v, size_t n) {
     for (size_t i = 0; i <= n; i++) {
         char item[24];
-        int k = i == n ? snprintf(item, sizeof(item), "}") : snprintf(item, sizeof(item), "%s%" PRId64, i ? "," : "{", v[i]);
+        int k = i < n    ? snprintf(item, sizeof(item), "%s%" PRId64, i ? "," : "{", v[i])
+                : n == 0 ? snprintf(item, sizeof(item), "{}")
+                         : snprintf(item, sizeof(item), "}");
         if (*len + (size_t)k + 1 > *cap) {
             size_t ncap = *cap ? *cap * 2 : 256;
             char *bigger;
