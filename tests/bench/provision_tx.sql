@@ -37,13 +37,13 @@ INSERT INTO tenant_quotas (tenant_id, tier, requests_per_minute, requests_per_da
     max_tokens_per_request, storage_bytes, seat_cap, burst_multiplier)
 VALUES ('tenant-' || :id::bigint, 'PRO', 1000, 1000000, 5000, 16000, 250000000000, 150, 1.2);
 INSERT INTO receipt_outbox (receipt_id, tenant_id, request_id, action_type, sequence, previous_hash,
-    hash, payload, envelope, published_at)
+    hash, payload, envelope, signed_at_ms, published_at)
 SELECT 'prov_' || :id::bigint || '_' || a.ord, 'tenant-' || :id::bigint, 'req-' || :id::bigint, a.name, a.ord,
        repeat('0', 64), md5(a.name || :id::bigint) || md5(:id::bigint || a.name),
        convert_to(repeat('p', 1480), 'UTF8'),
        jsonb_build_object('payloadType', 'application/vnd.in-toto+json', 'payload', repeat('e', 1970),
                           'signatures', jsonb_build_array(jsonb_build_object('keyid', 'dev', 'sig', repeat('s', 88)))),
-       now()
+       1796160000000 + :id::bigint, now()
 FROM unnest(ARRAY['TENANT_PROVISIONED','TENANT_QUOTA_ASSIGNED','TENANT_ISOLATION_VERIFIED'])
      WITH ORDINALITY AS a(name, ord);
 COMMIT;

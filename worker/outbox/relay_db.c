@@ -20,15 +20,15 @@
 #define SLOT_KEY "7349101"
 #define PRESENCE_KEY "7349102"
 
-/* Fills the envelope signatures of rec from the outbox's envelope JSON. */
-static int parse_signatures(tp_receipt_record *rec, const char *envelope_json) {
+/* Fills the envelope signatures of rec from the envelope's "signatures" array (JSON text:
+ * PostgreSQL hands over just that array, not the whole envelope with its payload copy). */
+static int parse_signatures(tp_receipt_record *rec, const char *signatures_json) {
     json_error_t jerr;
-    json_t *env = json_loads(envelope_json, 0, &jerr), *sigs, *s;
+    json_t *sigs = json_loads(signatures_json, 0, &jerr), *s;
     size_t i;
     int rc = TP_EINVAL;
-    if (!env)
+    if (!sigs)
         return TP_EINVAL;
-    sigs = json_object_get(env, "signatures");
     if (!json_is_array(sigs) || json_array_size(sigs) == 0 || json_array_size(sigs) > TP_RECEIPT_SIGNATURES_MAX)
         goto out;
     rec->signatures = calloc(json_array_size(sigs), sizeof(*rec->signatures));
@@ -52,7 +52,7 @@ static int parse_signatures(tp_receipt_record *rec, const char *envelope_json) {
     }
     rc = 0;
 out:
-    json_decref(env);
+    json_decref(sigs);
     return rc;
 }
 
@@ -473,8 +473,9 @@ static int fetch(tp_outbox_round *round) {
     snprintf(limit, sizeof(limit), "%d", round->limit);
     rc = tp_db_query(round->db,
                      "SELECT receipt_id, action_type, tenant_id, request_id, sequence, previous_hash, hash, "
-                     "(extract(epoch FROM (convert_from(payload, 'UTF8')::jsonb #>> '{predicate,timestamp}')::timestamptz) "
-                     "* 1000)::bigint, encode(payload, 'base64'), envelope::text, " TP_OUTBOX_SLOT_SQL " "
+                     "coalesce(signed_at_ms, (extract(epoch FROM (convert_from(payload, 'UTF8')::jsonb "
+                     "#>> '{predicate,timestamp}')::timestamptz) * 1000)::bigint), "
+                     "encode(payload, 'base64'), (envelope->'signatures')::text, " TP_OUTBOX_SLOT_SQL " "
                      "FROM receipt_outbox WHERE published_at IS NULL AND " TP_OUTBOX_SLOT_SQL " = ANY($2::int[]) "
                      "ORDER BY tenant_id, sequence LIMIT $1::int",
                      2, params, &res);

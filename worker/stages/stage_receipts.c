@@ -82,7 +82,7 @@ int tp_stage_emit_receipt(tp_stage_ctx *ctx, const char *action_type, const char
     const tp_request *req = ctx->req;
     tp_sealed_receipt sealed;
     tp_receipt_fields f;
-    char rid[64], uuid[TP_UUID_LEN + 1], seqbuf[32];
+    char rid[64], uuid[TP_UUID_LEN + 1], seqbuf[32], tsbuf[32];
     int rc;
 
     memset(&sealed, 0, sizeof(sealed));
@@ -121,15 +121,17 @@ int tp_stage_emit_receipt(tp_stage_ctx *ctx, const char *action_type, const char
         return rc;
     }
     snprintf(seqbuf, sizeof(seqbuf), "%lld", (long long)f.sequence);
-    const char *p2[9] = {rid, ctx->tenant_id, req->request_id, action_type, seqbuf,
-                         ctx->chain_hash, sealed.hash_hex, sealed.payload, sealed.envelope_json};
-    int lengths[9] = {0, 0, 0, 0, 0, 0, 0, (int)sealed.payload_len, 0};
-    int formats[9] = {0, 0, 0, 0, 0, 0, 0, 1, 0};
+    snprintf(tsbuf, sizeof(tsbuf), "%lld", (long long)f.timestamp_ms);
+    const char *p2[10] = {rid, ctx->tenant_id, req->request_id, action_type, seqbuf,
+                          ctx->chain_hash, sealed.hash_hex, sealed.payload, sealed.envelope_json,
+                          tsbuf};
+    int lengths[10] = {0, 0, 0, 0, 0, 0, 0, (int)sealed.payload_len, 0, 0};
+    int formats[10] = {0, 0, 0, 0, 0, 0, 0, 1, 0, 0};
     rc = tp_db_query_bin(ctx->db,
                          "INSERT INTO receipt_outbox (receipt_id, tenant_id, request_id, action_type, "
-                         "sequence, previous_hash, hash, payload, envelope) VALUES ($1, $2, $3, $4, "
-                         "$5::bigint, $6, $7, $8::bytea, $9::jsonb)",
-                         9, p2, lengths, formats, NULL);
+                         "sequence, previous_hash, hash, payload, envelope, signed_at_ms) VALUES ($1, "
+                         "$2, $3, $4, $5::bigint, $6, $7, $8::bytea, $9::jsonb, $10::bigint)",
+                         10, p2, lengths, formats, NULL);
     if (rc == 0) {
         /* The chain now ends here, for the next receipt of this transaction. */
         size_t used = strlen(ctx->chain_existing);
