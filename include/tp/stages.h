@@ -44,6 +44,8 @@ typedef struct tp_stage_env {
     bool per_stage_tx;             /* tests, diagnosis: skip the one-transaction happy path */
     const char *region_allowlist;  /* "us-east-1,eu-central-1,..." */
     int max_attempts;              /* per stage; <= 0 means 8 */
+    int64_t max_elapsed_ms;        /* and at least this long since the stage's first attempt
+                                      before the request fails; <= 0: attempts alone decide */
     int max_tenants_per_user;      /* informational: the policy enforces the cap */
     bool kill_switch;              /* when true the isolation guard fails (as does the
                                       provisioning.kill_switch row of tp_flags) */

@@ -722,6 +722,38 @@ static void test_fault_in_each_stage_matches_per_stage_path(void **state) {
     }
 }
 
+/* Attempts alone do not end a request while the time budget lasts: an outage of a dependency
+ * shorter than retry.max_elapsed_ms never exhausts it, however fast the attempts come. */
+static void test_retry_budget_is_also_time(void **state) {
+    fixture *f = *state;
+    tp_request req;
+    tp_run_result out;
+    char buf[128];
+    tp_policy_client *dead = tp_policy_client_new("http://127.0.0.1:1", 500);
+    assert_non_null(dead);
+    f->env.policy = dead;
+    f->env.max_attempts = 2;
+    f->env.max_elapsed_ms = 1500;
+    make_req(&req, "req-budget", "budget-co", TP_SOURCE_ADMIN_API, TP_PLAN_STARTER);
+    for (int i = 1; i <= 4; i++) { /* twice the attempt budget, well inside the time budget */
+        assert_int_equal(tp_stages_run(&f->env, &req, &out), 0);
+        assert_int_equal(out.status, TP_RUN_RETRY);
+        assert_int_equal(out.attempts, i);
+    }
+    qtext(f->db, "SELECT status FROM provisioning_stages WHERE request_id = $1 AND stage = 'policy'",
+          req.request_id, buf, sizeof(buf));
+    assert_string_equal(buf, "RETRYING");
+    usleep(1600 * 1000);
+    assert_int_equal(tp_stages_run(&f->env, &req, &out), 0);
+    assert_int_equal(out.status, TP_RUN_FAILED);
+    assert_string_equal(out.failure_reason, "RETRIES_EXHAUSTED");
+    assert_int_equal(out.attempts, 5);
+    f->env.policy = f->pc;
+    f->env.max_attempts = 3;
+    f->env.max_elapsed_ms = 0;
+    tp_policy_client_free(dead);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_happy_path_each_plan, setup, teardown),
@@ -730,6 +762,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_policy_deny, setup, teardown),
         cmocka_unit_test_setup_teardown(test_self_serve_owner_and_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retries_exhausted_then_replay, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_budget_is_also_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_switch_quarantines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_isolation_detects_tampering, setup, teardown),
         cmocka_unit_test_setup_teardown(test_status_json, setup, teardown),

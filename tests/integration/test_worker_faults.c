@@ -36,7 +36,8 @@ static int setup_with(void **state, const char *name, const char *extra) {
 
 static int setup_default(void **state) { return setup_with(state, *state ? *state : "faults", NULL); }
 static int setup_short_budget(void **state) {
-    return setup_with(state, "budget", "retry.max_attempts = 3\nretry.initial_ms = 50\nretry.cap_ms = 100\n");
+    return setup_with(state, "budget", "retry.max_attempts = 3\nretry.initial_ms = 50\nretry.cap_ms = 100\n"
+                                   "retry.max_elapsed_ms = 0\n");
 }
 
 static void opa_stop(fault_state *f) {

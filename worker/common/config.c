@@ -47,6 +47,8 @@ static const key_def key_table[] = {
     {"retry.multiplier", KT_DOUBLE, "2.0", "backoff growth per attempt"},
     {"retry.cap_ms", KT_INT, "5000", "largest backoff"},
     {"retry.max_attempts", KT_INT, "8", "attempts per stage before the request fails"},
+    {"retry.max_elapsed_ms", KT_INT, "120000",
+     "and time since the stage's first attempt before it fails (0: attempts alone)"},
     {"store.migrations_dir", KT_STRING, "schemas/sql", "SQL migrations applied at start"},
     {"codec.schema_dir", KT_STRING, "schemas/avro", "Avro schemas (.avsc)"},
     {"quota.tiers_file", KT_STRING, "config/quota-tiers.json", "quota tiers (also given to OPA)"},

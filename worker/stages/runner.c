@@ -236,37 +236,48 @@ static bool terminal_outcome(const request_row *row, tp_run_result *out) {
     return true;
 }
 
-/* Records a transient failure in its own transaction; fails the request when attempts run out. */
+/* Records a transient failure in its own transaction; fails the request when both budgets are
+ * spent: max_attempts attempts, and max_elapsed_ms since the stage's first attempt (so an outage
+ * of a dependency shorter than that never ends a request, however fast the attempts come). */
 static int record_retry(tp_stage_ctx *ctx, const tp_stage_def *def, int err, tp_run_result *out) {
     tp_db *db = ctx->db;
     tp_res *res = NULL;
-    char maxbuf[16];
+    char maxbuf[16], elapsedbuf[32];
     int max = ctx->env->max_attempts > 0 ? ctx->env->max_attempts : 8, rc;
     int64_t attempts = 0;
+    bool exhausted = false;
     snprintf(maxbuf, sizeof(maxbuf), "%d", max);
-    const char *params[5] = {ctx->req->request_id, def->name, tp_stage_reason_of(err),
-                             ctx->message[0] ? ctx->message : tp_strerror(err), maxbuf};
+    snprintf(elapsedbuf, sizeof(elapsedbuf), "%lld",
+             (long long)(ctx->env->max_elapsed_ms > 0 ? ctx->env->max_elapsed_ms : 0));
+    const char *params[6] = {ctx->req->request_id, def->name, tp_stage_reason_of(err),
+                             ctx->message[0] ? ctx->message : tp_strerror(err), maxbuf, elapsedbuf};
     if ((rc = tp_db_begin(db)) != 0)
         goto out_err;
     rc = tp_db_query(db,
+                     "WITH s AS (SELECT attempts + 1 >= $5::int AND clock_timestamp() - "
+                     "coalesce(started_at, now()) >= $6::bigint * interval '1 millisecond' AS done "
+                     "FROM provisioning_stages WHERE request_id = $1 AND stage = $2) "
                      "UPDATE provisioning_stages SET attempts = attempts + 1, "
-                     "status = CASE WHEN attempts + 1 >= $5::int THEN 'FAILED' ELSE 'RETRYING' END, "
+                     "status = CASE WHEN s.done THEN 'FAILED' ELSE 'RETRYING' END, "
                      "reason = $3, message = $4, started_at = coalesce(started_at, now()), "
-                     "finished_at = CASE WHEN attempts + 1 >= $5::int THEN clock_timestamp() END, "
-                     "updated_at = clock_timestamp() "
-                     "WHERE request_id = $1 AND stage = $2 AND status <> 'SUCCEEDED' RETURNING attempts",
-                     5, params, &res);
+                     "finished_at = CASE WHEN s.done THEN clock_timestamp() END, "
+                     "updated_at = clock_timestamp() FROM s "
+                     "WHERE request_id = $1 AND stage = $2 AND status <> 'SUCCEEDED' "
+                     "RETURNING attempts, s.done",
+                     6, params, &res);
     if (rc != 0)
         goto out_err;
-    if (tp_res_nrows(res) == 1)
+    if (tp_res_nrows(res) == 1) {
         tp_res_get_int64(res, 0, 0, &attempts);
+        exhausted = strcmp(tp_res_get(res, 0, 1), "t") == 0;
+    }
     tp_res_free(res);
     res = NULL;
     out->stage = def->id;
     out->attempts = (int)attempts;
     out->err = err;
     snprintf(out->message, sizeof(out->message), "%s", params[3]);
-    if (attempts >= max) {
+    if (exhausted) {
         char msg[700];
         snprintf(msg, sizeof(msg), "stage %s failed %lld times; last error %s: %s", def->name,
                  (long long)attempts, params[2], params[3]);
