@@ -400,6 +400,20 @@ static int write_marker(tp_stage_ctx *ctx, const tp_stage_def *def, int attempt)
     return 0;
 }
 
+/* Fills out with the terminal outcome a stage committed (FAILED or DENIED) and logs it. */
+static void report_terminal(const tp_stage_ctx *ctx, const tp_stage_def *def, int attempt,
+                            tp_run_result *out) {
+    tp_log_ctx lctx = {ctx->req->request_id, def->name, attempt, ctx->req->traceparent};
+    out->status = (tp_run_status)ctx->terminal;
+    out->stage = def->id;
+    out->attempts = attempt;
+    out->err = ctx->terminal == TP_RUN_DENIED ? TP_EPOLICY_DENIED : 0;
+    snprintf(out->failure_reason, sizeof(out->failure_reason), "%s", ctx->reason);
+    snprintf(out->message, sizeof(out->message), "%s", ctx->message);
+    tp_log(TP_LOG_WARN, "stages", &lctx, "request %s: %s",
+           ctx->terminal == TP_RUN_DENIED ? "DENIED" : "FAILED", ctx->reason);
+}
+
 /* Runs one stage; returns STAGE_DONE (go on), STAGE_STOP (out filled) or a negative code when
  * even the failure could not be recorded (out filled with a RETRY verdict). */
 static int run_stage(tp_stage_ctx *ctx, const tp_stage_def *def, int prev_attempts,
@@ -466,14 +480,7 @@ static int run_stage(tp_stage_ctx *ctx, const tp_stage_def *def, int prev_attemp
         goto out_fail;
     }
     if (ctx->terminal) {
-        out->status = (tp_run_status)ctx->terminal;
-        out->stage = def->id;
-        out->attempts = attempt;
-        out->err = ctx->terminal == TP_RUN_DENIED ? TP_EPOLICY_DENIED : 0;
-        snprintf(out->failure_reason, sizeof(out->failure_reason), "%s", ctx->reason);
-        snprintf(out->message, sizeof(out->message), "%s", ctx->message);
-        tp_log(TP_LOG_WARN, "stages", &lctx, "request %s: %s", ctx->terminal == TP_RUN_DENIED ?
-               "DENIED" : "FAILED", ctx->reason);
+        report_terminal(ctx, def, attempt, out);
         return STAGE_STOP;
     }
     tp_log(TP_LOG_DEBUG, "stages", &lctx, "stage succeeded");
@@ -585,10 +592,9 @@ static int run_single_tx(tp_stage_ctx *ctx, bool need_policy, tp_run_result *out
         const char *state = ctx->terminal == TP_RUN_DENIED ? "DENIED"
                             : ctx->terminal              ? "FAILED"
                             : last->id == TP_STAGE_ISOLATION ? "SUCCEEDED" : NULL;
-        const char *mp[4] = {ctx->req->request_id, markers_text, state,
-                             ctx->terminal ? ctx->reason : NULL};
-        const char *msg = ctx->terminal ? ctx->message : NULL;
-        const char *mp5[5] = {mp[0], mp[1], mp[2], mp[3], msg};
+        const char *mp5[5] = {ctx->req->request_id, markers_text, state,
+                              ctx->terminal ? ctx->reason : NULL,
+                              ctx->terminal ? ctx->message : NULL};
         rc = tp_db_exec(db,
                         "WITH m AS (UPDATE provisioning_stages s SET status = v.status, attempts = "
                         "v.attempts, output = nullif(v.output, 'null'), reason = v.reason, message = v.message, "
@@ -608,15 +614,7 @@ static int run_single_tx(tp_stage_ctx *ctx, bool need_policy, tp_run_result *out
         json_decref(markers);
         ctx->chain_known = false;
         if (ctx->terminal) {
-            tp_log_ctx lctx = {ctx->req->request_id, last->name, 0, ctx->req->traceparent};
-            out->status = (tp_run_status)ctx->terminal;
-            out->stage = last->id;
-            out->attempts = attempts[last->id] + 1;
-            out->err = ctx->terminal == TP_RUN_DENIED ? TP_EPOLICY_DENIED : 0;
-            snprintf(out->failure_reason, sizeof(out->failure_reason), "%s", ctx->reason);
-            snprintf(out->message, sizeof(out->message), "%s", ctx->message);
-            tp_log(TP_LOG_WARN, "stages", &lctx, "request %s: %s",
-                   ctx->terminal == TP_RUN_DENIED ? "DENIED" : "FAILED", ctx->reason);
+            report_terminal(ctx, last, attempts[last->id] + 1, out);
         } else {
             out->status = state ? TP_RUN_SUCCEEDED : TP_RUN_RETRY;
             out->stage = last->id;
