@@ -8,8 +8,10 @@
 #include <cmocka.h>
 
 #include "support/e2e.h"
+#include "support/pgproxy.h"
 
 #include <signal.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,12 +197,43 @@ static void test_sigterm_under_load(void **state) {
     assert_int_equal(e2e_worker_stop(e, 1, SIGTERM, 20000, NULL), 0);
 }
 
+/* A worker started while PostgreSQL does not answer waits for it (it used to exit 1 at once),
+ * then provisions as usual. The database sits behind a proxy the test freezes, so the shared
+ * server is never touched. */
+static void test_worker_waits_for_postgres(void **state) {
+    fault_state *f = *state;
+    e2e *e = &f->e;
+    char dsn[1024];
+    tp_request req;
+    int status = 0;
+    pgproxy *px = pgproxy_start(e->db.dsn, dsn, sizeof(dsn));
+    assert_non_null(px);
+    pgproxy_freeze(px, true);
+    FILE *cfg = fopen(e->config_path, "a"); /* later keys win */
+    assert_non_null(cfg);
+    fprintf(cfg, "pg.dsn = %s\npg.connect_timeout_s = 1\n", dsn);
+    fclose(cfg);
+    assert_int_equal(e2e_worker_start(e, 0), 0);
+    sleep(4);
+    assert_int_equal(waitpid(e->workers[0], &status, WNOHANG), 0); /* still running */
+    pgproxy_freeze(px, false);
+    e2e_request_init(&req, "waited-for-pg", TP_PLAN_PRO);
+    assert_int_equal(e2e_submit(e, &req, 1, -1), 0);
+    int64_t ok = e2e_wait_int(e, 1, 90, "SELECT count(*) FROM provisioning_requests WHERE request_id = '%s' "
+                                        "AND state = 'SUCCEEDED'", req.request_id);
+    int exit_status = e2e_worker_stop(e, 0, SIGTERM, 20000, NULL);
+    pgproxy_stop(px);
+    assert_int_equal(ok, 1);
+    assert_int_equal(exit_status, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_prestate_setup_teardown(test_opa_down_then_back, setup_default, teardown, "opadown"),
         cmocka_unit_test_setup_teardown(test_retries_exhausted_then_replay, setup_short_budget, teardown),
         cmocka_unit_test_prestate_setup_teardown(test_kill9_mid_batch, setup_default, teardown, "kill9"),
         cmocka_unit_test_prestate_setup_teardown(test_sigterm_under_load, setup_default, teardown, "sigterm"),
+        cmocka_unit_test_prestate_setup_teardown(test_worker_waits_for_postgres, setup_default, teardown, "pgwait"),
     };
     if (getenv("TP_TEST_FILTER"))
         cmocka_set_test_filter(getenv("TP_TEST_FILTER"));

@@ -7,6 +7,7 @@
 #include "tp/log.h"
 #include "tp/worker.h"
 
+#include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,12 +155,44 @@ static int migrate(const tp_config *cfg) {
     return rc;
 }
 
+static volatile sig_atomic_t stop_waiting;
+
+static void on_stop_while_waiting(int signum) {
+    (void)signum;
+    stop_waiting = 1;
+}
+
+/* Start-up waits for PostgreSQL instead of exiting: the migrations run as soon as it answers,
+ * with a doubling backoff (200 ms up to 5 s) while it does not (a worker started before its
+ * database, or during a restart of it, comes up by itself). SIGTERM/SIGINT end the wait.
+ * Returns 0, a permanent TP_E* (e.g. a newer schema), or TP_ESHUTDOWN when stopped. */
+static int wait_for_database(const tp_config *cfg) {
+    struct sigaction sa, old_term, old_int;
+    int64_t delay = 200;
+    int rc;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stop_while_waiting;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, &old_term);
+    sigaction(SIGINT, &sa, &old_int);
+    while ((rc = migrate(cfg)) != 0 && tp_err_is_transient(rc) && !stop_waiting) {
+        tp_log_warn("worker", "PostgreSQL is not reachable: trying again in %lld ms (nothing is "
+                    "consumed meanwhile)", (long long)delay);
+        for (int64_t slept = 0; slept < delay && !stop_waiting; slept += 50)
+            usleep(50 * 1000);
+        delay = delay * 2 > 5000 ? 5000 : delay * 2;
+    }
+    sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGINT, &old_int, NULL);
+    return rc != 0 && stop_waiting ? TP_ESHUTDOWN : rc;
+}
+
 int tp_worker_run(const tp_config *cfg) {
     tp_worker w;
     char err[512];
     char threads[16];
     int pool = (int)tp_config_get_int(cfg, "worker.db_pool_size");
-    int status = 1;
+    int status = 1, rc;
 
     memset(&w, 0, sizeof(w));
     w.cfg = cfg;
@@ -182,8 +215,13 @@ int tp_worker_run(const tp_config *cfg) {
         tp_log_error("worker", "libsodium init failed");
         goto out;
     }
-    if (migrate(cfg) != 0)
+    if ((rc = wait_for_database(cfg)) != 0) {
+        if (rc == TP_ESHUTDOWN) {
+            tp_log_info("worker", "stopped while waiting for PostgreSQL");
+            status = 0;
+        }
         goto out;
+    }
     w.codec = tp_codec_new(tp_config_get(cfg, "codec.schema_dir"),
                            tp_config_get(cfg, "codec.confluent_schema_ids"), err, sizeof(err));
     if (!w.codec) {
