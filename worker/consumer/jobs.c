@@ -132,7 +132,7 @@ static void run_work(uv_work_t *req) {
         env.origin_offset = j->offset;
         env.region_allowlist = tp_config_get(w->cfg, "policy.region_allowlist");
         env.max_attempts = w->max_attempts;
-        env.max_elapsed_ms = tp_config_get_int(w->cfg, "retry.max_elapsed_ms");
+        env.max_elapsed_ms = w->max_elapsed_ms;
         env.max_tenants_per_user = (int)tp_config_get_int(w->cfg, "policy.max_tenants_per_user");
         j->work_rc = tp_stages_run(&env, &j->req, &j->result);
     }

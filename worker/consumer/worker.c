@@ -200,6 +200,7 @@ int tp_worker_run(const tp_config *cfg) {
     if (w.inflight_max < 1)
         w.inflight_max = 1;
     w.max_attempts = (int)tp_config_get_int(cfg, "retry.max_attempts");
+    w.max_elapsed_ms = tp_config_get_int(cfg, "retry.max_elapsed_ms");
     w.backoff.initial_ms = tp_config_get_int(cfg, "retry.initial_ms");
     w.backoff.multiplier = tp_config_get_double(cfg, "retry.multiplier");
     w.backoff.cap_ms = tp_config_get_int(cfg, "retry.cap_ms");

@@ -113,6 +113,7 @@ typedef struct tp_worker {
     bool stopped;
     bool failed; /* a fatal condition: drain, then exit 1 so the supervisor restarts us */
     int max_attempts;
+    int64_t max_elapsed_ms; /* retry.max_elapsed_ms, read once */
     tp_backoff backoff;
     pthread_mutex_t res_lock;
     pthread_cond_t res_cond;

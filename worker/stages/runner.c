@@ -343,6 +343,14 @@ out_err:
 
 enum { STAGE_DONE = 0, STAGE_STOP = 1 };
 
+/* Forgets what the last stage run left on ctx (output, terminal outcome, messages). */
+static void clear_outcome(tp_stage_ctx *ctx) {
+    json_decref(ctx->output);
+    ctx->output = NULL;
+    ctx->terminal = 0;
+    ctx->reason[0] = ctx->message[0] = '\0';
+}
+
 /* Runs def's prepare step (network calls, outside any transaction) once per run: the one-
  * transaction path and the per-stage path after it share the result, so OPA is asked once. A
  * failure keeps its message for the per-stage path to record. */
@@ -424,10 +432,7 @@ static int run_stage(tp_stage_ctx *ctx, const tp_stage_def *def, int prev_attemp
     int rc, attempt = prev_attempts + 1;
     const char *params[2] = {ctx->req->request_id, def->name};
 
-    json_decref(ctx->output);
-    ctx->output = NULL;
-    ctx->terminal = 0;
-    ctx->reason[0] = ctx->message[0] = '\0';
+    clear_outcome(ctx);
 
     if ((rc = prepare_stage(ctx, def)) != 0)
         goto out_fail;
@@ -561,10 +566,7 @@ static int run_single_tx(tp_stage_ctx *ctx, bool need_policy, tp_run_result *out
         tp_log_ctx lctx = {ctx->req->request_id, def->name, attempts[i] + 1, ctx->req->traceparent};
         if (done[i])
             continue;
-        json_decref(ctx->output);
-        ctx->output = NULL;
-        ctx->terminal = 0;
-        ctx->reason[0] = ctx->message[0] = '\0';
+        clear_outcome(ctx);
         if ((rc = def->run(ctx)) != 0) {
             tp_log(TP_LOG_DEBUG, "stages", &lctx, "one-transaction path: %s (%s); per stage now",
                    tp_err_name(rc), ctx->message);
@@ -609,7 +611,8 @@ static int run_single_tx(tp_stage_ctx *ctx, bool need_policy, tp_run_result *out
         if (rc != 0)
             goto out_fallback;
         if ((rc = tp_db_commit(db)) != 0)
-            goto out_fallback_committed;
+            goto out_fallback; /* its answer was lost: it may or may not have happened; the
+                                 * per-stage path finds out, each stage under its lock */
         free(markers_text);
         json_decref(markers);
         ctx->chain_known = false;
@@ -622,18 +625,12 @@ static int run_single_tx(tp_stage_ctx *ctx, bool need_policy, tp_run_result *out
         return STAGE_STOP;
     }
 
-out_fallback_committed:
-    /* The COMMIT's answer was lost: it may or may not have happened. The per-stage path finds
-     * out, each stage under its lock. */
 out_fallback:
     tp_res_free(res);
     tp_db_rollback(db);
     free(markers_text);
     json_decref(markers);
-    json_decref(ctx->output);
-    ctx->output = NULL;
-    ctx->terminal = 0;
-    ctx->reason[0] = ctx->message[0] = '\0';
+    clear_outcome(ctx);
     ctx->chain_known = false;
     snprintf(ctx->tenant_id, sizeof(ctx->tenant_id), "%s", tenant_before);
     return STAGE_DONE;
