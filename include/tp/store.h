@@ -58,7 +58,9 @@ int tp_db_ping(tp_db *db);
 int tp_db_ping_within(tp_db *db, int timeout_ms);
 
 /* Transactions. begin fails with TP_EINVAL when one is already open. rollback is always safe
- * (a no-op without an open transaction or on a lost connection). */
+ * (a no-op without an open transaction or on a lost connection). BEGIN costs no round trip of
+ * its own: it is sent with the transaction's first statement (libpq pipeline mode), and a
+ * transaction that sent nothing commits or rolls back without one. */
 int tp_db_begin(tp_db *db);
 int tp_db_commit(tp_db *db);
 int tp_db_rollback(tp_db *db);
@@ -77,6 +79,18 @@ int tp_db_query(tp_db *db, const char *sql, int nparams, const char *const *para
  * PQexecParams; lengths/formats may be NULL for all-text. out may be NULL (rows discarded). */
 int tp_db_query_bin(tp_db *db, const char *sql, int nparams, const char *const *params,
                     const int *lengths, const int *formats, tp_res **out);
+
+/* Sends one parameterised statement inside a transaction without waiting for its answer
+ * (pipeline mode): it travels with the next statement, commit or rollback, and its error, if
+ * any, is that call's error (the transaction is then aborted: roll back). For statements whose
+ * result nobody reads (inserts of the happy path). Outside a transaction it runs at once, as
+ * tp_db_query_bin. Returns 0, or TP_EDB when it cannot be sent (the transaction is lost). */
+int tp_db_exec_queued(tp_db *db, const char *sql, int nparams, const char *const *params,
+                      const int *lengths, const int *formats);
+
+/* Round trips to PostgreSQL so far by all connections of this process (each wait for an
+ * answer: a statement, a prepare, a pipeline sync); scripts/bench divides it by requests. */
+unsigned long long tp_db_round_trips(void);
 
 /* Runs a script of several statements without parameters (simple query protocol). */
 int tp_db_exec_script(tp_db *db, const char *sql);

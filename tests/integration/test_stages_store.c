@@ -1,5 +1,6 @@
 /* test_stages_store.c: the store on the real PostgreSQL: migrations (twice idempotent, newer schema
  * refused, check without applying), SQLSTATE classification, aborted transactions, reconnect,
+ * pipelined statements (queued inserts, their errors, a connection lost under them),
  * connection deadlines (lock, statement, a frozen server), dead letters unique by origin. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -146,6 +147,136 @@ static void test_aborted_tx_commit_fails(void **state) {
     assert_int_equal(tp_db_exec(f->db, "INSERT INTO t_tx VALUES ($1)", 1, p, NULL), 0);
     assert_int_equal(tp_db_commit(f->db), 0);
     assert_int_equal(pgtest_query_int(f->db, "SELECT count(*) FROM t_tx", &n), 0);
+    assert_int_equal(n, 1);
+}
+
+/* Pipeline mode (store.c): BEGIN rides with the first statement, queued statements with the
+ * next one that waits, or with COMMIT; their errors surface there and abort the transaction. */
+static void test_pipeline_queued_statements(void **state) {
+    fixture *f = *state;
+    int64_t n = -1;
+    char key[16];
+    const char *p[1] = {key};
+    assert_int_equal(tp_db_exec(f->db, "CREATE TABLE IF NOT EXISTS t_pipe (k text PRIMARY KEY)", 0,
+                                NULL, NULL),
+                     0);
+    /* A transaction that sends nothing commits and rolls back without a word to the server. */
+    assert_int_equal(tp_db_begin(f->db), 0);
+    assert_true(tp_db_in_tx(f->db));
+    assert_int_equal(tp_db_commit(f->db), 0);
+    assert_false(tp_db_in_tx(f->db));
+    assert_int_equal(tp_db_begin(f->db), 0);
+    assert_int_equal(tp_db_rollback(f->db), 0);
+
+    /* Queued inserts are visible to the next statement of the transaction, and committed. */
+    assert_int_equal(tp_db_begin(f->db), 0);
+    for (int i = 0; i < 3; i++) {
+        snprintf(key, sizeof(key), "a%d", i);
+        assert_int_equal(tp_db_exec_queued(f->db, "INSERT INTO t_pipe VALUES ($1)", 1, p, NULL, NULL), 0);
+    }
+    assert_int_equal(pgtest_query_int(f->db, "SELECT count(*) FROM t_pipe", &n), 0);
+    assert_int_equal(n, 3);
+    snprintf(key, sizeof(key), "a3");
+    assert_int_equal(tp_db_exec_queued(f->db, "INSERT INTO t_pipe VALUES ($1)", 1, p, NULL, NULL), 0);
+    assert_int_equal(tp_db_commit(f->db), 0); /* the fourth travels with COMMIT */
+    assert_int_equal(pgtest_query_int(f->db, "SELECT count(*) FROM t_pipe", &n), 0);
+    assert_int_equal(n, 4);
+
+    /* More than a pipeline holds: flushed on the way, all committed. */
+    assert_int_equal(tp_db_begin(f->db), 0);
+    for (int i = 0; i < 40; i++) {
+        snprintf(key, sizeof(key), "b%d", i);
+        assert_int_equal(tp_db_exec_queued(f->db, "INSERT INTO t_pipe VALUES ($1)", 1, p, NULL, NULL), 0);
+    }
+    assert_int_equal(tp_db_commit(f->db), 0);
+    assert_int_equal(pgtest_query_int(f->db, "SELECT count(*) FROM t_pipe", &n), 0);
+    assert_int_equal(n, 44);
+
+    /* A queued duplicate: the next statement reports it (with its SQLSTATE), commit fails, the
+     * whole transaction is gone, and the session is usable again. */
+    assert_int_equal(tp_db_begin(f->db), 0);
+    snprintf(key, sizeof(key), "c0");
+    assert_int_equal(tp_db_exec_queued(f->db, "INSERT INTO t_pipe VALUES ($1)", 1, p, NULL, NULL), 0);
+    snprintf(key, sizeof(key), "a0");
+    assert_int_equal(tp_db_exec_queued(f->db, "INSERT INTO t_pipe VALUES ($1)", 1, p, NULL, NULL), 0);
+    assert_int_equal(tp_db_exec(f->db, "SELECT 1", 0, NULL, NULL), TP_EDB_PERMANENT);
+    assert_string_equal(tp_db_sqlstate(f->db), "23505");
+    assert_int_not_equal(tp_db_commit(f->db), 0);
+    assert_false(tp_db_in_tx(f->db));
+    assert_int_equal(pgtest_query_int(f->db, "SELECT count(*) FROM t_pipe WHERE k = 'c0'", &n), 0);
+    assert_int_equal(n, 0);
+
+    /* The same with the duplicate riding along with COMMIT itself. */
+    assert_int_equal(tp_db_begin(f->db), 0);
+    snprintf(key, sizeof(key), "d0");
+    assert_int_equal(tp_db_exec_queued(f->db, "INSERT INTO t_pipe VALUES ($1)", 1, p, NULL, NULL), 0);
+    snprintf(key, sizeof(key), "a1");
+    assert_int_equal(tp_db_exec_queued(f->db, "INSERT INTO t_pipe VALUES ($1)", 1, p, NULL, NULL), 0);
+    assert_int_equal(tp_db_commit(f->db), TP_EDB_PERMANENT);
+    assert_string_equal(tp_db_sqlstate(f->db), "23505");
+    assert_false(tp_db_in_tx(f->db));
+    assert_int_equal(pgtest_query_int(f->db, "SELECT count(*) FROM t_pipe WHERE k = 'd0'", &n), 0);
+    assert_int_equal(n, 0); /* not committed, and no transaction left open: autocommit works */
+
+    /* A rollback drops queued statements; their error does not replace the caller's. */
+    assert_int_equal(tp_db_begin(f->db), 0);
+    snprintf(key, sizeof(key), "e0");
+    assert_int_equal(tp_db_exec_queued(f->db, "INSERT INTO t_pipe VALUES ($1)", 1, p, NULL, NULL), 0);
+    assert_int_equal(tp_db_rollback(f->db), 0);
+    assert_int_equal(pgtest_query_int(f->db, "SELECT count(*) FROM t_pipe WHERE k = 'e0'", &n), 0);
+    assert_int_equal(n, 0);
+
+    /* A statement that cannot be prepared fails each time it is queued, and the session goes on
+     * (its failed prepare is forgotten, not reused). */
+    for (int round = 0; round < 2; round++) {
+        assert_int_equal(tp_db_begin(f->db), 0);
+        assert_int_equal(tp_db_exec_queued(f->db, "INSERT INTO t_pipe_missing VALUES ($1)", 1, p, NULL, NULL), 0);
+        assert_int_equal(tp_db_commit(f->db), TP_EDB_PERMANENT);
+        assert_string_equal(tp_db_sqlstate(f->db), "42P01");
+    }
+    assert_int_equal(tp_db_begin(f->db), 0);
+    snprintf(key, sizeof(key), "f0");
+    assert_int_equal(tp_db_exec_queued(f->db, "INSERT INTO t_pipe VALUES ($1)", 1, p, NULL, NULL), 0);
+    assert_int_equal(tp_db_commit(f->db), 0);
+    assert_int_equal(pgtest_query_int(f->db, "SELECT count(*) FROM t_pipe", &n), 0);
+    assert_int_equal(n, 45);
+
+    /* Outside a transaction a queued statement runs at once. */
+    snprintf(key, sizeof(key), "g0");
+    assert_int_equal(tp_db_exec_queued(f->db, "INSERT INTO t_pipe VALUES ($1)", 1, p, NULL, NULL), 0);
+    assert_int_equal(pgtest_query_int(f->db, "SELECT count(*) FROM t_pipe", &n), 0);
+    assert_int_equal(n, 46);
+}
+
+/* A connection killed while statements are queued: the call that collects them fails
+ * transiently, the transaction is gone, and the next one reconnects. */
+static void test_pipeline_connection_lost(void **state) {
+    fixture *f = *state;
+    char err[256], pid[32];
+    tp_db *killer = NULL;
+    int64_t n = -1;
+    const char *p[1] = {"k0"};
+    assert_int_equal(tp_db_exec(f->db, "CREATE TABLE IF NOT EXISTS t_pipe2 (k text PRIMARY KEY)", 0,
+                                NULL, NULL),
+                     0);
+    assert_int_equal(pgtest_query_text(f->db, "SELECT pg_backend_pid()", pid, sizeof(pid)), 0);
+    assert_int_equal(tp_db_begin(f->db), 0);
+    assert_int_equal(tp_db_exec_queued(f->db, "INSERT INTO t_pipe2 VALUES ($1)", 1, p, NULL, NULL), 0);
+    assert_int_equal(tp_db_connect(f->t.dsn, &killer, err, sizeof(err)), 0);
+    const char *kp[1] = {pid};
+    assert_int_equal(tp_db_exec(killer, "SELECT pg_terminate_backend($1::int)", 1, kp, NULL), 0);
+    tp_db_close(killer);
+    usleep(100 * 1000);
+    int rc = tp_db_commit(f->db);
+    assert_true(rc == TP_EDB);
+    assert_false(tp_db_in_tx(f->db));
+    tp_db_rollback(f->db);
+    assert_int_equal(pgtest_query_int(f->db, "SELECT count(*) FROM t_pipe2", &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(tp_db_begin(f->db), 0);
+    assert_int_equal(tp_db_exec_queued(f->db, "INSERT INTO t_pipe2 VALUES ($1)", 1, p, NULL, NULL), 0);
+    assert_int_equal(tp_db_commit(f->db), 0);
+    assert_int_equal(pgtest_query_int(f->db, "SELECT count(*) FROM t_pipe2", &n), 0);
     assert_int_equal(n, 1);
 }
 
@@ -357,6 +488,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_sqlstate_classification, setup, teardown),
         cmocka_unit_test_setup_teardown(test_aborted_tx_commit_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect_after_terminate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pipeline_queued_statements, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pipeline_connection_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_result_api, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_wait_is_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_session_deadlines, setup, teardown),

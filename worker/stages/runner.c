@@ -597,7 +597,8 @@ static int run_single_tx(tp_stage_ctx *ctx, bool need_policy, tp_run_result *out
         const char *mp5[5] = {ctx->req->request_id, markers_text, state,
                               ctx->terminal ? ctx->reason : NULL,
                               ctx->terminal ? ctx->message : NULL};
-        rc = tp_db_exec(db,
+        /* Queued: it travels with the COMMIT, one round trip for both. */
+        rc = tp_db_exec_queued(db,
                         "WITH m AS (UPDATE provisioning_stages s SET status = v.status, attempts = "
                         "v.attempts, output = nullif(v.output, 'null'), reason = v.reason, message = v.message, "
                         "started_at = coalesce(s.started_at, now()), finished_at = clock_timestamp(), "
@@ -607,7 +608,7 @@ static int run_single_tx(tp_stage_ctx *ctx, bool need_policy, tp_run_result *out
                         "UPDATE provisioning_requests SET state = $3, failure_reason = $4, "
                         "failure_message = $5, finished_at = clock_timestamp(), updated_at = "
                         "clock_timestamp() WHERE request_id = $1 AND $3::text IS NOT NULL",
-                        5, mp5, NULL);
+                        5, mp5, NULL, NULL);
         if (rc != 0)
             goto out_fallback;
         if ((rc = tp_db_commit(db)) != 0)

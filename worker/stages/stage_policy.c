@@ -68,10 +68,11 @@ int tp_stage_policy_run(tp_stage_ctx *ctx) {
     }
     const char *params[5] = {ctx->req->request_id, d->decision_id, d->allow ? "true" : "false",
                              reasons_text, d->policy_revision};
-    rc = tp_db_exec(ctx->db,
-                    "INSERT INTO policy_decisions (request_id, decision_id, allow, reasons, "
-                    "policy_revision) VALUES ($1, $2, $3::boolean, $4::jsonb, $5)",
-                    5, params, NULL);
+    /* Queued: nothing reads its answer; an error surfaces at the next statement or commit. */
+    rc = tp_db_exec_queued(ctx->db,
+                           "INSERT INTO policy_decisions (request_id, decision_id, allow, reasons, "
+                           "policy_revision) VALUES ($1, $2, $3::boolean, $4::jsonb, $5)",
+                           5, params, NULL, NULL);
     free(reasons_text);
     if (rc != 0) {
         json_decref(reasons);

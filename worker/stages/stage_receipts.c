@@ -127,11 +127,14 @@ int tp_stage_emit_receipt(tp_stage_ctx *ctx, const char *action_type, const char
                           tsbuf};
     int lengths[10] = {0, 0, 0, 0, 0, 0, 0, (int)sealed.payload_len, 0, 0};
     int formats[10] = {0, 0, 0, 0, 0, 0, 0, 1, 0, 0};
-    rc = tp_db_query_bin(ctx->db,
-                         "INSERT INTO receipt_outbox (receipt_id, tenant_id, request_id, action_type, "
-                         "sequence, previous_hash, hash, payload, envelope, signed_at_ms) VALUES ($1, "
-                         "$2, $3, $4, $5::bigint, $6, $7, $8::bytea, $9::jsonb, $10::bigint)",
-                         10, p2, lengths, formats, NULL);
+    /* Queued (pipeline): the receipts of a transaction travel with its next statement; the
+     * chain is computed here, so no insert waits for the one before. */
+    rc = tp_db_exec_queued(ctx->db,
+                           "INSERT INTO receipt_outbox (receipt_id, tenant_id, request_id, "
+                           "action_type, sequence, previous_hash, hash, payload, envelope, "
+                           "signed_at_ms) VALUES ($1, $2, $3, $4, $5::bigint, $6, $7, $8::bytea, "
+                           "$9::jsonb, $10::bigint)",
+                           10, p2, lengths, formats);
     if (rc == 0) {
         /* The chain now ends here, for the next receipt of this transaction. */
         size_t used = strlen(ctx->chain_existing);

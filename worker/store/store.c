@@ -1,5 +1,7 @@
 /* store.c: the libpq wrapper: one connection per tp_db, transactions, parameterised statements,
  * SQLSTATE → TP_E translation, reconnect after a broken connection, and the result API.
+ * Inside a transaction, BEGIN and the statements queued with tp_db_exec_queued ride in one libpq
+ * pipeline with the next statement that waits for its answer (one round trip for them all).
  * The only file set (with migrate.c) that includes <libpq-fe.h>. */
 #include "tp/store.h"
 #include "tp/config.h"
@@ -18,6 +20,11 @@
 #include <time.h>
 
 #define PREPARED_MAX 128 /* statements past it run unprepared (the product has fewer) */
+
+/* Round trips to PostgreSQL by every connection of this process (each wait for an answer). */
+static _Atomic unsigned long long round_trips;
+
+unsigned long long tp_db_round_trips(void) { return round_trips; }
 
 struct tp_res {
     PGresult *res;
@@ -261,9 +268,13 @@ void tp_db_close(tp_db *db) {
 static int ensure_conn(tp_db *db) {
     if (PQstatus(db->conn) == CONNECTION_OK)
         return 0;
-    bool was_in_tx = db->in_tx;
-    db->in_tx = false;
+    /* A transaction that has sent nothing yet (BEGIN pending) survives a reconnect. */
+    bool was_in_tx = db->in_tx && (!db->begin_pending || db->n_owed > 0);
+    bool keep_tx = db->in_tx && !was_in_tx;
+    db->in_tx = keep_tx;
+    db->begin_pending = keep_tx;
     db->tx_failed = false;
+    db->n_owed = 0;
     PQreset(db->conn);
     forget_prepared(db); /* a new session knows none of them */
     if (PQstatus(db->conn) != CONNECTION_OK) {
@@ -303,46 +314,216 @@ static uint64_t sql_hash(const char *sql) {
     return h;
 }
 
+/* The index in db->stmts of sql when this session has it prepared, else -1. */
+static int find_prepared(const tp_db *db, const char *sql) {
+    uint64_t h = sql_hash(sql);
+    for (int i = 0; i < db->n_stmts; i++)
+        if (db->stmts[i].sql && db->stmts[i].hash == h && strcmp(db->stmts[i].sql, sql) == 0)
+            return i;
+    return -1;
+}
+
+/* Takes a new slot (and a new name) for sql; -1 when the table is full or memory is short: the
+ * caller then runs it unprepared. */
+static int add_prepared(tp_db *db, const char *sql) {
+    prepared *p;
+    if (db->n_stmts >= PREPARED_MAX)
+        return -1;
+    if (!db->stmts && !(db->stmts = calloc(PREPARED_MAX, sizeof(*db->stmts))))
+        return -1;
+    p = &db->stmts[db->n_stmts];
+    if (!(p->sql = strdup(sql)))
+        return -1;
+    p->hash = sql_hash(sql);
+    snprintf(p->name, sizeof(p->name), "tp%d", db->n_stmts);
+    return db->n_stmts++;
+}
+
+/* A prepare that failed: the slot is never matched again (its name is not reused). */
+static void drop_prepared(tp_db *db, int i) {
+    free(db->stmts[i].sql);
+    db->stmts[i].sql = NULL;
+}
+
 /* The name of sql prepared on this session, preparing it on first use (one extra round trip per
  * statement and connection: later runs skip PostgreSQL's parse and, once cached, its planning).
  * NULL when it cannot be cached (table full, out of memory): the caller runs it unprepared. A
  * failed prepare returns NULL with *rc set. */
 static const char *prepared_name(tp_db *db, const char *sql, int nparams, int *rc) {
-    uint64_t h = sql_hash(sql);
-    prepared *p;
     PGresult *res;
+    int i = find_prepared(db, sql);
     *rc = 0;
-    for (int i = 0; i < db->n_stmts; i++)
-        if (db->stmts[i].hash == h && strcmp(db->stmts[i].sql, sql) == 0)
-            return db->stmts[i].name;
-    if (db->n_stmts >= PREPARED_MAX)
+    if (i >= 0)
+        return db->stmts[i].name;
+    if ((i = add_prepared(db, sql)) < 0)
         return NULL;
-    if (!db->stmts && !(db->stmts = calloc(PREPARED_MAX, sizeof(*db->stmts))))
-        return NULL;
-    p = &db->stmts[db->n_stmts];
-    if (!(p->sql = strdup(sql)))
-        return NULL;
-    p->hash = h;
-    snprintf(p->name, sizeof(p->name), "tp%d", db->n_stmts);
-    res = PQprepare(db->conn, p->name, sql, nparams, NULL);
+    round_trips++;
+    res = PQprepare(db->conn, db->stmts[i].name, sql, nparams, NULL);
     *rc = check_result(db, res);
     PQclear(res);
     if (*rc != 0) {
-        free(p->sql);
-        p->sql = NULL;
+        drop_prepared(db, i);
         return NULL;
     }
-    db->n_stmts++;
-    return p->name;
+    return db->stmts[i].name;
+}
+
+/* --- pipeline ------------------------------------------------------------------------------
+ * Statements are sent without waiting; one Sync then collects every owed result in send order.
+ * Per command libpq yields its result then NULL; after an error the rest of the pipeline comes
+ * back PGRES_PIPELINE_ABORTED, then PGRES_PIPELINE_SYNC closes it. */
+enum { OWED_STATEMENT = -1, OWED_BEGIN = -2 };
+
+static int pipe_fail(tp_db *db, const char *what) {
+    const char *m = PQerrorMessage(db->conn);
+    set_error(db, "", m && *m ? m : what);
+    if (db->in_tx)
+        db->tx_failed = true;
+    return TP_EDB;
+}
+
+/* Gives up a pipeline that cannot be sent or read (a broken connection, libpq out of memory):
+ * the session is reset, so its transaction is lost and the caller gets TP_EDB. */
+static void pipe_abandon(tp_db *db) {
+    char state[6], msg[512];
+    memcpy(state, db->sqlstate, sizeof(state));
+    memcpy(msg, db->errmsg, sizeof(msg));
+    db->n_owed = 0;
+    db->begin_pending = false;
+    db->in_tx = false;
+    db->tx_failed = false;
+    PQreset(db->conn);
+    forget_prepared(db);
+    if (PQstatus(db->conn) == CONNECTION_OK)
+        PQsetNoticeProcessor(db->conn, notice_processor, NULL);
+    set_error(db, *state ? state : "08006", *msg ? msg : "pipeline abandoned");
+}
+
+/* Queues sql (prepared when it can be: PQsendPrepare then PQsendQueryPrepared) behind a
+ * pending BEGIN. Needs room for three owed results. */
+static int pipe_send(tp_db *db, const char *sql, int nparams, const char *const *params,
+                     const int *lengths, const int *formats, bool prepare) {
+    int i = -1, ok;
+    if (PQpipelineStatus(db->conn) == PQ_PIPELINE_OFF && !PQenterPipelineMode(db->conn))
+        return pipe_fail(db, "cannot enter pipeline mode");
+    if (db->begin_pending) {
+        if (!PQsendQueryParams(db->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0))
+            return pipe_fail(db, "cannot send BEGIN");
+        db->begin_pending = false;
+        db->owed[db->n_owed++] = OWED_BEGIN;
+    }
+    if (!sql)
+        return 0;
+    if (prepare && (i = find_prepared(db, sql)) < 0 && (i = add_prepared(db, sql)) >= 0) {
+        if (!PQsendPrepare(db->conn, db->stmts[i].name, sql, nparams, NULL)) {
+            drop_prepared(db, i);
+            return pipe_fail(db, "cannot send a prepare");
+        }
+        db->owed[db->n_owed++] = i;
+    }
+    ok = i >= 0 ? PQsendQueryPrepared(db->conn, db->stmts[i].name, nparams, params, lengths,
+                                      formats, 0)
+                : PQsendQueryParams(db->conn, sql, nparams, NULL, params, lengths, formats, 0);
+    if (!ok)
+        return pipe_fail(db, "cannot send a statement");
+    db->owed[db->n_owed++] = OWED_STATEMENT;
+    return 0;
+}
+
+/* Syncs and reads every owed result, then leaves pipeline mode. *last (when asked for) gets
+ * the last command's result, or the first failure before it: the error the caller reports.
+ * Returns TP_EDB (pipeline abandoned) when the answers cannot be read, else 0. */
+static int pipe_collect(tp_db *db, PGresult **last) {
+    PGresult *first_err = NULL, *tail = NULL, *r;
+    int n = db->n_owed;
+    bool broken = !PQpipelineSync(db->conn);
+    db->n_owed = 0;
+    round_trips++;
+    for (int i = 0; i < n && !broken; i++) {
+        PGresult *mine = NULL;
+        while ((r = PQgetResult(db->conn)) != NULL) {
+            if (!mine)
+                mine = r;
+            else
+                PQclear(r);
+        }
+        if (!mine) {
+            broken = true;
+            break;
+        }
+        ExecStatusType st = PQresultStatus(mine);
+        bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY;
+        if (!ok && db->owed[i] >= 0)
+            drop_prepared(db, db->owed[i]);
+        if (!ok && !first_err && st != PGRES_PIPELINE_ABORTED)
+            first_err = mine;
+        else if (i == n - 1 && last)
+            tail = mine;
+        else
+            PQclear(mine);
+    }
+    if (!broken) {
+        r = PQgetResult(db->conn);
+        broken = !r || PQresultStatus(r) != PGRES_PIPELINE_SYNC;
+        PQclear(r);
+    }
+    if (broken || !PQexitPipelineMode(db->conn)) {
+        PQclear(first_err);
+        PQclear(tail);
+        pipe_fail(db, "pipeline answers lost");
+        pipe_abandon(db);
+        if (last)
+            *last = NULL;
+        return TP_EDB;
+    }
+    if (last) {
+        *last = first_err ? first_err : tail;
+        if (first_err)
+            PQclear(tail);
+    } else if (first_err) {
+        check_result(db, first_err);
+        PQclear(first_err);
+    }
+    return 0;
+}
+
+/* Sends a pending BEGIN and the queued statements and reads their answers; 0 or their first
+ * error. */
+static int pipe_flush(tp_db *db) {
+    int rc;
+    if (!db->begin_pending && db->n_owed == 0)
+        return 0;
+    if ((rc = pipe_send(db, NULL, 0, NULL, NULL, NULL, false)) != 0) {
+        pipe_abandon(db);
+        return rc;
+    }
+    if ((rc = pipe_collect(db, NULL)) != 0)
+        return rc;
+    return db->tx_failed ? tp_store_sqlstate_to_err(db->sqlstate) : 0;
+}
+
+/* One statement that waits for its answer, with whatever the pipeline holds before it. */
+static PGresult *pipe_run(tp_db *db, const char *sql, int nparams, const char *const *params,
+                          const int *lengths, const int *formats, bool prepare, int *rc) {
+    PGresult *res = NULL;
+    if ((*rc = pipe_send(db, sql, nparams, params, lengths, formats, prepare)) != 0) {
+        pipe_abandon(db);
+        return NULL;
+    }
+    *rc = pipe_collect(db, &res);
+    return res;
 }
 
 /* Runs one parameterised statement, prepared when possible. NULL result only on out of memory
  * or a failed prepare (*rc set); check_result classifies every other outcome. */
 static PGresult *run_params(tp_db *db, const char *sql, int nparams, const char *const *params,
                             const int *lengths, const int *formats, int *rc) {
+    if (db->begin_pending || db->n_owed > 0)
+        return pipe_run(db, sql, nparams, params, lengths, formats, true, rc);
     const char *name = prepared_name(db, sql, nparams, rc);
     if (*rc != 0)
         return NULL;
+    round_trips++;
     if (name)
         return PQexecPrepared(db->conn, name, nparams, params, lengths, formats, 0);
     return PQexecParams(db->conn, sql, nparams, NULL, params, lengths, formats, 0);
@@ -399,12 +580,32 @@ int tp_db_exec(tp_db *db, const char *sql, int nparams, const char *const *param
     return rc;
 }
 
+int tp_db_exec_queued(tp_db *db, const char *sql, int nparams, const char *const *params,
+                      const int *lengths, const int *formats) {
+    int rc;
+    if (!db->in_tx) /* autocommit: nothing to ride along with */
+        return tp_db_query_bin(db, sql, nparams, params, lengths, formats, NULL);
+    if (db->tx_failed)
+        return tp_store_sqlstate_to_err(*db->sqlstate ? db->sqlstate : "25P02");
+    clear_error(db);
+    if ((rc = ensure_conn(db)) != 0)
+        return rc;
+    if (db->n_owed + 3 > TP_DB_OWED_MAX && (rc = pipe_flush(db)) != 0)
+        return rc;
+    if ((rc = pipe_send(db, sql, nparams, params, lengths, formats, true)) != 0)
+        pipe_abandon(db);
+    return rc;
+}
+
 int tp_db_exec_script(tp_db *db, const char *sql) {
     PGresult *res;
     int rc;
     clear_error(db);
     if ((rc = ensure_conn(db)) != 0)
         return rc;
+    if ((rc = pipe_flush(db)) != 0)
+        return rc;
+    round_trips++;
     res = PQexec(db->conn, sql);
     rc = check_result(db, res);
     PQclear(res);
@@ -419,17 +620,15 @@ int tp_db_ping(tp_db *db) {
 }
 
 int tp_db_begin(tp_db *db) {
-    int rc;
     if (db->in_tx) {
         set_error(db, "25001", "transaction already open");
         return TP_EINVAL;
     }
-    rc = tp_db_exec_script(db, "BEGIN");
-    if (rc == 0) {
-        db->in_tx = true;
-        db->tx_failed = false;
-    }
-    return rc;
+    clear_error(db);
+    db->in_tx = true;
+    db->tx_failed = false;
+    db->begin_pending = true; /* sent with the first statement */
+    return 0;
 }
 
 int tp_db_commit(tp_db *db) {
@@ -449,31 +648,67 @@ int tp_db_commit(tp_db *db) {
         return tp_store_sqlstate_to_err(db->sqlstate);
     }
     clear_error(db);
+    if (db->begin_pending && db->n_owed == 0) {
+        db->in_tx = db->begin_pending = false; /* nothing was sent: nothing to commit */
+        return 0;
+    }
     if (PQstatus(db->conn) != CONNECTION_OK) {
         rc = ensure_conn(db);
         return rc ? rc : TP_EDB;
     }
-    res = PQexec(db->conn, "COMMIT");
+    if (db->n_owed > 0) {
+        /* The queued statements and COMMIT in one round trip. */
+        res = pipe_run(db, "COMMIT", 0, NULL, NULL, NULL, false, &rc);
+        if (!db->in_tx)
+            return rc ? rc : TP_EDB; /* pipeline abandoned: the transaction is gone */
+    } else {
+        round_trips++;
+        res = PQexec(db->conn, "COMMIT");
+    }
     rc = check_result(db, res);
     if (rc == 0 && strcmp(PQcmdStatus(res), "COMMIT") != 0) {
         set_error(db, "25P02", "transaction was rolled back");
         rc = TP_EDB_PERMANENT;
     }
     PQclear(res);
+    if (rc != 0 && db->tx_failed && PQstatus(db->conn) == CONNECTION_OK) {
+        /* A queued statement failed and COMMIT never ran: end the aborted transaction. */
+        char state[6], msg[512];
+        memcpy(state, db->sqlstate, sizeof(state));
+        memcpy(msg, db->errmsg, sizeof(msg));
+        PQclear(PQexec(db->conn, "ROLLBACK"));
+        set_error(db, state, msg);
+    }
     db->in_tx = false;
     db->tx_failed = false;
     return rc;
 }
 
 int tp_db_rollback(tp_db *db) {
+    bool sent = !db->begin_pending || db->n_owed > 0;
     if (!db->in_tx)
         return 0;
+    db->begin_pending = false;
+    if (PQstatus(db->conn) != CONNECTION_OK) {
+        db->in_tx = db->tx_failed = false;
+        db->n_owed = 0;
+        return 0; /* the server rolls back by itself */
+    }
+    if (sent) {
+        /* The caller reads the error that made it roll back: keep it. */
+        char state[6], msg[512];
+        memcpy(state, db->sqlstate, sizeof(state));
+        memcpy(msg, db->errmsg, sizeof(msg));
+        if (db->n_owed > 0)
+            pipe_collect(db, NULL); /* their answers no longer matter */
+        if (PQstatus(db->conn) == CONNECTION_OK) {
+            round_trips++;
+            PQclear(PQexec(db->conn, "ROLLBACK"));
+        }
+        set_error(db, state, msg);
+    }
     db->in_tx = false;
     db->tx_failed = false;
-    if (PQstatus(db->conn) != CONNECTION_OK)
-        return 0; /* the server rolls back by itself */
-    PGresult *res = PQexec(db->conn, "ROLLBACK");
-    PQclear(res);
     return 0;
 }
 

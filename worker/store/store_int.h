@@ -15,12 +15,20 @@ typedef struct prepared {
 
 /* One connection (store.c; notify.c reads conn). struct pg_conn is libpq's PGconn: declared here
  * without libpq-fe.h so that the unit tests of this folder need no libpq headers. */
+#define TP_DB_OWED_MAX 32 /* results a pipeline may owe before the next round trip collects them */
+
 struct tp_db {
     struct pg_conn *conn;
     prepared *stmts; /* named statements of this session; lost with it on a reset */
     int n_stmts;
     bool in_tx;
     bool tx_failed;
+    /* Pipeline (store.c): BEGIN not sent yet (it goes out with the transaction's first
+     * statement), and the results the server owes for statements sent without waiting, in send
+     * order: OWED_STATEMENT, OWED_BEGIN, or the index in stmts of a statement being prepared. */
+    bool begin_pending;
+    int n_owed;
+    int owed[TP_DB_OWED_MAX];
     char sqlstate[6];
     char errmsg[512];
 };
