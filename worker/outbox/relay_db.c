@@ -234,7 +234,10 @@ static int claim(tp_outbox_round *round) {
             held++;
         }
     }
-    if (held < target && round->first_claim)
+    /* A new session (a start, or a reconnect after its old one was lost) tells the others: slots
+     * the old session held may now be free beyond this relay's share, and a relay that is idle
+     * would otherwise not look for them until the next commit anywhere. */
+    if (round->first_claim)
         notify = true;
     round->first_claim = false;
     if (notify && (rc = tp_db_exec(round->db, "SELECT pg_notify('" TP_OUTBOX_CHANNEL "', '')", 0, NULL, NULL)) != 0)
