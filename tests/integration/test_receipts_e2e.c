@@ -488,11 +488,13 @@ static void test_broker_outage_20s(void **state) {
     int64_t at_stop, unpublished_before_start = -1, created_during = -1, t_stopped, t_down;
     int stop_rc, start_rc;
     make_batch(e, reqs, N, "outage");
+    /* The shared broker is ours before the batch starts: waiting for the lock after it would let
+     * the whole batch be published first (another fault test may hold the lock for minutes). */
+    s->lock_fd = e2e_faults_lock();
     assert_int_equal(e2e_worker_start(e, 0), 0);
     assert_int_equal(e2e_submit_batch(e, reqs, N), 0);
     /* Stop the broker while the worker provisions and the relay publishes. */
     assert_true(wait_published_at_least(e, 30, 120) >= 30);
-    s->lock_fd = e2e_faults_lock();
     s->kafka_stopped = true;
     at_stop = published(e);
     stop_rc = e2e_sh("scripts/stack stop kafka >/dev/null");
