@@ -312,9 +312,10 @@ int tp_worker_run(const tp_config *cfg) {
     uv_close((uv_handle_t *)&w.sigint, NULL);
     uv_run(w.loop, UV_RUN_DEFAULT);
     uv_loop_close(w.loop);
-    tp_log_info("worker", "stopped: %llu requests finished, %llu dead letters, %llu retries",
+    tp_log_info("worker", "stopped: %llu requests finished, %llu dead letters, %llu retries, "
+                "%llu PostgreSQL round trips",
                 (unsigned long long)w.stats_done, (unsigned long long)w.stats_dlq,
-                (unsigned long long)w.stats_retries);
+                (unsigned long long)w.stats_retries, tp_db_round_trips());
     status = w.failed ? 1 : 0;
 out:
     tp_consumer_free(w.consumer);
