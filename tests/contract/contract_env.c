@@ -7,11 +7,13 @@
 #include "tp/ingress.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -80,6 +82,13 @@ int main(void) {
     int rc = 1, port = free_port();
     pid_t ingress = -1;
     signal(SIGPIPE, SIG_IGN);
+    /* A shared lock on the stack's fault lock: fault tests (which stop Kafka or OPA holding it
+     * exclusively) wait until the contract run is over. */
+    int lock_fd = open("/tmp/tp-stack-faults.lock", O_RDWR | O_CREAT, 0666);
+    if (lock_fd < 0 || flock(lock_fd, LOCK_SH) != 0) {
+        fprintf(stderr, "contract_env: cannot lock /tmp/tp-stack-faults.lock\n");
+        return 1;
+    }
     if (port <= 0 || e2e_setup(&e, "contract", NULL) != 0 || e2e_worker_start(&e, 0) != 0)
         goto out;
     snprintf(conf, sizeof(conf), "/tmp/tp-contract-%s.ingress.conf", e.suffix);
@@ -114,5 +123,6 @@ out:
     }
     e2e_teardown(&e);
     free(token);
+    close(lock_fd); /* releases the shared lock */
     return rc;
 }
