@@ -250,6 +250,16 @@ jwt_dir = str(Path(conf["jwt.key_file"]).parent)
 rc_dir = str(Path(conf["receipts.signing_key_file"]).parent)
 check("JWT key mounted as a file from a Secret where jwt.key_file points",
       "secret" in im.get(jwt_dir, {}), (jwt_dir, list(im)))
+for d in (ingress, worker):
+    ps = pod_spec(d)
+    for v in ps["volumes"]:
+        if "secret" in v:
+            mode = v["secret"].get("defaultMode", 0o644)
+            # The kubelet gives the files to root:fsGroup; the process (runAsUser) reads them
+            # through the group, so 0400 would lock it out.
+            check(f"{d['metadata']['name']}: secret {v['name']} readable by the pod's group, not others",
+                  ps["securityContext"].get("fsGroup") == ps["securityContext"]["runAsGroup"]
+                  and mode & 0o040 and not mode & 0o007, oct(mode))
 check("receipt signing key and keyset mounted from a Secret where the config points",
       "secret" in wm.get(rc_dir, {}) and str(Path(conf["receipts.keyset_file"]).parent) == rc_dir,
       (rc_dir, list(wm)))
