@@ -286,6 +286,12 @@ check("a PodDisruptionBudget for each Deployment",
 hpa = by_kind(docs, "HorizontalPodAutoscaler")[0]
 check("HPA scales tp-ingress on CPU", hpa["spec"]["scaleTargetRef"]["name"] == ingress["metadata"]["name"]
       and hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu")
+r = render("--set", "ingress.hpa.enabled=false", "--set", "ingress.replicas=1")
+check("an ingress PDB that would block every drain is refused",
+      r.returncode != 0 and "ingress.pdb.minAvailable" in r.stderr, r.stderr)
+r = render("--set", "ingress.hpa.enabled=false", "--set", "ingress.replicas=3")
+check("3 ingress replicas without HPA render with their PDB", r.returncode == 0 and
+      by_kind(docs_of(r.stdout), "Deployment", "-ingress")[0]["spec"]["replicas"] == 3, r.stderr)
 check("no Ingress by default", not by_kind(docs, "Ingress"))
 ing = by_kind(keda_docs, "Ingress")
 check("Ingress when enabled, API paths only",

@@ -90,6 +90,10 @@ receipts.keyset_file: {{ include "tp.receiptsDir" . }}/receipts.keyset
 {{- if lt (int64 .Values.worker.terminationExtraSeconds) 1 -}}
 {{- fail "worker.terminationExtraSeconds must be at least 1: terminationGracePeriodSeconds must exceed worker.shutdown_grace_ms" -}}
 {{- end -}}
+{{- $ingressMin := ternary .Values.ingress.hpa.minReplicas .Values.ingress.replicas .Values.ingress.hpa.enabled | int64 -}}
+{{- if and (kindIs "float64" .Values.ingress.pdb.minAvailable) (ge (int64 .Values.ingress.pdb.minAvailable) $ingressMin) -}}
+{{- fail (printf "ingress.pdb.minAvailable (%d) must be below the ingress replicas (%d), or no node could ever be drained" (int64 .Values.ingress.pdb.minAvailable) $ingressMin) -}}
+{{- end -}}
 {{- if and (not .Values.secrets.jwt.existingSecret) (not .Values.secrets.jwt.key) -}}
 {{- fail "secrets.jwt: set existingSecret or key" -}}
 {{- end -}}
