@@ -12,6 +12,7 @@ typedef enum tp_ingress_route {
     TP_ROUTE_HEALTHZ,
     TP_ROUTE_READYZ,
     TP_ROUTE_METRICS,
+    TP_ROUTE_OPENAPI, /* GET /openapi.yaml */
     TP_ROUTE_OTHER,
     TP_ROUTE_COUNT_
 } tp_ingress_route;
@@ -29,6 +30,11 @@ typedef struct tp_ingress_metrics {
     uint64_t produce_errors;
     uint64_t auth_failures;
 } tp_ingress_metrics;
+
+/* schemas/openapi.yaml as checked in, embedded at build time (cmake/embed.cmake); NUL-terminated,
+ * tp_ingress_openapi_yaml_len bytes without the NUL. */
+extern const char tp_ingress_openapi_yaml[];
+extern const size_t tp_ingress_openapi_yaml_len;
 
 /* The route label ("admin_tenants", ...). */
 const char *tp_ingress_route_name(tp_ingress_route r);

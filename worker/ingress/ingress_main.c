@@ -12,7 +12,7 @@
 
 static void usage(FILE *out) {
     fprintf(out, "usage: tp-ingress [--config FILE] [--help] [--version]\n"
-                 "  serve the admin and self-serve HTTP API on 127.0.0.1:<ingress.listen_port>\n");
+                 "  serve the admin and self-serve HTTP API on <ingress.listen_host>:<ingress.listen_port>\n");
 }
 
 int main(int argc, char **argv) {

@@ -36,6 +36,7 @@ struct tp_ingress_server {
     char *too_large_json; /* the 413 problem, built once: h2o's own 413s are rewritten into it */
     size_t too_large_len;
     int port;
+    char host[16]; /* ingress.listen_host, dotted IPv4 */
     uv_loop_t loop;
     uv_tcp_t listener;
     uv_async_t stop_async;
@@ -857,6 +858,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
         route = TP_ROUTE_READYZ;
     } else if (path_is(path, "/metrics")) {
         route = TP_ROUTE_METRICS;
+    } else if (path_is(path, "/openapi.yaml")) {
+        route = TP_ROUTE_OPENAPI;
     } else {
         send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_NOT_FOUND, "no such resource");
         return 0;
@@ -914,6 +917,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
         finish(srv, route, start_ns, 200);
         break;
     }
+    case TP_ROUTE_OPENAPI:
+        send_body(req, 200, "application/yaml", tp_ingress_openapi_yaml, tp_ingress_openapi_yaml_len);
+        finish(srv, route, start_ns, 200);
+        break;
     default:
         break;
     }
@@ -1058,13 +1065,20 @@ int tp_ingress_server_new(const tp_config *cfg, const tp_ingress_hooks *hooks,
     srv->accept_ctx.hosts = srv->h2o_cfg.hosts;
 
     struct sockaddr_in addr;
-    uv_ip4_addr("127.0.0.1", (int)port, &addr);
+    const char *listen_host = tp_config_get(cfg, "ingress.listen_host");
+    if (uv_ip4_addr(listen_host, (int)port, &addr) != 0) {
+        snprintf(errstr, errstr_size, "ingress.listen_host must be an IPv4 address (got \"%s\")",
+                 listen_host);
+        rc = TP_ECONFIG;
+        goto out_free;
+    }
+    snprintf(srv->host, sizeof(srv->host), "%s", listen_host);
     uv_tcp_init(&srv->loop, &srv->listener);
     srv->listener.data = srv;
     srv->listening = true;
     if ((uvrc = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&addr, 0)) != 0 ||
         (uvrc = uv_listen((uv_stream_t *)&srv->listener, 511, on_accept)) != 0) {
-        snprintf(errstr, errstr_size, "listen 127.0.0.1:%lld: %s", (long long)port, uv_strerror(uvrc));
+        snprintf(errstr, errstr_size, "listen %s:%lld: %s", listen_host, (long long)port, uv_strerror(uvrc));
         rc = TP_EIO;
         goto out_free;
     }
@@ -1096,7 +1110,7 @@ int tp_ingress_server_run(tp_ingress_server *srv, bool handle_signals) {
         uv_signal_start(&srv->sig_int, on_signal, SIGINT);
         srv->signals = true;
     }
-    tp_log_info(COMPONENT, "listening on 127.0.0.1:%d", srv->port);
+    tp_log_info(COMPONENT, "listening on %s:%d", srv->host, srv->port);
     uv_run(&srv->loop, UV_RUN_DEFAULT);
     tp_log_info(COMPONENT, "stopped");
     return 0;

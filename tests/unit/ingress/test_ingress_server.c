@@ -1,7 +1,7 @@
 /* test_ingress_server.c: real HTTP requests (libcurl) against the libh2o server on a loopback
  * port, with fake hooks: routes, auth, 413/415/400/403/404/405/422/503 problems, the in-flight
  * cap, 202 + Location,
- * idempotent replay, status access rules and /metrics. */
+ * idempotent replay, status access rules, /metrics and /openapi.yaml. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -651,6 +651,42 @@ static void test_metrics(void **state) {
     assert_non_null(strstr(r.body, "tp_ingress_requests_in_flight 0\n"));
 }
 
+/* GET /openapi.yaml serves the checked-in schemas/openapi.yaml byte for byte (embedded at build
+ * time), as application/yaml without a token; other methods get 405 with Allow: GET. */
+static void test_openapi_document(void **state) {
+    (void)state;
+    static resp r;
+    static char want[65536];
+    FILE *f = fopen("schemas/openapi.yaml", "rb");
+    assert_non_null(f);
+    size_t n = fread(want, 1, sizeof(want) - 1, f);
+    fclose(f);
+    assert_true(n > 1000 && n < sizeof(want) - 1);
+    want[n] = '\0';
+    assert_int_equal(http(&r, "GET", "/openapi.yaml", NULL, NULL, NULL, 0, NULL), 200);
+    assert_non_null(strstr(r.headers, "content-type: application/yaml\r\n"));
+    assert_int_equal(r.body_len, n);
+    assert_memory_equal(r.body, want, n);
+    assert_int_equal(http(&r, "POST", "/openapi.yaml", NULL, "application/json", "{}", 2, NULL), 405);
+    assert_problem(&r, "method-not-allowed");
+    assert_non_null(strstr(r.headers, "allow: GET\r\n"));
+}
+
+/* ingress.listen_host must be a dotted IPv4 address: anything else fails at start-up. */
+static void test_listen_host_config(void **state) {
+    (void)state;
+    char err[256] = "";
+    tp_ingress_server *other = NULL;
+    tp_config *cfg = tp_config_new();
+    assert_int_equal(tp_config_set(cfg, "jwt.key_file", key_path, err, sizeof(err)), 0);
+    assert_int_equal(tp_config_set(cfg, "ingress.listen_port", "0", err, sizeof(err)), 0);
+    assert_int_equal(tp_config_set(cfg, "ingress.listen_host", "localhost", err, sizeof(err)), 0);
+    assert_int_equal(tp_ingress_server_new(cfg, NULL, &other, err, sizeof(err)), TP_ECONFIG);
+    assert_null(other);
+    assert_non_null(strstr(err, "ingress.listen_host"));
+    tp_config_free(cfg);
+}
+
 /* Regression: stopping with an idle keep-alive connection open aborted in h2o_context_dispose
  * (exit 134 of tp-ingress on SIGTERM). The connection stays open until after the stop. */
 static void test_idle_keepalive_at_stop(void **state) {
@@ -684,6 +720,8 @@ int main(void) {
         cmocka_unit_test(test_readyz),
         cmocka_unit_test(test_inflight_cap),
         cmocka_unit_test(test_metrics),
+        cmocka_unit_test(test_openapi_document),
+        cmocka_unit_test(test_listen_host_config),
         cmocka_unit_test(test_idle_keepalive_at_stop),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
