@@ -485,7 +485,8 @@ static void test_broker_outage_20s(void **state) {
      * one transaction, 300 requests were all published before the broker went down. */
     enum { N = 1200 };
     static tp_request reqs[N];
-    int64_t at_stop, unpublished_before_start = -1, created_during = -1, t_stopped, t_down;
+    int64_t at_stop, unpublished_before_start = -1, unfinished_before_start = -1, created_during = -1,
+            t_stopped, t_down;
     int stop_rc, start_rc;
     make_batch(e, reqs, N, "outage");
     /* The shared broker is ours before the batch starts: waiting for the lock after it would let
@@ -503,6 +504,7 @@ static void test_broker_outage_20s(void **state) {
     while (wall_ms() - t_stopped < 20000)
         usleep(200000);
     unpublished_before_start = e2e_int(e, "SELECT count(*) FROM receipt_outbox WHERE published_at IS NULL");
+    unfinished_before_start = N - e2e_int(e, "SELECT count(*) FROM provisioning_requests WHERE state = 'SUCCEEDED'");
     created_during = e2e_int(e, "SELECT count(*) FROM receipt_outbox WHERE created_at > now() - interval '20 seconds'");
     t_down = wall_ms() - t_stopped;
     start_rc = e2e_sh("scripts/stack start kafka >/dev/null");
@@ -510,12 +512,15 @@ static void test_broker_outage_20s(void **state) {
     e2e_faults_unlock(s->lock_fd);
     s->lock_fd = -1;
     fprintf(stderr, "kafka down %lld ms (+ stop time); published at stop %lld, sealed while down %lld, "
-                    "unpublished when it came back %lld\n",
-            (long long)t_down, (long long)at_stop, (long long)created_during, (long long)unpublished_before_start);
+                    "unpublished when it came back %lld, requests not finished %lld\n",
+            (long long)t_down, (long long)at_stop, (long long)created_during,
+            (long long)unpublished_before_start, (long long)unfinished_before_start);
     assert_int_equal(stop_rc, 0);
     assert_int_equal(start_rc, 0);
-    /* The outage hit receipts that were waiting to be published. */
-    assert_true(unpublished_before_start > 0);
+    /* The outage hit work in progress: receipts waiting to be published, or requests still to be
+     * consumed and provisioned (with an event-driven relay the broker's graceful stop often lets
+     * every receipt sealed so far out first; what the worker had not consumed waits for it). */
+    assert_true(unpublished_before_start > 0 || unfinished_before_start > 0);
     assert_all_published_and_verified(s, N);
     assert_int_equal(e2e_worker_stop(e, 0, SIGTERM, 20000, NULL), 0);
 }
