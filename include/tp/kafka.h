@@ -128,6 +128,14 @@ int tp_consumer_store_offset(tp_consumer *c, const char *topic, int32_t partitio
 int tp_consumer_commit(tp_consumer *c);
 /* Leaves the group (a last rebalance callback revokes everything). Call tp_consumer_free after. */
 void tp_consumer_close(tp_consumer *c);
+/* Called by tp_consumer_lag once per assigned partition. */
+typedef void (*tp_consumer_lag_fn)(void *arg, const char *topic, int32_t partition, int64_t lag);
+/* Reports each assigned partition's lag: records on the broker past the consumer's position (the
+ * high watermark as last fetched, so a paused partition's may be stale; before the first record,
+ * counted from the committed offset, asked within timeout_ms). Partitions not fetched yet are
+ * left out. Any thread (e.g. a metrics scrape beside the polling thread); blocks at most
+ * timeout_ms. Returns 0 or TP_EKAFKA. */
+int tp_consumer_lag(tp_consumer *c, int timeout_ms, tp_consumer_lag_fn fn, void *arg);
 
 /* ---- metadata probe ------------------------------------------------------------------------- */
 

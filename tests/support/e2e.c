@@ -104,7 +104,8 @@ int e2e_setup(e2e *e, const char *name, const char *extra_config) {
     f = fopen(e->config_path, "w");
     if (!f)
         return -1;
-    /* Retry budget: 80 attempts of full-jitter backoff capped at 1 s is ~38 s on average, far past
+    /* Several workers per test, and tests side by side: each /metrics endpoint on a free port
+     * (a test that scrapes sets its own). Retry budget: 80 attempts of full-jitter backoff capped at 1 s is ~38 s on average, far past
      * the ~12 s OPA outage of test_opa_down_then_back (30 attempts, ~13 s, was a coin toss). */
     fprintf(f,
             "kafka.bootstrap.servers = %s\npg.dsn = %s\nopa.url = %s\nopa.timeout_ms = 1000\n"
@@ -112,7 +113,8 @@ int e2e_setup(e2e *e, const char *name, const char *extra_config) {
             "retry.initial_ms = 100\nretry.cap_ms = 1000\nretry.max_attempts = 80\n"
             "worker.shutdown_grace_ms = 15000\noutbox.retry_max_ms = 1000\n"
             "receipts.signing_key_file = .stack/keys/receipts.key\n"
-            "receipts.keyset_file = .stack/keys/receipts.keyset\n%s\n",
+            "receipts.keyset_file = .stack/keys/receipts.keyset\n"
+            "worker.http_listen = 127.0.0.1:0\n%s\n",
             pgtest_env("TP_KAFKA_BOOTSTRAP"), e->db.dsn, pgtest_env("TP_OPA_URL"), e->topic_requests,
             e->topic_receipts, e->topic_dlq, e->group, extra_config ? extra_config : "");
     fclose(f);

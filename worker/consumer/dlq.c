@@ -5,6 +5,7 @@
 #include "consumer/worker_int.h"
 #include "tp/error.h"
 #include "tp/log.h"
+#include "tp/metrics.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@ static void on_dlq_delivered(void *opaque, int err, int32_t partition, int64_t o
         tp_log_info("worker", "dead letter %s for %s[%d]@%lld stored at dlq offset %lld", j->dlq_reason,
                     j->part->topic, (int)j->part->partition, (long long)j->offset, (long long)offset);
         j->w->stats_dlq++;
+        tp_metrics_dead_letter(j->dlq_reason);
         tp_worker__job_finish(j, true);
         return;
     }
@@ -78,6 +80,7 @@ static void dlq_produce(job *j) {
         tp_log_error("worker", "encoding a dead letter failed (%s): %s[%d]@%lld is recorded in "
                      "PostgreSQL only", tp_strerror(rc), j->part->topic, (int)j->part->partition,
                      (long long)j->offset);
+        tp_metrics_dead_letter(j->dlq_reason);
         tp_worker__job_finish(j, true);
         return;
     }

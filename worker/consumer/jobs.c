@@ -5,6 +5,7 @@
 #include "consumer/worker_int.h"
 #include "tp/error.h"
 #include "tp/log.h"
+#include "tp/metrics.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -96,6 +97,7 @@ void tp_worker__job_finish(job *j, bool store) {
     if (j->next_all)
         j->next_all->prev_all = j->prev_all;
     w->inflight--;
+    tp_metrics_gauge_add(TP_METRICS_IN_FLIGHT, -1);
     job_free(j);
     /* The next job of the key runs now; one cancelled while it waited ends instead (and hands on). */
     if (next_head && next_head->phase == JOB_QUEUED) {
@@ -164,6 +166,10 @@ static void schedule_retry(job *j, int attempt) {
     }
     j->timer.data = j;
     w->stats_retries++;
+    if (j->work_rc != 0)
+        tp_metrics_retry(-1, NULL, j->work_rc);
+    else
+        tp_metrics_retry((int)j->result.stage, tp_stage_name(j->result.stage), j->result.err);
     uv_timer_start(&j->timer, on_retry_timer, (uint64_t)delay, 0);
 }
 
@@ -217,13 +223,17 @@ static void run_after(uv_work_t *req, int status) {
         return;
     case TP_RUN_SUCCEEDED:
         tp_log(TP_LOG_INFO, "worker", &ctx, "request SUCCEEDED (tenant %s)", j->result.tenant_id);
+        tp_metrics_provisioning(TP_METRICS_SUCCEEDED, j->req.source);
         break;
     case TP_RUN_DENIED:
         tp_log(TP_LOG_INFO, "worker", &ctx, "request DENIED: %s", j->result.message);
+        tp_metrics_provisioning(TP_METRICS_DENIED, j->req.source);
         break;
     case TP_RUN_FAILED:
         tp_log(TP_LOG_WARN, "worker", &ctx, "request FAILED (%s): %s", j->result.failure_reason,
                j->result.message);
+        if (!j->cancelled) /* a cancelled one is reported again when its record comes again */
+            tp_metrics_provisioning(TP_METRICS_FAILED, j->req.source);
         if (strcmp(j->result.failure_reason, "RETRIES_EXHAUSTED") == 0) {
             if (j->cancelled) { /* the dead letter is written when the record comes again */
                 tp_worker__job_finish(j, false);
@@ -254,6 +264,7 @@ void tp_worker__handle_message(tp_worker *w, const tp_kafka_message *msg) {
 
     if (!p || p->revoked)
         return; /* a prefetched record of a partition we no longer own */
+    tp_metrics_record_consumed();
     /* Copies of the record (a dead letter carries it byte for byte) before it counts. */
     j = calloc(1, sizeof(*j));
     if (j) {
@@ -290,6 +301,7 @@ void tp_worker__handle_message(tp_worker *w, const tp_kafka_message *msg) {
         w->jobs->prev_all = j;
     w->jobs = j;
     w->inflight++;
+    tp_metrics_gauge_add(TP_METRICS_IN_FLIGHT, 1);
 
     rc = tp_codec_decode_request(w->codec, msg->value, msg->len, &j->req, err, sizeof(err));
     {

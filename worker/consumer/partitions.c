@@ -4,6 +4,7 @@
 #include "consumer/worker_int.h"
 #include "tp/error.h"
 #include "tp/log.h"
+#include "tp/metrics.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,10 +83,20 @@ void tp_worker__parts_free(tp_worker *w) {
     }
 }
 
+/* The assignment gauges of include/tp/metrics.h, after any change to it or to pausing. */
+static void publish_gauges(tp_worker *w) {
+    int64_t n = 0;
+    for (part_state *p = w->parts; p; p = p->next)
+        n += !p->revoked;
+    tp_metrics_gauge_set(TP_METRICS_ASSIGNED_PARTITIONS, n);
+    tp_metrics_gauge_set(TP_METRICS_PAUSED_PARTITIONS, w->paused ? n : 0);
+}
+
 void tp_worker__set_paused(tp_worker *w, bool pause) {
     if ((pause ? tp_consumer_pause(w->consumer, NULL) : tp_consumer_resume(w->consumer)) != 0)
         return;
     w->paused = pause;
+    publish_gauges(w);
 }
 
 void tp_worker__maybe_pause(tp_worker *w) {
@@ -124,6 +135,7 @@ void tp_worker__on_rebalance(void *arg, tp_consumer *c, bool assign, const tp_ka
         tp_log_info("worker", "assigned %d partitions", n);
         if (w->paused || w->stopping)
             tp_consumer_pause(c, parts);
+        publish_gauges(w);
         return;
     }
     tp_log_info("worker", "revoking %d partitions", n);
@@ -133,6 +145,7 @@ void tp_worker__on_rebalance(void *arg, tp_consumer *c, bool assign, const tp_ka
         if (p)
             p->revoked = true;
     }
+    publish_gauges(w);
     tp_worker__cancel_jobs(w, false);
     if (w->stopping) {
         /* Closing: in-flight work is checkpointed in PostgreSQL; give the partitions up now. */

@@ -4,14 +4,20 @@
 #include "consumer/worker_int.h"
 #include "tp/error.h"
 #include "tp/log.h"
+#include "tp/metrics.h"
 
 #include <stdlib.h>
 
 resource *tp_worker__resource_acquire(tp_worker *w) {
     resource *r;
+    uint64_t waited_since = 0;
     pthread_mutex_lock(&w->res_lock);
+    if (!w->res_free)
+        waited_since = tp_metrics_now_ns();
     while (!w->res_free)
         pthread_cond_wait(&w->res_cond, &w->res_lock);
+    if (waited_since)
+        tp_metrics_pool_wait(tp_metrics_now_ns() - waited_since);
     r = w->res_free;
     w->res_free = r->next;
     pthread_mutex_unlock(&w->res_lock);

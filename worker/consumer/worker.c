@@ -110,6 +110,7 @@ static void on_grace(uv_timer_t *t) {
 
 static void begin_drain(tp_worker *w) {
     w->stopping = true;
+    tp_worker__ops_draining(w);
     tp_worker__set_paused(w, true);
     tp_worker__cancel_jobs(w, true);
     if (w->relay)
@@ -216,6 +217,9 @@ int tp_worker_run(const tp_config *cfg) {
         tp_log_error("worker", "libsodium init failed");
         goto out;
     }
+    /* Probes answer from the start (alive, not ready while PostgreSQL is awaited). */
+    if (tp_worker__ops_start(&w) != 0)
+        goto out;
     if ((rc = wait_for_database(cfg)) != 0) {
         if (rc == TP_ESHUTDOWN) {
             tp_log_info("worker", "stopped while waiting for PostgreSQL");
@@ -295,9 +299,12 @@ int tp_worker_run(const tp_config *cfg) {
                 tp_config_get(cfg, "topic.requests"), tp_config_get(cfg, "worker.group_id"),
                 w.inflight_max, pool);
 
+    tp_worker__ops_loop_ready(&w);
     uv_run(w.loop, UV_RUN_DEFAULT);
 
-    /* Drained: commit what is stored, leave the group, release everything. */
+    /* Drained: stop answering probes and scrapes (they read the consumer), commit what is
+     * stored, leave the group, release everything. */
+    tp_worker__ops_stop(&w);
     tp_consumer_commit(w.consumer);
     tp_consumer_close(w.consumer);
     tp_relay_free(w.relay);
@@ -318,6 +325,7 @@ int tp_worker_run(const tp_config *cfg) {
                 (unsigned long long)w.stats_retries, tp_db_round_trips());
     status = w.failed ? 1 : 0;
 out:
+    tp_worker__ops_stop(&w);
     tp_consumer_free(w.consumer);
     tp_producer_free(w.producer, 5000);
     tp_worker__resources_free(&w);

@@ -22,6 +22,7 @@
 #include "tp/store.h"
 
 typedef struct job job;
+typedef struct tp_worker_ops tp_worker_ops;
 
 typedef struct part_state {
     struct part_state *next;
@@ -120,6 +121,8 @@ typedef struct tp_worker {
     resource *res_free;
     int res_count;
     uint64_t stats_done, stats_dlq, stats_retries;
+    struct tp_worker_ops *ops; /* /metrics, /healthz, /readyz (ops.c); NULL when off */
+    uv_async_t ops_ping;       /* /healthz asks the loop whether it turns */
 } tp_worker;
 
 /* ---- resources.c (pool threads borrow, the loop creates and frees) ------------------------- */
@@ -173,6 +176,18 @@ void tp_worker__cancel_jobs(tp_worker *w, bool all);
 
 /* Sends j to the dead letters with a reason code, the failed stage (or NULL) and a message. */
 void tp_worker__send_to_dlq(job *j, const char *reason, const char *stage, const char *message);
+
+/* ---- ops.c: the operations endpoint's answers (worker/ops serves them) ----------------------- */
+
+/* Starts serving worker.http_listen (nothing when it is empty), before the start-up waits.
+ * Returns 0 or the TP_E* of a bad or busy address (logged). */
+int tp_worker__ops_start(tp_worker *w);
+/* Loop thread, before uv_run: /healthz pings the loop from now on. */
+void tp_worker__ops_loop_ready(tp_worker *w);
+/* The drain began: /readyz says so. */
+void tp_worker__ops_draining(tp_worker *w);
+/* Stops serving and frees; closes the ping handle (run the loop afterwards). NULL ops is fine. */
+void tp_worker__ops_stop(tp_worker *w);
 
 /* ---- worker.c -------------------------------------------------------------------------------- */
 

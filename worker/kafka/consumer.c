@@ -207,3 +207,43 @@ int tp_consumer_store_offset(tp_consumer *c, const char *topic, int32_t partitio
 int tp_consumer_commit(tp_consumer *c) { return rd_kafka_commit(c->rk, NULL, 0) ? TP_EKAFKA : 0; }
 
 void tp_consumer_close(tp_consumer *c) { rd_kafka_consumer_close(c->rk); }
+
+/* Lag per assigned partition: the high watermark last seen in a fetch response (cached, no
+ * request) minus the position (the offset after the last record handed to the engine). Where no
+ * record was handed out yet since the assignment, the committed offset stands in (one request,
+ * bounded by timeout_ms), or the low watermark when the group has none (auto.offset.reset is
+ * earliest). librdkafka's calls used here are thread-safe. */
+int tp_consumer_lag(tp_consumer *c, int timeout_ms, tp_consumer_lag_fn fn, void *arg) {
+    rd_kafka_topic_partition_list_t *list = NULL, *unknown = NULL;
+    if (rd_kafka_assignment(c->rk, &list) != RD_KAFKA_RESP_ERR_NO_ERROR || !list)
+        return TP_EKAFKA;
+    rd_kafka_position(c->rk, list);
+    for (int i = 0; i < list->cnt; i++) {
+        if (list->elems[i].offset < 0) {
+            if (!unknown)
+                unknown = rd_kafka_topic_partition_list_new(list->cnt);
+            if (unknown)
+                rd_kafka_topic_partition_list_add(unknown, list->elems[i].topic, list->elems[i].partition);
+        }
+    }
+    if (unknown && rd_kafka_committed(c->rk, unknown, timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        for (int i = 0; i < unknown->cnt; i++)
+            unknown->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
+    for (int i = 0; i < list->cnt; i++) {
+        const rd_kafka_topic_partition_t *e = &list->elems[i];
+        int64_t lo = -1, hi = -1, pos = e->offset;
+        if (rd_kafka_get_watermark_offsets(c->rk, e->topic, e->partition, &lo, &hi) != 0 || hi < 0)
+            continue; /* no fetch answer yet: unknown */
+        if (pos < 0 && unknown) {
+            rd_kafka_topic_partition_t *u = rd_kafka_topic_partition_list_find(unknown, e->topic, e->partition);
+            pos = u ? u->offset : -1;
+        }
+        if (pos < 0)
+            pos = lo >= 0 ? lo : 0;
+        fn(arg, e->topic, e->partition, hi > pos ? hi - pos : 0);
+    }
+    if (unknown)
+        rd_kafka_topic_partition_list_destroy(unknown);
+    rd_kafka_topic_partition_list_destroy(list);
+    return 0;
+}

@@ -10,6 +10,7 @@
 #include "tp/codec.h"
 #include "tp/error.h"
 #include "tp/log.h"
+#include "tp/metrics.h"
 #include "tp/store.h"
 
 #include <stddef.h>
@@ -108,6 +109,8 @@ static void on_delivered(void *opaque, int err, int32_t partition, int64_t offse
     row *rw = opaque;
     tp_relay *r = rw->owner;
     rw->state = err == 0 ? TP_OUTBOX_DELIVERED : TP_OUTBOX_FAILED;
+    if (err == 0)
+        tp_metrics_receipt_published();
     if (err == 0 && partition >= 0 && partition < TP_OUTBOX_PARTITIONS_MAX && offset >= 0) {
         rw->partition = partition;
         rw->offset = offset;

@@ -3,6 +3,7 @@
 #include "tp/policy.h"
 #include "tp/error.h"
 #include "tp/log.h"
+#include "tp/metrics.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
@@ -167,6 +168,7 @@ int tp_policy_decide(tp_policy_client *pc, const char *input_json, tp_policy_dec
     char *payload;
     long status = 0;
     int rc;
+    uint64_t t0 = tp_metrics_now_ns();
     if (!out)
         return TP_EINVAL;
     clear_decision(out);
@@ -203,6 +205,7 @@ out:
     free(payload);
     if (rc != 0)
         clear_decision(out);
+    tp_metrics_opa_decision(tp_metrics_now_ns() - t0, rc);
     return rc;
 }
 

@@ -4,6 +4,7 @@
 #include "stages_int.h"
 #include "tp/error.h"
 #include "tp/log.h"
+#include "tp/metrics.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -476,7 +477,10 @@ static int run_stage(tp_stage_ctx *ctx, const tp_stage_def *def, int prev_attemp
             goto out_fail;
         }
     }
-    if ((rc = def->run(ctx)) != 0)
+    uint64_t t0 = tp_metrics_now_ns();
+    rc = def->run(ctx);
+    tp_metrics_stage_observe(def->id, def->name, tp_metrics_now_ns() - t0);
+    if (rc != 0)
         goto out_fail;
     if ((rc = write_marker(ctx, def, attempt)) != 0)
         goto out_fail;
@@ -567,7 +571,10 @@ static int run_single_tx(tp_stage_ctx *ctx, bool need_policy, tp_run_result *out
         if (done[i])
             continue;
         clear_outcome(ctx);
-        if ((rc = def->run(ctx)) != 0) {
+        uint64_t t0 = tp_metrics_now_ns();
+        rc = def->run(ctx);
+        tp_metrics_stage_observe(def->id, def->name, tp_metrics_now_ns() - t0);
+        if (rc != 0) {
             tp_log(TP_LOG_DEBUG, "stages", &lctx, "one-transaction path: %s (%s); per stage now",
                    tp_err_name(rc), ctx->message);
             goto out_fallback;
