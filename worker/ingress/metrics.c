@@ -1,8 +1,9 @@
 /* metrics.c: Prometheus text exposition of tp-ingress: requests by route and status, a latency
- * histogram per route, requests in flight, produce and auth failures. */
+ * histogram per route, requests in flight, produce and auth failures (written with the text-format
+ * writer of include/tp/metrics.h, which tp-worker's registry uses too). */
 #include "ingress/ingress_int.h"
+#include "tp/metrics.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,50 +34,16 @@ void tp_ingress_metrics_observe(tp_ingress_metrics *m, tp_ingress_route r, int s
     m->latency_sum_s[r] += seconds;
 }
 
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    int failed;
-} sbuf;
-
-__attribute__((format(printf, 2, 3))) static void put(sbuf *b, const char *fmt, ...) {
-    for (;;) {
-        va_list ap;
-        if (b->failed)
-            return;
-        size_t room = b->cap - b->len;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->failed = 1;
-            return;
-        }
-        if ((size_t)n < room) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t ncap = (b->cap ? b->cap * 2 : 4096) + (size_t)n;
-        char *np = realloc(b->p, ncap);
-        if (!np) {
-            b->failed = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = ncap;
-    }
-}
-
 char *tp_ingress_metrics_render(const tp_ingress_metrics *m, size_t *len) {
-    sbuf b = {0};
-    put(&b, "# HELP tp_ingress_requests_total HTTP requests answered, by route and status.\n"
+    tp_metrics_buf b = {0};
+    tp_metrics_printf(&b, "# HELP tp_ingress_requests_total HTTP requests answered, by route and status.\n"
             "# TYPE tp_ingress_requests_total counter\n");
     for (int r = 0; r < TP_ROUTE_COUNT_; r++)
         for (int s = 0; s < TP_METRICS_STATUS_MAX; s++)
             if (m->requests[r][s])
-                put(&b, "tp_ingress_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
+                tp_metrics_printf(&b, "tp_ingress_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
                     route_names[r], s, (unsigned long long)m->requests[r][s]);
-    put(&b, "# HELP tp_ingress_request_duration_seconds Time from request to response.\n"
+    tp_metrics_printf(&b, "# HELP tp_ingress_request_duration_seconds Time from request to response.\n"
             "# TYPE tp_ingress_request_duration_seconds histogram\n");
     for (int r = 0; r < TP_ROUTE_COUNT_; r++) {
         if (!m->latency_count[r])
@@ -84,16 +51,16 @@ char *tp_ingress_metrics_render(const tp_ingress_metrics *m, size_t *len) {
         uint64_t cum = 0;
         for (int bk = 0; bk < TP_METRICS_BUCKETS; bk++) {
             cum += m->latency_buckets[r][bk];
-            put(&b, "tp_ingress_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
+            tp_metrics_printf(&b, "tp_ingress_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
                 route_names[r], bucket_le[bk], (unsigned long long)cum);
         }
-        put(&b, "tp_ingress_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n"
+        tp_metrics_printf(&b, "tp_ingress_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n"
                 "tp_ingress_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
                 "tp_ingress_request_duration_seconds_count{route=\"%s\"} %llu\n",
             route_names[r], (unsigned long long)m->latency_count[r], route_names[r],
             m->latency_sum_s[r], route_names[r], (unsigned long long)m->latency_count[r]);
     }
-    put(&b, "# HELP tp_ingress_requests_in_flight Requests being handled.\n"
+    tp_metrics_printf(&b, "# HELP tp_ingress_requests_in_flight Requests being handled.\n"
             "# TYPE tp_ingress_requests_in_flight gauge\n"
             "tp_ingress_requests_in_flight %lld\n"
             "# HELP tp_ingress_produce_errors_total Enqueue (Kafka) failures.\n"
@@ -104,11 +71,5 @@ char *tp_ingress_metrics_render(const tp_ingress_metrics *m, size_t *len) {
             "tp_ingress_auth_failures_total %llu\n",
         (long long)m->in_flight, (unsigned long long)m->produce_errors,
         (unsigned long long)m->auth_failures);
-    if (b.failed) {
-        free(b.p);
-        return NULL;
-    }
-    if (len)
-        *len = b.len;
-    return b.p;
+    return tp_metrics_buf_take(&b, len);
 }
