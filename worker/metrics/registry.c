@@ -156,8 +156,9 @@ static const char *stage_label(int s) {
 
 void tp_metrics_render(tp_metrics_buf *b) {
     tp_metrics_family(b, "tp_worker_provisionings_total", "counter",
-                      "Provisioning requests that reached a terminal state in this process, by state "
-                      "and source (process-local: starts at 0 on every start).");
+                      "Provisioning requests this process saw end in a terminal state, by state and "
+                      "source (process-local: starts at 0 on every start; a redelivered finished "
+                      "request counts again).");
     for (int s = 0; s < TP_METRICS_STATE_COUNT_; s++)
         for (int src = 0; src < N_SOURCES; src++)
             tp_metrics_printf(b, "tp_worker_provisionings_total{state=\"%s\",source=\"%s\"} %llu\n",
