@@ -24,7 +24,7 @@ typedef struct tp_ops_hooks {
     void (*render)(void *opaque, tp_metrics_buf *b);
 } tp_ops_hooks;
 
-/* Starts serving on listen ("host:port", "[v6]:port"; port 0 picks a free one). Returns 0 with
+/* Starts serving on listen ("ip:port" or "[ipv6]:port", numeric; port 0 picks a free one). Returns 0 with
  * *out set, or TP_ECONFIG (unparsable address) / TP_EIO (cannot listen) / TP_ENOMEM with errstr
  * filled. hooks is copied; its opaque must outlive the server. */
 int tp_ops_server_start(const char *listen, const tp_ops_hooks *hooks, tp_ops_server **out,

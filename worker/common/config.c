@@ -40,7 +40,7 @@ static const key_def key_table[] = {
     {"worker.db_pool_size", KT_INT, "4", "PostgreSQL connections of the stage runner"},
     {"worker.shutdown_grace_ms", KT_INT, "20000", "SIGTERM drain budget"},
     {"worker.http_listen", KT_STRING, "127.0.0.1:9464",
-     "host:port of tp-worker's GET /metrics, /healthz and /readyz (port 0: any free port)"},
+     "ip:port ([v6]:port) of tp-worker's GET /metrics, /healthz, /readyz (port 0: any; empty: off)"},
     {"worker.probe_timeout_ms", KT_INT, "1000",
      "bound on each /healthz and /readyz check (loop ping, Kafka, PostgreSQL, OPA)"},
     {"outbox.retry_max_ms", KT_INT, "5000",

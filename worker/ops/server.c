@@ -262,7 +262,7 @@ static void close_walk(uv_handle_t *h, void *arg) {
         uv_close(h, NULL);
 }
 
-/* Parses "host:port" or "[v6]:port" into addr. Returns 0 or TP_ECONFIG. */
+/* Parses "ip:port" or "[ipv6]:port" (numeric) into addr. Returns 0 or TP_ECONFIG. */
 static int parse_listen(const char *listen, struct sockaddr_storage *addr) {
     char host[64];
     const char *colon = strrchr(listen, ':');
@@ -322,7 +322,7 @@ int tp_ops_server_start(const char *listen, const tp_ops_hooks *hooks, tp_ops_se
     *out = NULL;
     memset(&addr, 0, sizeof(addr));
     if (parse_listen(listen, &addr) != 0) {
-        snprintf(errstr, errstr_size, "worker.http_listen: \"%s\" is not host:port", listen);
+        snprintf(errstr, errstr_size, "worker.http_listen: \"%s\" is not ip:port or [ipv6]:port", listen);
         return TP_ECONFIG;
     }
     srv = calloc(1, sizeof(*srv));
