@@ -256,6 +256,50 @@ static json_t *scrape(ops_state *s, http_res *r) {
     return samples;
 }
 
+/* Starts tp-ingress with the worker's config on a free port (for its /metrics); returns its pid
+ * (its port in *port) or -1. */
+static pid_t ingress_start(e2e *e, int *port, char *config_path, size_t cap) {
+    char exe[1024], buf[8192];
+    size_t n;
+    http_res r = {0};
+    *port = free_port();
+    snprintf(config_path, cap, "/tmp/tp-e2e-ops-%s.ingress.conf", e->suffix);
+    FILE *in = fopen(e->config_path, "r"), *out = fopen(config_path, "w");
+    if (!in || !out || *port <= 0 || e2e_bin_path("tp-ingress", exe, sizeof(exe)) != 0) {
+        if (in)
+            fclose(in);
+        if (out)
+            fclose(out);
+        return -1;
+    }
+    while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+        fwrite(buf, 1, n, out);
+    fprintf(out, "\ningress.listen_port = %d\n", *port);
+    fclose(in);
+    fclose(out);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        char log[300];
+        snprintf(log, sizeof(log), "/tmp/tp-e2e-ops-%s.ingress.log", e->suffix);
+        e2e_child_env_clear();
+        if (!freopen(log, "a", stderr))
+            _exit(126);
+        dup2(STDERR_FILENO, STDOUT_FILENO);
+        execl(exe, "tp-ingress", "--config", config_path, (char *)NULL);
+        _exit(127);
+    }
+    long st = wait_status(*port, "/healthz", 200, 30, &r);
+    free(r.body);
+    if (st != 200) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        return -1;
+    }
+    return pid;
+}
+
 /* ---- tests ------------------------------------------------------------------------------------- */
 
 static void test_scrape_after_provisionings(void **state) {
@@ -344,15 +388,38 @@ static void test_scrape_after_provisionings(void **state) {
     assert_true(sample(samples, "tp_worker_outbox_oldest_age_seconds", NULL) == 0);
     json_decref(samples);
 
-    /* The dashboard asks only for what a live worker serves. */
+    /* The dashboard asks only for what a live worker and a live tp-ingress serve. */
+    char ingress_conf[300], ingress_scrape[300];
+    int ingress_port = 0, ingress_status = 0;
+    pid_t ingress = ingress_start(e, &ingress_port, ingress_conf, sizeof(ingress_conf));
+    assert_true(ingress > 0);
+    http(ingress_port, "GET", "/metrics", NULL, 10000, &r);
+    kill(ingress, SIGTERM);
+    waitpid(ingress, &ingress_status, 0);
+    unlink(ingress_conf);
+    assert_int_equal(r.status, 200);
+    snprintf(ingress_scrape, sizeof(ingress_scrape), "/tmp/tp-ops-%s.ingress.prom", e->suffix);
+    f = fopen(ingress_scrape, "w");
+    assert_non_null(f);
+    fwrite(r.body, 1, r.len, f);
+    fclose(f);
     venv_python(py, sizeof(py));
     int rc = e2e_run(out, sizeof(out), "%s tests/support/promcheck.py dashboard "
-                     "deploy/grafana/tenant-provisioner.json %s", py, scrape_path);
+                     "deploy/grafana/tenant-provisioner.json %s %s", py, scrape_path, ingress_scrape);
     if (rc != 0)
         print_error("dashboard check: %s\n", out);
     assert_int_equal(rc, 0);
     assert_non_null(strstr(out, "tp_worker_stage_duration_seconds_bucket"));
+    assert_non_null(strstr(out, "tp_ingress_request_duration_seconds_bucket"));
+    /* And a name that no scrape has is caught. */
+    rc = e2e_run(out, sizeof(out), "sed 's/tp_worker_consumer_lag/tp_worker_consumer_lagg/' "
+                 "deploy/grafana/tenant-provisioner.json > %s.dash && %s tests/support/promcheck.py "
+                 "dashboard %s.dash %s %s", scrape_path, py, scrape_path, scrape_path, ingress_scrape);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(out, "not in the scrape: tp_worker_consumer_lagg"));
+    e2e_run(out, sizeof(out), "rm -f %s.dash", scrape_path);
     unlink(scrape_path);
+    unlink(ingress_scrape);
 
     free(r.body);
     assert_int_equal(e2e_worker_stop(e, 0, SIGTERM, 20000, NULL), 0);
