@@ -55,11 +55,9 @@ def by_kind(docs, kind, name_suffix=None):
 
 
 def config_keys():
-    """The keys of the config table (worker/common/config.c), plus the worker's HTTP listener."""
+    """The keys of the config table (worker/common/config.c)."""
     src = (ROOT / "worker" / "common" / "config.c").read_text()
-    keys = set(re.findall(r'\{"([a-z_.]+)", KT_', src))
-    keys.add("worker.http_listen")  # tp-worker's /metrics, /healthz, /readyz (issue 10 item 1)
-    return keys
+    return set(re.findall(r'\{"([a-z_.]+)", KT_', src))
 
 
 def pod_spec(doc):

@@ -195,9 +195,13 @@ static long wait_status(int port, const char *path, long want, int timeout_s, ht
 
 /* ---- the reference parser ---------------------------------------------------------------------- */
 
+/* The venv scripts/bootstrap made (TP_VENV of paths.env when exported, else its default place). */
 static void venv_python(char *out, size_t cap) {
-    const char *c = getenv("TP_CACHE_DIR"), *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
-    if (c && *c)
+    const char *v = getenv("TP_VENV"), *c = getenv("TP_CACHE_DIR"), *x = getenv("XDG_CACHE_HOME"),
+               *h = getenv("HOME");
+    if (v && *v)
+        snprintf(out, cap, "%s/bin/python", v);
+    else if (c && *c)
         snprintf(out, cap, "%s/venv/bin/python", c);
     else if (x && *x)
         snprintf(out, cap, "%s/tenant-provisioner/venv/bin/python", x);
