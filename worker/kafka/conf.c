@@ -39,6 +39,19 @@ int tp_kafka__conf_apply(rd_kafka_conf_t *conf, const tp_config *cfg, char *errs
     return ca.rc;
 }
 
+int tp_kafka__conf_set_all(rd_kafka_conf_t *conf, const tp_kafka_setting *settings, size_t n,
+                           char *errstr, size_t errstr_size) {
+    char err[256];
+    for (size_t i = 0; i < n; i++) {
+        if (rd_kafka_conf_set(conf, settings[i].key, settings[i].value, err, sizeof(err)) != RD_KAFKA_CONF_OK) {
+            snprintf(errstr, errstr_size, "librdkafka refuses %s=%s: %s", settings[i].key,
+                     settings[i].value, err);
+            return TP_ECONFIG;
+        }
+    }
+    return 0;
+}
+
 void tp_kafka__wake_drain(int fd) {
     char buf[64];
     if (fd >= 0)

@@ -51,7 +51,7 @@ int tp_consumer_new(const tp_config *cfg, const char *group_id, const char *topi
     char val[32];
     size_t val_size = sizeof(val);
     int rc = TP_ECONFIG;
-    static const char *const fixed[][2] = {
+    static const tp_kafka_setting fixed[] = {
         {"enable.auto.offset.store", "false"},
         {"enable.auto.commit", "true"},
         {"auto.commit.interval.ms", "1000"},
@@ -60,6 +60,7 @@ int tp_consumer_new(const tp_config *cfg, const char *group_id, const char *topi
         {"session.timeout.ms", "10000"},
         {"heartbeat.interval.ms", "1000"},
     };
+    const tp_kafka_setting after_user[] = {{"group.id", group_id}, {"enable.auto.offset.store", "false"}};
 
     *out = NULL;
     c = calloc(1, sizeof(*c));
@@ -75,12 +76,10 @@ int tp_consumer_new(const tp_config *cfg, const char *group_id, const char *topi
         return TP_EKAFKA;
     }
     conf = rd_kafka_conf_new();
-    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
-        rd_kafka_conf_set(conf, fixed[i][0], fixed[i][1], NULL, 0);
     /* Offsets are ours to store: re-assert after the user's keys. */
-    if (tp_kafka__conf_apply(conf, cfg, errstr, errstr_size) != 0 ||
-        rd_kafka_conf_set(conf, "group.id", group_id, errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", errstr, errstr_size))
+    if (tp_kafka__conf_set_all(conf, fixed, sizeof(fixed) / sizeof(fixed[0]), errstr, errstr_size) != 0 ||
+        tp_kafka__conf_apply(conf, cfg, errstr, errstr_size) != 0 ||
+        tp_kafka__conf_set_all(conf, after_user, 2, errstr, errstr_size) != 0)
         goto out_conf;
     c->max_poll_ms = 300000;
     if (rd_kafka_conf_get(conf, "max.poll.interval.ms", val, &val_size) == RD_KAFKA_CONF_OK)

@@ -47,20 +47,18 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
 int tp_producer_new(const tp_config *cfg, tp_producer **out, char *errstr, size_t errstr_size) {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     tp_producer *p;
-    static const char *const fixed[][2] = {
+    static const tp_kafka_setting fixed[] = {
         {"enable.idempotence", "true"}, /* forces acks=all */
         {"acks", "all"},
         {"partitioner", "murmur2_random"},
         {"linger.ms", "2"},
         {"message.timeout.ms", "30000"},
     };
-    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
-        rd_kafka_conf_set(conf, fixed[i][0], fixed[i][1], NULL, 0);
-    if (tp_kafka__conf_apply(conf, cfg, errstr, errstr_size) != 0)
+    if (tp_kafka__conf_set_all(conf, fixed, sizeof(fixed) / sizeof(fixed[0]), errstr, errstr_size) != 0 ||
+        tp_kafka__conf_apply(conf, cfg, errstr, errstr_size) != 0)
         goto out_conf;
-    /* Durability is not negotiable: re-assert after the user's keys. */
-    if (rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) != RD_KAFKA_CONF_OK ||
-        rd_kafka_conf_set(conf, "acks", "all", errstr, errstr_size) != RD_KAFKA_CONF_OK)
+    /* Durability is not negotiable: re-assert the first two after the user's keys. */
+    if (tp_kafka__conf_set_all(conf, fixed, 2, errstr, errstr_size) != 0)
         goto out_conf;
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_error_cb(conf, on_error);

@@ -65,6 +65,13 @@ int tp_topic_read_range(const tp_config *cfg, const char *topic, const tp_topic_
                         tp_topic_range *range, tp_topic_record_fn fn, void *arg, char *errstr,
                         size_t errstr_size) {
     static const tp_topic_read_opts defaults = {false, 0, NULL};
+    /* A reader, never a group member: no commits, see every record, report partition ends. */
+    static const tp_kafka_setting reader_settings[] = {
+        {"enable.partition.eof", "true"},
+        {"enable.auto.commit", "false"},
+        {"enable.auto.offset.store", "false"},
+        {"check.crcs", "true"},
+    };
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_t *rk = NULL;
     rd_kafka_topic_t *rkt = NULL;
@@ -81,12 +88,8 @@ int tp_topic_read_range(const tp_config *cfg, const char *topic, const tp_topic_
         rd_kafka_conf_destroy(conf);
         return TP_ECONFIG;
     }
-    /* A reader, never a group member: no commits, see every record, report partition ends. */
-    if (rd_kafka_conf_set(conf, "enable.partition.eof", "true", err, sizeof(err)) != RD_KAFKA_CONF_OK ||
-        rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err)) != RD_KAFKA_CONF_OK ||
-        rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", err, sizeof(err)) != RD_KAFKA_CONF_OK ||
-        rd_kafka_conf_set(conf, "check.crcs", "true", err, sizeof(err)) != RD_KAFKA_CONF_OK) {
-        snprintf(errstr, errstr_size, "%s", err);
+    if (tp_kafka__conf_set_all(conf, reader_settings, sizeof(reader_settings) / sizeof(reader_settings[0]),
+                               errstr, errstr_size) != 0) {
         rd_kafka_conf_destroy(conf);
         return TP_ECONFIG;
     }
