@@ -24,7 +24,8 @@ typedef void (*tp_relay_event_fn)(void *arg);
 
 /* Starts the relay on loop (a uv_loop_t *, kept opaque here) with a producer and a PostgreSQL
  * session of its own; it publishes what is waiting right away. cfg is borrowed and must outlive
- * the relay. Returns 0 or TP_E*. */
+ * the relay. Returns 0 or TP_E* (TP_ECONFIG: topic.receipts empty, schemas or producer settings
+ * refused; the caller should not run without its relay). */
 int tp_relay_new(const tp_config *cfg, void *loop, tp_relay **out);
 /* Registers the owner's event callback (NULL to remove). */
 void tp_relay_set_event_cb(tp_relay *r, tp_relay_event_fn fn, void *arg);

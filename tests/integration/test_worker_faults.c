@@ -227,6 +227,39 @@ static void test_worker_waits_for_postgres(void **state) {
     assert_int_equal(exit_status, 0);
 }
 
+/* A worker whose receipts relay cannot start exits 1 with an error naming it, instead of
+ * provisioning with receipts that nothing publishes (it used to log a warning and run on). */
+static void test_worker_exits_without_relay(void **state) {
+    fault_state *f = *state;
+    e2e *e = &f->e;
+    static char log[65536];
+    int status = 0, exited = 0;
+    FILE *cfg = fopen(e->config_path, "a"); /* later keys win */
+    assert_non_null(cfg);
+    fprintf(cfg, "topic.receipts =\n");
+    fclose(cfg);
+    assert_int_equal(e2e_worker_start(e, 0), 0);
+    for (int i = 0; i < 150 && !exited; i++) {
+        exited = waitpid(e->workers[0], &status, WNOHANG) == e->workers[0];
+        if (!exited)
+            usleep(100 * 1000);
+    }
+    if (!exited) /* still running after 15 s: the bug; stop it before failing */
+        e2e_worker_stop(e, 0, SIGTERM, 20000, NULL);
+    else
+        e->workers[0] = 0;
+    assert_true(exited);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 1);
+    FILE *lf = fopen(e->log_path[0], "r");
+    assert_non_null(lf);
+    size_t n = fread(log, 1, sizeof(log) - 1, lf);
+    fclose(lf);
+    log[n] = '\0';
+    assert_non_null(strstr(log, "receipts relay: cannot start"));
+    assert_non_null(strstr(log, "topic.receipts is empty"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_prestate_setup_teardown(test_opa_down_then_back, setup_default, teardown, "opadown"),
@@ -234,6 +267,7 @@ int main(void) {
         cmocka_unit_test_prestate_setup_teardown(test_kill9_mid_batch, setup_default, teardown, "kill9"),
         cmocka_unit_test_prestate_setup_teardown(test_sigterm_under_load, setup_default, teardown, "sigterm"),
         cmocka_unit_test_prestate_setup_teardown(test_worker_waits_for_postgres, setup_default, teardown, "pgwait"),
+        cmocka_unit_test_prestate_setup_teardown(test_worker_exits_without_relay, setup_default, teardown, "norelay"),
     };
     if (getenv("TP_TEST_FILTER"))
         cmocka_set_test_filter(getenv("TP_TEST_FILTER"));

@@ -269,8 +269,14 @@ int tp_worker_run(const tp_config *cfg) {
     if (w.max_poll_ms < 2000)
         w.max_poll_ms = 2000;
     w.loop = uv_default_loop();
-    if (tp_relay_new(cfg, w.loop, &w.relay) != 0)
-        tp_log_warn("worker", "receipts relay not started");
+    /* A worker without its relay would provision and sign receipts that no one publishes: what
+     * makes the start fail is permanent (configuration, memory), so say so and exit 1. */
+    if ((rc = tp_relay_new(cfg, w.loop, &w.relay)) != 0) {
+        tp_log_error("worker", "receipts relay: cannot start (%s): exit 1 rather than run without "
+                     "publishing receipts", tp_err_name(rc));
+        tp_consumer_close(w.consumer);
+        goto out;
+    }
     tp_relay_set_event_cb(w.relay, on_relay_event, &w);
 
     uv_poll_init(w.loop, &w.consumer_watch, tp_consumer_wakeup_fd(w.consumer));

@@ -559,8 +559,14 @@ int tp_relay_new(const tp_config *cfg, void *loop, tp_relay **out) {
     char err[256];
     tp_relay *r = calloc(1, sizeof(*r));
     int rc;
+    const char *topic = tp_config_get(cfg, "topic.receipts");
     if (!r)
         return TP_ENOMEM;
+    if (!topic || !*topic) {
+        tp_log_error("relay", "topic.receipts is empty: nowhere to publish receipts");
+        free(r);
+        return TP_ECONFIG;
+    }
     r->cfg = cfg;
     r->loop = loop;
     r->retry_max_ms = tp_config_get_int(cfg, "outbox.retry_max_ms");
