@@ -94,7 +94,9 @@ int tp_stages_prepare_replay(tp_db *db, const char *request_id);
 /* A JSON view of one request for the status API and tpctl: requestId, state, failureReason,
  * failureMessage, actor, conditions[] (stage, status, attempts, reason, message, startedAt,
  * finishedAt), tenant, namespace, partitions, quota, receipts{provisioning, quotaAssignment,
- * isolationVerified}, policy. Returns a new malloc'd string, NULL when unknown or on error. */
+ * isolationVerified}, policy. All read from one snapshot (a REPEATABLE READ READ ONLY transaction
+ * of its own, or the caller's open one). Returns a new malloc'd string, NULL when unknown or on
+ * error. */
 char *tp_stages_status_json(tp_db *db, const char *request_id);
 
 /* The request as JSON (DESIGN §5 field names, no secrets); a new malloc'd string or NULL. */

@@ -21,7 +21,7 @@ static json_t *json_or_null(const tp_res *res, int row, int col) {
     return v ? v : json_null();
 }
 
-char *tp_stages_status_json(tp_db *db, const char *request_id) {
+static char *status_json(tp_db *db, const char *request_id) {
     tp_res *res = NULL;
     json_t *o = NULL, *conds, *receipts;
     char *text = NULL, tenant_id[64] = "";
@@ -135,5 +135,23 @@ out_fail:
 out:
     tp_res_free(res);
     json_decref(o);
+    return text;
+}
+
+/* The view reads about nine tables: one REPEATABLE READ snapshot for all of them, or a request
+ * finishing between two of the reads would show, say, a RUNNING request with published receipts.
+ * Inside the caller's transaction, the caller's snapshot rules. */
+char *tp_stages_status_json(tp_db *db, const char *request_id) {
+    bool own_tx = !tp_db_in_tx(db);
+    char *text;
+    if (own_tx && (tp_db_begin(db) != 0 ||
+                   tp_db_exec(db, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", 0,
+                              NULL, NULL) != 0)) {
+        tp_db_rollback(db);
+        return NULL;
+    }
+    text = status_json(db, request_id);
+    if (own_tx)
+        tp_db_rollback(db); /* read only: nothing to commit */
     return text;
 }
