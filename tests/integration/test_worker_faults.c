@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct fault_state {
@@ -260,6 +261,87 @@ static void test_worker_exits_without_relay(void **state) {
     assert_non_null(strstr(log, "topic.receipts is empty"));
 }
 
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A revoke no longer waits for hung work without bound. Worker 0 reaches PostgreSQL through a
+ * proxy the test freezes, so its pool threads hang mid-request; worker 1 (direct) then joins. The
+ * revoke of worker 0 gives up its partitions after worker.revoke_timeout_ms (2 s here), the
+ * rebalance completes and worker 1 provisions its share while worker 0 is still frozen (before:
+ * the revoke waited for the frozen work, so the group's rebalance stalled and nothing moved).
+ * After the thaw every request ends exactly once: the abandoned work never stored its offsets, so
+ * its records were consumed again by their next owner. */
+static void test_revoke_bounded_when_db_frozen(void **state) {
+    fault_state *f = *state;
+    e2e *e = &f->e;
+    enum { N = 40 };
+    tp_request warm, reqs[N];
+    char dsn[1024], direct_cfg[200];
+    static char log[1 << 16];
+    int64_t t_join, t_first = -1, t_thaw, t_all = -1, during = 0;
+    pgproxy *px = pgproxy_start(e->db.dsn, dsn, sizeof(dsn));
+    assert_non_null(px);
+    assert_true(snprintf(direct_cfg, sizeof(direct_cfg), "%s", e->config_path) < (int)sizeof(direct_cfg));
+    snprintf(e->config_path, sizeof(e->config_path), "%s.w0", direct_cfg);
+    {
+        char cmd[1024];
+        snprintf(cmd, sizeof(cmd), "cp %s %s", direct_cfg, e->config_path);
+        assert_int_equal(e2e_sh(cmd), 0);
+    }
+    FILE *cfg = fopen(e->config_path, "a"); /* later keys win */
+    assert_non_null(cfg);
+    fprintf(cfg, "pg.dsn = %s\nworker.revoke_timeout_ms = 2000\n", dsn);
+    fclose(cfg);
+    assert_int_equal(e2e_worker_start(e, 0), 0);
+    snprintf(e->config_path, sizeof(e->config_path), "%s", direct_cfg);
+
+    e2e_request_init(&warm, "revoke-warm", TP_PLAN_PRO);
+    assert_int_equal(e2e_submit(e, &warm, 1, -1), 0);
+    assert_int_equal(e2e_wait_int(e, 1, 90, "SELECT count(*) FROM provisioning_requests WHERE state = 'SUCCEEDED'"), 1);
+
+    pgproxy_freeze(px, true);
+    make_batch(e, reqs, N, "rvk");
+    assert_int_equal(e2e_submit_batch(e, reqs, N), 0);
+    sleep(2); /* worker 0 takes them; its pool threads hang on the frozen database */
+    fprintf(stderr, "frozen: %lld requests recorded before worker 1 joins\n",
+            (long long)e2e_int(e, "SELECT count(*) FROM provisioning_requests"));
+    t_join = mono_ms();
+    assert_int_equal(e2e_worker_start(e, 1), 0);
+    while (mono_ms() - t_join < 40000) {
+        during = e2e_int(e, "SELECT count(*) FROM provisioning_requests WHERE state = 'SUCCEEDED'") - 1;
+        if (during > 0 && t_first < 0)
+            t_first = mono_ms() - t_join;
+        if (during >= N / 4 && t_first >= 0)
+            break;
+        usleep(200 * 1000);
+    }
+    fprintf(stderr, "frozen: worker 1 provisioned %lld of %d, the first %lld ms after it joined\n",
+            (long long)during, N, (long long)t_first);
+    t_thaw = mono_ms();
+    pgproxy_freeze(px, false);
+    int64_t done = e2e_wait_int(e, N + 1, 120, "SELECT count(*) FROM provisioning_requests WHERE state = 'SUCCEEDED'");
+    t_all = mono_ms() - t_thaw;
+    fprintf(stderr, "thawed: %lld of %d SUCCEEDED %lld ms after the thaw\n", (long long)done, N + 1, (long long)t_all);
+    int64_t committed = e2e_wait_committed(e, N + 1, 60);
+    int s0 = e2e_worker_stop(e, 0, SIGTERM, 20000, NULL), s1 = e2e_worker_stop(e, 1, SIGTERM, 20000, NULL);
+    pgproxy_stop(px);
+    FILE *lf = fopen(e->log_path[0], "r");
+    assert_non_null(lf);
+    size_t n = fread(log, 1, sizeof(log) - 1, lf);
+    fclose(lf);
+    log[n] = '\0';
+    assert_true(during > 0);
+    assert_non_null(strstr(log, "abandoned to the next owner"));
+    assert_int_equal(done, N + 1);
+    assert_int_equal(committed, N + 1);
+    assert_no_duplicates(e, N + 1);
+    assert_int_equal(s0, 0);
+    assert_int_equal(s1, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_prestate_setup_teardown(test_opa_down_then_back, setup_default, teardown, "opadown"),
@@ -268,6 +350,7 @@ int main(void) {
         cmocka_unit_test_prestate_setup_teardown(test_sigterm_under_load, setup_default, teardown, "sigterm"),
         cmocka_unit_test_prestate_setup_teardown(test_worker_waits_for_postgres, setup_default, teardown, "pgwait"),
         cmocka_unit_test_prestate_setup_teardown(test_worker_exits_without_relay, setup_default, teardown, "norelay"),
+        cmocka_unit_test_prestate_setup_teardown(test_revoke_bounded_when_db_frozen, setup_default, teardown, "revoke"),
     };
     if (getenv("TP_TEST_FILTER"))
         cmocka_set_test_filter(getenv("TP_TEST_FILTER"));

@@ -43,6 +43,9 @@ static const key_def key_table[] = {
      "ip:port ([v6]:port) of tp-worker's GET /metrics, /healthz, /readyz (port 0: any; empty: off)"},
     {"worker.probe_timeout_ms", KT_INT, "1000",
      "bound on each /healthz and /readyz check (loop ping, Kafka, PostgreSQL, OPA)"},
+    {"worker.revoke_timeout_ms", KT_INT, "10000",
+     "bound on a revoke's wait for the partitions' running work; past it that work is abandoned "
+     "(its offsets never stored, its records redelivered to the next owner) (0: no bound)"},
     {"outbox.retry_max_ms", KT_INT, "5000",
      "largest delay before the outbox relay retries after a failure (it has no polling tick)"},
     {"outbox.mark_delay_ms", KT_INT, "0",

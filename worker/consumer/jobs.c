@@ -109,6 +109,8 @@ void tp_worker__job_finish(job *j, bool store) {
     tp_worker__maybe_resume(w);
     if (w->revoke_pending)
         tp_worker__check_revoke_done(w);
+    else if (w->parts_abandoned > 0)
+        tp_worker__parts_drop_revoked(w); /* frees an abandoned partition whose last job ended */
     if (w->stopping)
         tp_worker__check_drained(w);
 }

@@ -1,6 +1,7 @@
 /* partitions.c: the partitions tp-worker owns: their offset watermarks and the offsets stored
  * from them, pause/resume of fetching around worker.inflight_max, and rebalances (a revoked
- * partition stores nothing more; its unassign waits for its pool work). Loop thread. */
+ * partition stores nothing more; its unassign waits for its pool work, at most
+ * worker.revoke_timeout_ms: then that work is abandoned to the next owner). Loop thread. */
 #include "consumer/worker_int.h"
 #include "tp/error.h"
 #include "tp/log.h"
@@ -12,7 +13,7 @@
 
 part_state *tp_worker__part_find(tp_worker *w, const char *topic, int32_t partition) {
     for (part_state *p = w->parts; p; p = p->next)
-        if (p->partition == partition && strcmp(p->topic, topic) == 0)
+        if (!p->abandoned && p->partition == partition && strcmp(p->topic, topic) == 0)
             return p;
     return NULL;
 }
@@ -39,12 +40,14 @@ static part_state *part_add(tp_worker *w, const char *topic, int32_t partition) 
     return p;
 }
 
-static void parts_drop_revoked(tp_worker *w) {
+void tp_worker__parts_drop_revoked(tp_worker *w) {
     part_state **pp = &w->parts;
     while (*pp) {
         part_state *p = *pp;
         if (p->revoked && p->busy == 0) {
             *pp = p->next;
+            if (p->abandoned)
+                w->parts_abandoned--;
             tp_watermark_release(&p->wm);
             free(p);
         } else {
@@ -118,9 +121,37 @@ void tp_worker__check_revoke_done(tp_worker *w) {
         if (p->revoked && p->busy > 0)
             return;
     w->revoke_pending = false;
+    uv_timer_stop(&w->revoke_timer);
     tp_consumer_assign(w->consumer, NULL);
-    parts_drop_revoked(w);
+    tp_worker__parts_drop_revoked(w);
     tp_log_info("worker", "revocation complete");
+}
+
+/* The revoked partitions' work outlived worker.revoke_timeout_ms (a hung dependency): the whole
+ * group's rebalance waits for this member, so give the partitions up now. Their running jobs are
+ * already cancelled and their partitions revoked, so none stores an offset: each record is
+ * consumed again by the next owner (the stages are idempotent if both runs overlap). The
+ * abandoned states stay allocated, invisible, until their last job returns. */
+static void on_revoke_timeout(uv_timer_t *t) {
+    tp_worker *w = t->data;
+    int parts = 0, jobs = 0;
+    if (!w->revoke_pending)
+        return;
+    for (part_state *p = w->parts; p; p = p->next) {
+        if (p->revoked && p->busy > 0 && !p->abandoned) {
+            p->abandoned = true;
+            w->parts_abandoned++;
+            parts++;
+            jobs += p->busy;
+        }
+    }
+    tp_log_warn("worker", "revoke: %d jobs of %d partitions still running after %lld ms: abandoned "
+                "to the next owner (their offsets are not stored)", jobs, parts,
+                (long long)w->revoke_timeout_ms);
+    w->revoke_pending = false;
+    tp_consumer_assign(w->consumer, NULL);
+    tp_worker__parts_drop_revoked(w);
+    tp_log_info("worker", "revocation complete (work abandoned)");
 }
 
 void tp_worker__on_rebalance(void *arg, tp_consumer *c, bool assign, const tp_kafka_partitions *parts) {
@@ -155,4 +186,8 @@ void tp_worker__on_rebalance(void *arg, tp_consumer *c, bool assign, const tp_ka
     }
     w->revoke_pending = true;
     tp_worker__check_revoke_done(w);
+    if (w->revoke_pending && w->revoke_timeout_ms > 0) {
+        w->revoke_timer.data = w;
+        uv_timer_start(&w->revoke_timer, on_revoke_timeout, (uint64_t)w->revoke_timeout_ms, 0);
+    }
 }

@@ -269,6 +269,9 @@ int tp_worker_run(const tp_config *cfg) {
     if (w.max_poll_ms < 2000)
         w.max_poll_ms = 2000;
     w.loop = uv_default_loop();
+    w.revoke_timeout_ms = tp_config_get_int(cfg, "worker.revoke_timeout_ms");
+    uv_timer_init(w.loop, &w.revoke_timer); /* before any rebalance callback can run */
+    w.revoke_timer.data = &w;
     /* A worker without its relay would provision and sign receipts that no one publishes: what
      * makes the start fail is permanent (configuration, memory), so say so and exit 1. */
     if ((rc = tp_relay_new(cfg, w.loop, &w.relay)) != 0) {
@@ -321,6 +324,7 @@ int tp_worker_run(const tp_config *cfg) {
     uv_close((uv_handle_t *)&w.producer_more, NULL);
     uv_close((uv_handle_t *)&w.keepalive, NULL);
     uv_close((uv_handle_t *)&w.grace_timer, NULL);
+    uv_close((uv_handle_t *)&w.revoke_timer, NULL);
     uv_close((uv_handle_t *)&w.sigterm, NULL);
     uv_close((uv_handle_t *)&w.sigint, NULL);
     uv_run(w.loop, UV_RUN_DEFAULT);

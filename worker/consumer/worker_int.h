@@ -31,6 +31,8 @@ typedef struct part_state {
     tp_watermark wm;
     int busy;     /* jobs of this partition on a pool thread or waiting for a delivery report */
     bool revoked; /* never store an offset of a revoked partition */
+    bool abandoned; /* revoked, and its running work outlived worker.revoke_timeout_ms: no longer
+                     * found by tp_worker__part_find; freed when its last job ends */
 } part_state;
 
 typedef struct key_slot {
@@ -110,6 +112,9 @@ typedef struct tp_worker {
     int inflight_max;
     bool paused;
     bool revoke_pending;
+    uv_timer_t revoke_timer;   /* bounds revoke_pending by worker.revoke_timeout_ms */
+    int64_t revoke_timeout_ms;
+    int parts_abandoned;       /* part_state records marked abandoned, not yet freed */
     bool stopping;
     bool stopped;
     bool failed; /* a fatal condition: drain, then exit 1 so the supervisor restarts us */
@@ -157,6 +162,8 @@ void tp_worker__maybe_pause(tp_worker *w);
 void tp_worker__maybe_resume(tp_worker *w);
 /* Gives the revoked partitions up once none of them has work on a pool thread or in delivery. */
 void tp_worker__check_revoke_done(tp_worker *w);
+/* Frees the states of revoked partitions whose work has all ended (abandoned ones included). */
+void tp_worker__parts_drop_revoked(tp_worker *w);
 /* The consumer's rebalance callback (arg is the tp_worker). */
 void tp_worker__on_rebalance(void *arg, tp_consumer *c, bool assign, const tp_kafka_partitions *parts);
 
