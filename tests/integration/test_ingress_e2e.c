@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,7 +45,7 @@ typedef struct ingress_proc {
 
 /* The outage test's client: POSTs until stopped, remembering every 202's request id. */
 typedef struct load_arg {
-    volatile bool stop;
+    atomic_bool stop; /* volatile is no synchronisation: TSan reported the plain flag */
     int n, n202, n503, nother;
     char ids[512][TP_REQUEST_ID_MAX + 1];
     int64_t max_503_ms;
