@@ -315,7 +315,7 @@ static int ingress_stop(ingress_proc *ip) {
 /* A shared flock on the stack's fault lock: fault tests (which take it exclusively) wait until we
  * let go, so nobody stops OPA or Kafka under our feet. Returns the fd (-1 on failure). */
 static int faults_lock_shared(void) {
-    int fd = open("/tmp/tp-stack-faults.lock", O_RDWR | O_CREAT, 0666);
+    int fd = open("/tmp/tp-stack-faults.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0666);
     if (fd >= 0 && flock(fd, LOCK_SH) != 0) {
         close(fd);
         fd = -1;

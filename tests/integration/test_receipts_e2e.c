@@ -49,7 +49,7 @@ static int64_t wall_ms(void) {
 /* Tests that need a healthy stack hold the fault lock shared, so that they wait out someone
  * else's outage instead of failing in it; the Kafka outage test takes it exclusively. */
 static int shared_fault_lock(void) {
-    int fd = open("/tmp/tp-stack-faults.lock", O_RDWR | O_CREAT, 0666);
+    int fd = open("/tmp/tp-stack-faults.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0666);
     if (fd >= 0)
         flock(fd, LOCK_SH);
     return fd;

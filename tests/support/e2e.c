@@ -456,7 +456,9 @@ int e2e_submit_batch(e2e *e, const tp_request *reqs, int n) {
 }
 
 int e2e_faults_lock(void) {
-    int fd = open("/tmp/tp-stack-faults.lock", O_RDWR | O_CREAT, 0666);
+    /* O_CLOEXEC: `scripts/stack start kafka` under the lock must not hand it to the broker, which
+     * would hold it for good if this test died before unlocking (it did, under TSan). */
+    int fd = open("/tmp/tp-stack-faults.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0666);
     if (fd >= 0)
         flock(fd, LOCK_EX);
     return fd;
