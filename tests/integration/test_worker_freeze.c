@@ -1,0 +1,247 @@
+/* test_worker_freeze: two tp-workers under load (300 requests in flight) while a dependency hangs
+ * instead of failing: PostgreSQL frozen (a proxy in front of it stops forwarding, so the shared
+ * server is not touched), a lock on `tenants` held by another session, OPA frozen (SIGSTOP) with
+ * the second worker joining during the freeze, the Kafka broker frozen (SIGSTOP). Each freeze
+ * lasts FREEZE_S (12 s, the config deadlines scaled down to match: statement 3 s, lock 1 s, revoke
+ * 3 s, OPA call 1 s), each scenario about 25 s when the stack is free. Each asserts: every request final exactly once and SUCCEEDED, one tenant per slug,
+ * no dead letter, every receipt published and `tpctl receipts verify` clean, processing resumed
+ * after the thaw. Freezes of the stack's OPA and Kafka hold the stack's fault lock. One line per
+ * scenario starting `freeze-result` records the outcome. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "support/e2e.h"
+#include "support/pgproxy.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define N 300
+#define FREEZE_S 12
+#define KEYSET ".stack/keys/receipts.keyset"
+#define SCALED_DEADLINES                                                                            \
+    "pg.statement_timeout_ms = 3000\npg.lock_timeout_ms = 1000\npg.connect_timeout_s = 2\n"          \
+    "worker.revoke_timeout_ms = 3000\n"
+
+typedef enum freeze_kind { FREEZE_PG, FREEZE_TENANTS_LOCK, FREEZE_OPA, FREEZE_KAFKA } freeze_kind;
+
+typedef struct freeze_state {
+    e2e e;
+    int lock_fd;
+    pid_t stopped; /* a stack process under SIGSTOP, to SIGCONT whatever happens */
+    pgproxy *px;
+    tp_db *locker;
+} freeze_state;
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int setup(void **state) {
+    freeze_state *f = calloc(1, sizeof(*f));
+    if (!f)
+        return -1;
+    f->lock_fd = -1;
+    if (e2e_setup(&f->e, *state ? *state : "freeze", SCALED_DEADLINES) != 0) {
+        free(f);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static void thaw_all(freeze_state *f) {
+    if (f->stopped > 0) {
+        kill(f->stopped, SIGCONT);
+        f->stopped = 0;
+    }
+    if (f->px)
+        pgproxy_freeze(f->px, false);
+    if (f->locker) {
+        tp_db_rollback(f->locker);
+        tp_db_close(f->locker);
+        f->locker = NULL;
+    }
+}
+
+static int teardown(void **state) {
+    freeze_state *f = *state;
+    thaw_all(f); /* an assertion failed mid-freeze: always thaw the shared stack */
+    if (f->lock_fd >= 0) { /* held until the outcome was measured */
+        e2e_faults_unlock(f->lock_fd);
+        f->lock_fd = -1;
+    }
+    for (int i = 0; i < E2E_MAX_WORKERS; i++)
+        if (f->e.workers[i] > 0)
+            e2e_worker_stop(&f->e, i, SIGKILL, 5000, NULL);
+    pgproxy_stop(f->px);
+    e2e_teardown(&f->e);
+    free(f);
+    return 0;
+}
+
+static pid_t stack_pid(const char *name) {
+    char path[128];
+    long pid = 0;
+    snprintf(path, sizeof(path), ".stack/%s.pid", name);
+    FILE *pf = fopen(path, "r");
+    if (!pf)
+        return -1;
+    if (fscanf(pf, "%ld", &pid) != 1)
+        pid = -1;
+    fclose(pf);
+    return pid > 0 && kill((pid_t)pid, 0) == 0 ? (pid_t)pid : -1;
+}
+
+static void freeze(freeze_state *f, freeze_kind kind) {
+    char err[256];
+    switch (kind) {
+    case FREEZE_PG:
+        pgproxy_freeze(f->px, true);
+        break;
+    case FREEZE_TENANTS_LOCK: /* a migration holding the table */
+        assert_int_equal(tp_db_connect(f->e.db.dsn, &f->locker, err, sizeof(err)), 0);
+        assert_int_equal(tp_db_begin(f->locker), 0);
+        assert_int_equal(tp_db_exec(f->locker, "SET LOCAL idle_in_transaction_session_timeout = 0", 0, NULL, NULL), 0);
+        assert_int_equal(tp_db_exec(f->locker, "LOCK TABLE tenants IN ACCESS EXCLUSIVE MODE", 0, NULL, NULL), 0);
+        break;
+    case FREEZE_OPA:
+    case FREEZE_KAFKA: { /* the fault lock is held since the scenario began */
+        pid_t pid = stack_pid(kind == FREEZE_OPA ? "opa" : "kafka");
+        assert_true(pid > 0);
+        assert_int_equal(kill(pid, SIGSTOP), 0);
+        f->stopped = pid;
+        break;
+    }
+    }
+}
+
+static const char *kind_name(freeze_kind kind) {
+    static const char *const names[] = {"postgres-frozen", "tenants-locked", "opa-frozen", "kafka-frozen"};
+    return names[kind];
+}
+
+static int64_t succeeded(e2e *e) {
+    return e2e_int(e, "SELECT count(*) FROM provisioning_requests WHERE state = 'SUCCEEDED'");
+}
+
+/* The scenario: workers 0 and 1 (with join_late, worker 1 starts 3 s into the freeze), N requests,
+ * the freeze once a sixth of them are done, FREEZE_S seconds, the thaw, then the outcome. */
+static void run_scenario(freeze_state *f, freeze_kind kind, bool join_late) {
+    e2e *e = &f->e;
+    static tp_request reqs[N];
+    char tpctl[1024], slug[64];
+    static char out[1 << 16];
+    int64_t at_freeze, at_thaw, t_thaw, resume_ms = -1, recover_ms = -1, done = 0;
+    /* Freezing the stack's OPA or broker waits for the other tests on the shared stack to finish:
+     * wait before the load starts, so that the freeze finds it in flight. */
+    if (kind == FREEZE_OPA || kind == FREEZE_KAFKA)
+        f->lock_fd = e2e_faults_lock();
+    if (kind == FREEZE_PG) { /* both workers reach PostgreSQL through the proxy */
+        char dsn[1024];
+        f->px = pgproxy_start(e->db.dsn, dsn, sizeof(dsn));
+        assert_non_null(f->px);
+        FILE *cfg = fopen(e->config_path, "a"); /* later keys win */
+        assert_non_null(cfg);
+        fprintf(cfg, "pg.dsn = %s\n", dsn);
+        fclose(cfg);
+    }
+    for (int i = 0; i < N; i++) {
+        snprintf(slug, sizeof(slug), "fz-%s-%d", e->suffix, i);
+        e2e_request_init(&reqs[i], slug, (tp_plan)(i % 4));
+    }
+    assert_int_equal(e2e_worker_start(e, 0), 0);
+    if (!join_late)
+        assert_int_equal(e2e_worker_start(e, 1), 0);
+    assert_int_equal(e2e_submit_batch(e, reqs, N), 0);
+    for (int i = 0; i < 600 && succeeded(e) < N / 6; i++)
+        usleep(100 * 1000);
+    freeze(f, kind);
+    at_freeze = succeeded(e);
+    for (int s = 0; s < FREEZE_S; s++) {
+        if (join_late && s == 3)
+            assert_int_equal(e2e_worker_start(e, 1), 0);
+        sleep(1);
+    }
+    at_thaw = succeeded(e); /* the test reads PostgreSQL directly, never through the proxy */
+    t_thaw = mono_ms();
+    thaw_all(f);
+    while (mono_ms() - t_thaw < 180000) {
+        done = succeeded(e);
+        if (resume_ms < 0 && done > at_thaw)
+            resume_ms = mono_ms() - t_thaw;
+        if (done >= N) {
+            recover_ms = mono_ms() - t_thaw;
+            break;
+        }
+        usleep(100 * 1000);
+    }
+    int64_t committed = e2e_wait_committed(e, N, 60);
+    int64_t published = e2e_wait_int(e, 3 * N, 60, "SELECT count(*) FROM receipt_outbox WHERE published_at IS NOT NULL");
+    int64_t final_states = e2e_int(e, "SELECT count(*) FROM provisioning_requests WHERE state IN ('SUCCEEDED', 'FAILED', 'DENIED')");
+    int64_t failed = e2e_int(e, "SELECT count(*) FROM provisioning_requests WHERE state <> 'SUCCEEDED'");
+    int64_t dead = e2e_int(e, "SELECT count(*) FROM dead_letters");
+    assert_int_equal(e2e_bin_path("tpctl", tpctl, sizeof(tpctl)), 0);
+    int verify = e2e_run(out, sizeof(out), "%s receipts --config %s verify --topic %s --keyset " KEYSET,
+                         tpctl, e->config_path, e->topic_receipts);
+    fprintf(stderr,
+            "freeze-result %s%s: requests %d, done at freeze %lld, done during the %d s freeze %lld, "
+            "SUCCEEDED %lld, other final states %lld, dead letters %lld, first progress %lld ms and "
+            "all done %lld ms after the thaw, offsets committed %lld, receipts published %lld/%d, "
+            "receipts verify exit %d\n",
+            kind_name(kind), join_late ? " + worker 1 joining mid-freeze" : "", N, (long long)at_freeze,
+            FREEZE_S, (long long)(at_thaw - at_freeze), (long long)done, (long long)failed,
+            (long long)dead, (long long)resume_ms, (long long)recover_ms, (long long)committed,
+            (long long)published, 3 * N, verify);
+    if (verify != 0)
+        fprintf(stderr, "%s\n", out);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(e2e_worker_stop(e, i, SIGTERM, 20000, NULL), 0);
+
+    assert_int_equal(done, N);
+    assert_true(recover_ms >= 0);
+    assert_int_equal(final_states, N);
+    assert_int_equal(failed, 0);
+    assert_int_equal(dead, 0);
+    assert_int_equal(committed, N);
+    /* Exactly once: one request row per id, one tenant per slug, everything it owns once. */
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM provisioning_requests"), N);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenants"), N);
+    assert_int_equal(e2e_int(e, "SELECT count(DISTINCT slug) FROM tenants"), N);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenant_namespaces"), N);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenant_partitions"), 3 * N);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenant_quotas"), N);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM receipt_outbox"), 3 * N);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM provisioning_stages WHERE status <> 'SUCCEEDED'"), 0);
+    assert_int_equal(published, 3 * N);
+    assert_int_equal(verify, 0);
+}
+
+static void test_postgres_frozen(void **state) { run_scenario(*state, FREEZE_PG, false); }
+static void test_tenants_locked(void **state) { run_scenario(*state, FREEZE_TENANTS_LOCK, false); }
+/* Worker 1 joins while OPA is frozen: a rebalance with jobs hanging in policy calls. (A join
+ * while PostgreSQL is frozen is test_worker_faults' test_revoke_bounded_when_db_frozen.) */
+static void test_opa_frozen_worker_joins(void **state) { run_scenario(*state, FREEZE_OPA, true); }
+static void test_kafka_frozen(void **state) { run_scenario(*state, FREEZE_KAFKA, false); }
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_prestate_setup_teardown(test_postgres_frozen, setup, teardown, "fzpg"),
+        cmocka_unit_test_prestate_setup_teardown(test_tenants_locked, setup, teardown, "fzlock"),
+        cmocka_unit_test_prestate_setup_teardown(test_opa_frozen_worker_joins, setup, teardown, "fzopajoin"),
+        cmocka_unit_test_prestate_setup_teardown(test_kafka_frozen, setup, teardown, "fzkafka"),
+    };
+    if (getenv("TP_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("TP_TEST_FILTER"));
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
