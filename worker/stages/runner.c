@@ -438,6 +438,7 @@ static int run_stage(tp_stage_ctx *ctx, const tp_stage_def *def, int prev_attemp
     if ((rc = prepare_stage(ctx, def)) != 0)
         goto out_fail;
     ctx->chain_known = false; /* a new transaction: the tenant lock is taken again */
+    ctx->leaves_pending = false;
     if ((rc = tp_db_begin(db)) != 0)
         goto out_fail;
     /* The stage row lock serialises two runners of one request (a redelivery after a rebalance):
@@ -483,6 +484,8 @@ static int run_stage(tp_stage_ctx *ctx, const tp_stage_def *def, int prev_attemp
     if (rc != 0)
         goto out_fail;
     if ((rc = write_marker(ctx, def, attempt)) != 0)
+        goto out_fail;
+    if ((rc = tp_stage_assign_leaves(ctx)) != 0) /* last: holds the log counter until COMMIT */
         goto out_fail;
     if ((rc = tp_db_commit(db)) != 0) {
         tp_stage_db_error(ctx, rc, "commit");
@@ -539,6 +542,7 @@ static int run_single_tx(tp_stage_ctx *ctx, bool need_policy, tp_run_result *out
     if (need_policy && prepare_stage(ctx, &tp_stage_table[TP_STAGE_POLICY]) != 0)
         goto out_fallback; /* OPA unavailable: the per-stage path records the retry */
     ctx->chain_known = false;
+    ctx->leaves_pending = false;
     if (tp_db_begin(db) != 0)
         goto out_fallback;
     /* The stage rows locked in order serialise two runners of one request (a redelivery after a
@@ -617,6 +621,8 @@ static int run_single_tx(tp_stage_ctx *ctx, bool need_policy, tp_run_result *out
                         "clock_timestamp() WHERE request_id = $1 AND $3::text IS NOT NULL",
                         5, mp5, NULL, NULL);
         if (rc != 0)
+            goto out_fallback;
+        if (tp_stage_assign_leaves(ctx) != 0) /* last: holds the log counter until COMMIT */
             goto out_fallback;
         if ((rc = tp_db_commit(db)) != 0)
             goto out_fallback; /* its answer was lost: it may or may not have happened; the

@@ -1,6 +1,7 @@
 /* stage_receipts.c: stage 6 and the receipt emitter: seals TENANT_PROVISIONED and
  * TENANT_QUOTA_ASSIGNED (tp_receipt_seal) and inserts them into receipt_outbox in the stage
- * transaction, continuing the tenant's hash chain under a lock of the tenant row. */
+ * transaction, continuing the tenant's hash chain under a lock of the tenant row; right before
+ * COMMIT, numbers the transaction's receipts as transparency-log leaves (one statement). */
 #include "stages_int.h"
 #include "tp/error.h"
 #include "tp/ids.h"
@@ -136,6 +137,7 @@ int tp_stage_emit_receipt(tp_stage_ctx *ctx, const char *action_type, const char
                            "$9::jsonb, $10::bigint)",
                            10, p2, lengths, formats);
     if (rc == 0) {
+        ctx->leaves_pending = true;
         /* The chain now ends here, for the next receipt of this transaction. */
         size_t used = strlen(ctx->chain_existing);
         ctx->chain_seq = f.sequence;
@@ -147,6 +149,27 @@ int tp_stage_emit_receipt(tp_stage_ctx *ctx, const char *action_type, const char
     if (rc != 0)
         return tp_stage_db_error(ctx, rc, "insert receipt");
     snprintf(receipt_id, receipt_id_size, "%s", rid);
+    return 0;
+}
+
+int tp_stage_assign_leaves(tp_stage_ctx *ctx) {
+    const char *p1[1] = {ctx->req->request_id};
+    int rc;
+    if (!ctx->leaves_pending)
+        return 0;
+    /* The request's receipts without an index (this transaction's: earlier ones committed with
+     * theirs), numbered in chain order after the counter, which moves past them. */
+    rc = tp_db_exec(ctx->db,
+                    "WITH n AS (SELECT receipt_id, row_number() OVER (ORDER BY tenant_id, sequence) "
+                    "AS k FROM receipt_outbox WHERE request_id = $1 AND leaf_index IS NULL), "
+                    "c AS (UPDATE tlog_counter SET next_leaf = next_leaf + (SELECT count(*) FROM n) "
+                    "WHERE id = 1 RETURNING next_leaf) "
+                    "UPDATE receipt_outbox o SET leaf_index = c.next_leaf - (SELECT count(*) FROM n) "
+                    "+ n.k - 1 FROM n, c WHERE o.receipt_id = n.receipt_id",
+                    1, p1, NULL);
+    if (rc != 0)
+        return tp_stage_db_error(ctx, rc, "assign log leaves");
+    ctx->leaves_pending = false;
     return 0;
 }
 
