@@ -20,6 +20,7 @@
 #define TP_CODEC_REQUEST_MAX (64u * 1024u)
 #define TP_CODEC_DEAD_LETTER_MAX (4u * 1024u * 1024u)
 #define TP_CODEC_RECEIPT_MAX (1024u * 1024u)
+#define TP_CODEC_CHECKPOINT_MAX (64u * 1024u)
 /* Confluent schema ids a codec accepts for ProvisioningRequest. */
 #define TP_CODEC_CONFLUENT_IDS_MAX 32
 
@@ -43,7 +44,8 @@ int tp_codec_fingerprint(const char *schema_json, size_t len, uint64_t *out, cha
 
 /* ---- the codec ---------------------------------------------------------------------------------- */
 
-/* Loads ProvisioningRequest.avsc, DeadLetter.avsc and ProvenanceReceipt.avsc from schema_dir,
+/* Loads ProvisioningRequest.avsc, DeadLetter.avsc, ProvenanceReceipt.avsc and TreeCheckpoint.avsc
+ * from schema_dir,
  * computes their fingerprints and checks each with an encode/decode round trip.
  * confluent_ids_csv lists Confluent schema ids ("12, 40") accepted as ProvisioningRequest; NULL or
  * "" accepts none. Returns a new codec (free with tp_codec_free) or NULL with errstr filled.
@@ -57,6 +59,7 @@ typedef enum tp_codec_schema {
     TP_CODEC_SCHEMA_REQUEST = 0,
     TP_CODEC_SCHEMA_DEAD_LETTER,
     TP_CODEC_SCHEMA_RECEIPT,
+    TP_CODEC_SCHEMA_CHECKPOINT,
 } tp_codec_schema;
 
 /* Returns the fingerprint of a loaded schema (0 for an unknown enum value). */
@@ -157,5 +160,25 @@ int tp_codec_decode_receipt(tp_codec *codec, const unsigned char *buf, size_t le
                             tp_receipt_record *out, char *errstr, size_t errstr_size);
 /* Frees everything a decode gave *r and zeroes it. */
 void tp_receipt_record_release(tp_receipt_record *r);
+
+/* ---- TreeCheckpoint ------------------------------------------------------------------------------ */
+
+typedef struct tp_checkpoint_record {
+    char *origin;
+    int64_t tree_size;
+    unsigned char *root_hash;
+    size_t root_hash_len;
+    char *note;                    /* the signed note text */
+} tp_checkpoint_record;
+
+/* Encodes c as a single object; *out is a new buffer the caller frees. Returns 0, TP_EINVAL,
+ * TP_ENOMEM or TP_EDECODE_AVRO. */
+int tp_codec_encode_checkpoint(tp_codec *codec, const tp_checkpoint_record *c, unsigned char **out,
+                               size_t *out_len);
+/* Decodes a single-object TreeCheckpoint (untrusted, at most TP_CODEC_CHECKPOINT_MAX bytes) into
+ * *out, which then owns its buffers: release with tp_checkpoint_record_release. */
+int tp_codec_decode_checkpoint(tp_codec *codec, const unsigned char *buf, size_t len,
+                               tp_checkpoint_record *out, char *errstr, size_t errstr_size);
+void tp_checkpoint_record_release(tp_checkpoint_record *c);
 
 #endif

@@ -20,6 +20,10 @@ typedef struct tp_signer tp_signer;
 int tp_signer_load(const char *path, tp_signer **out);
 void tp_signer_free(tp_signer *s);
 const char *tp_signer_keyid(const tp_signer *s);
+/* Signs msg with the signer's Ed25519 key (checkpoints of the transparency log use it too).
+ * Returns 0 or TP_ECRYPTO. */
+int tp_signer_sign(const tp_signer *s, const void *msg, size_t len, unsigned char sig[64]);
+void tp_signer_public_key(const tp_signer *s, unsigned char pk[32]);
 
 /* What one receipt asserts. Strings are borrowed; action_data_json is a JSON object text. */
 typedef struct tp_receipt_fields {

@@ -21,7 +21,13 @@ typedef struct tp_topic_record {
     size_t key_len;
     const void *value;     /* NULL for a null (tombstone) value */
     size_t len;
+    const void *impl;      /* the wrapper's own; for tp_topic_record_header */
 } tp_topic_record;
+
+/* The value of the last header called name (borrowed like the record). Returns 0 or
+ * TP_ENOT_FOUND. */
+int tp_topic_record_header(const tp_topic_record *rec, const char *name, const void **value,
+                           size_t *len);
 
 /* Called once per record, in offset order within a partition. Returning non-zero stops the read
  * and becomes tp_topic_read's result. */

@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 
+#include "tp/receipts.h"
 #include "tp/store.h"
 #include "tp/tlog.h"
 
@@ -33,5 +34,17 @@ int tp_tlog_db_read(void *arg, int level, int64_t index, unsigned char out[TP_TL
  * has no leaf index yet. */
 int tp_tlog_db_leaf(tp_db *db, const char *receipt_id, int64_t *index,
                     unsigned char leaf_hash[TP_TLOG_HASH_LEN]);
+
+/* Extends the tree, then signs a checkpoint (C2SP tlog-checkpoint in a signed note; key name =
+ * origin) at the largest size whose leaves are all published on the receipts topic (a checkpoint
+ * never names a receipt a reader cannot have seen yet), when that size is beyond the latest stored
+ * checkpoint, and stores it in tlog_checkpoints. *note gets the new note (caller frees) and cp its
+ * fields, or *note = NULL when there was nothing new (or another relay stored that size first).
+ * Outside a transaction. Returns 0, TP_EDB*, TP_ECRYPTO or TP_ENOMEM. */
+int tp_tlog_db_checkpoint(tp_db *db, const tp_signer *s, const char *origin, char **note,
+                          tp_checkpoint *cp);
+
+/* The latest stored checkpoint: *note (caller frees) and cp; TP_ENOT_FOUND when none yet. */
+int tp_tlog_db_latest(tp_db *db, char **note, tp_checkpoint *cp);
 
 #endif

@@ -49,3 +49,7 @@ CREATE TABLE tlog_checkpoints (
     note        text NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
+
+-- A checkpoint names only leaves already on the receipts topic: the first unpublished leaf.
+CREATE INDEX receipt_outbox_unpublished_leaf_idx ON receipt_outbox (leaf_index)
+    WHERE published_at IS NULL;

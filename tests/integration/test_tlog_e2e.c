@@ -11,7 +11,10 @@
 #include <cmocka.h>
 
 #include "support/e2e.h"
+#include "tp/codec.h"
+#include "tp/config.h"
 #include "tp/error.h"
+#include "tp/receipts_reader.h"
 #include "tp/tlog.h"
 #include "tp/tlog_db.h"
 
@@ -256,8 +259,6 @@ static void test_leaves_tree_and_proofs(void **state) {
     }
     assert_int_equal(e2e_submit_batch(e, more, 4), 0);
     assert_int_equal(e2e_wait_int(e, N + 4, 120, "SELECT count(*) FROM provisioning_requests WHERE state = 'SUCCEEDED'"), N + 4);
-    assert_int_equal(tp_tlog_db_extend(e->conn, 5, &size, root), 0); /* a bound is honoured */
-    assert_int_equal(size, n + 5);
     assert_int_equal(tp_tlog_db_extend(e->conn, 0, &size, root), 0);
     assert_int_equal(size, n + 12);
     assert_int_equal(load_leaves(s), n + 12);
@@ -265,11 +266,160 @@ static void test_leaves_tree_and_proofs(void **state) {
     assert_memory_equal(root, ref, 32);
     assert_int_equal(tp_tlog_consistency_proof(tp_tlog_db_read, e->conn, n, n + 12, proof, &plen), 0);
     assert_int_equal(tp_tlog_verify_consistency(n, n + 12, (const unsigned char(*)[32])proof, plen, before, ref), 0);
+
+    /* With the relays stopped: the stored tree rebuilt from nothing, in bounded steps, is the
+     * same tree. */
+    assert_int_equal(e2e_worker_stop(e, 0, SIGTERM, 20000, NULL), 0);
+    assert_int_equal(e2e_worker_stop(e, 1, SIGTERM, 20000, NULL), 0);
+    assert_int_equal(tp_db_exec_script(e->conn, "DELETE FROM tlog_nodes; UPDATE tlog_tree SET size = 0"), 0);
+    assert_int_equal(tp_tlog_db_extend(e->conn, 5, &size, root), 0); /* a bound is honoured */
+    assert_int_equal(size, 5);
+    ref_mth(s->leaves, 0, 5, before);
+    assert_memory_equal(root, before, 32);
+    assert_int_equal(tp_tlog_db_extend(e->conn, 0, &size, root), 0);
+    assert_int_equal(size, n + 12);
+    assert_memory_equal(root, ref, 32);
+}
+
+/* The worker's public key: the last line of the key set the workers' key belongs to. */
+static void worker_public_key(unsigned char pk[32]) {
+    char *text = NULL, *line, *last = NULL, *save = NULL;
+    size_t len = 0, n = 0;
+    assert_int_equal(tp_read_file(".stack/keys/receipts.pub", 4096, &text, &len), 0);
+    for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+        if (*line && *line != '#')
+            last = line;
+    assert_non_null(last);
+    char *b64 = strchr(last, ' ');
+    assert_non_null(b64);
+    assert_int_equal(sodium_base642bin(pk, 32, b64 + 1, strlen(b64 + 1), NULL, &n, NULL,
+                                       sodium_base64_VARIANT_ORIGINAL),
+                     0);
+    assert_int_equal(n, 32);
+    free(text);
+}
+
+typedef struct topic_scan {
+    tstate *s;
+    tp_codec *codec;
+    int checkpoints, bad, headers_ok;
+    int64_t last_size;
+    unsigned char pk[32];
+} topic_scan;
+
+/* Every checkpoint record: an Avro TreeCheckpoint whose note is signed by the worker's key over
+ * a body that says what the record says, with the root of that many leaves. */
+static int on_checkpoint(void *arg, const tp_topic_record *rec) {
+    topic_scan *t = arg;
+    tp_checkpoint_record cr;
+    tp_note note;
+    tp_checkpoint cp;
+    unsigned char ref[32];
+    char err[256];
+    if (tp_codec_decode_checkpoint(t->codec, rec->value, rec->len, &cr, err, sizeof(err)) != 0) {
+        fprintf(stderr, "checkpoint record: %s\n", err);
+        t->bad++;
+        return 0;
+    }
+    if (tp_note_parse(cr.note, strlen(cr.note), &note, err, sizeof(err)) != 0 ||
+        tp_checkpoint_parse(cr.note, note.body_len, &cp, err, sizeof(err)) != 0 ||
+        !tp_note_sig_verify(&note.sigs[0], cp.origin, t->pk, cr.note, note.body_len) ||
+        strcmp(cp.origin, "tenant-provisioner.dev/receipts") != 0 || cp.size != cr.tree_size ||
+        cr.root_hash_len != 32 || memcmp(cp.root, cr.root_hash, 32) != 0 || cp.size <= t->last_size) {
+        fprintf(stderr, "checkpoint note does not verify or match: %s\n%s", err, cr.note);
+        t->bad++;
+    } else {
+        ref_mth(t->s->leaves, 0, cp.size, ref);
+        if (memcmp(ref, cp.root, 32) != 0) {
+            fprintf(stderr, "checkpoint of size %lld has another root than the receipts\n", (long long)cp.size);
+            t->bad++;
+        }
+        t->last_size = cp.size;
+    }
+    t->checkpoints++;
+    tp_checkpoint_record_release(&cr);
+    return 0;
+}
+
+/* Every receipt record carries its leaf index as the leaf-index header, equal to the database's. */
+static int on_receipt(void *arg, const tp_topic_record *rec) {
+    topic_scan *t = arg;
+    const void *v;
+    size_t len;
+    char idx[32], rid[128], want[32];
+    const void *rv;
+    size_t rlen;
+    if (tp_topic_record_header(rec, "leaf-index", &v, &len) != 0 || len >= sizeof(idx) ||
+        tp_topic_record_header(rec, "receipt-id", &rv, &rlen) != 0 || rlen >= sizeof(rid)) {
+        t->bad++;
+        return 0;
+    }
+    snprintf(idx, sizeof(idx), "%.*s", (int)len, (const char *)v);
+    snprintf(rid, sizeof(rid), "%.*s", (int)rlen, (const char *)rv);
+    if (e2e_text(&t->s->e, want, sizeof(want), "SELECT leaf_index::text FROM receipt_outbox WHERE receipt_id = '%s'", rid) != 0 ||
+        strcmp(want, idx) != 0)
+        t->bad++;
+    else
+        t->headers_ok++;
+    return 0;
+}
+
+static void test_checkpoints_signed_and_published(void **state) {
+    tstate *s = *state;
+    e2e *e = &s->e;
+    enum { N = 10 };
+    tp_request reqs[N];
+    topic_scan t;
+    char err[256];
+    memset(&t, 0, sizeof(t));
+    t.s = s;
+    t.codec = e->codec;
+    worker_public_key(t.pk);
+    for (int i = 0; i < N; i++) {
+        char slug[64];
+        snprintf(slug, sizeof(slug), "cp-%s-%d", e->suffix, i);
+        e2e_request_init(&reqs[i], slug, (tp_plan)(i % 4));
+    }
+    assert_int_equal(e2e_worker_start(e, 0), 0);
+    assert_int_equal(e2e_submit_batch(e, reqs, N / 2), 0);
+    assert_int_equal(e2e_wait_int(e, 3 * (N / 2), 60, "SELECT count(*) FROM receipt_outbox WHERE published_at IS NOT NULL"), 3 * (N / 2));
+    /* The relay signs a checkpoint once everything it published is in (interval 200 ms). */
+    assert_int_equal(e2e_wait_int(e, 3 * (N / 2), 30, "SELECT coalesce(max(size), 0) FROM tlog_checkpoints"), 3 * (N / 2));
+    assert_int_equal(e2e_submit_batch(e, reqs + N / 2, N - N / 2), 0);
+    assert_int_equal(e2e_wait_int(e, 3 * N, 60, "SELECT count(*) FROM receipt_outbox WHERE published_at IS NOT NULL"), 3 * N);
+    assert_int_equal(e2e_wait_int(e, 3 * N, 30, "SELECT coalesce(max(size), 0) FROM tlog_checkpoints"), 3 * N);
+    assert_int_equal(load_leaves(s), 3 * N);
+
+    /* On the topic: each checkpoint verifies with the public key, grows, and has the root of the
+     * receipts; the last one covers all of them. */
+    for (int tries = 0; tries < 50 && t.last_size < 3 * N; tries++) { /* the last may be in flight */
+        if (tries)
+            usleep(200 * 1000);
+        t.checkpoints = 0;
+        t.last_size = 0;
+        assert_int_equal(tp_topic_read(e->cfg, e->topic_checkpoints, NULL, on_checkpoint, &t, err, sizeof(err)), 0);
+    }
+    assert_int_equal(t.bad, 0);
+    assert_true(t.checkpoints >= 2);
+    assert_int_equal(t.last_size, 3 * N);
+    assert_int_equal(tp_topic_read(e->cfg, e->topic_receipts, NULL, on_receipt, &t, err, sizeof(err)), 0);
+    assert_int_equal(t.bad, 0);
+    assert_true(t.headers_ok >= 3 * N);
+
+    /* The latest stored checkpoint is the last one published. */
+    {
+        char *note = NULL;
+        tp_checkpoint cp;
+        assert_int_equal(tp_tlog_db_latest(e->conn, &note, &cp), 0);
+        assert_int_equal(cp.size, 3 * N);
+        free(note);
+    }
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_prestate_setup_teardown(test_leaves_tree_and_proofs, setup, teardown, "tlog"),
+        cmocka_unit_test_prestate_setup_teardown(test_checkpoints_signed_and_published, setup, teardown, "tlogcp"),
     };
     if (getenv("TP_TEST_FILTER"))
         cmocka_set_test_filter(getenv("TP_TEST_FILTER"));

@@ -36,8 +36,8 @@ static rd_kafka_t *admin_client(void) {
 }
 
 static int topics_admin(e2e *e, bool create) {
-    const char *names[3] = {e->topic_requests, e->topic_receipts, e->topic_dlq};
-    const int parts[3] = {6, 6, 1};
+    const char *names[4] = {e->topic_requests, e->topic_receipts, e->topic_dlq, e->topic_checkpoints};
+    const int parts[4] = {6, 6, 1, 1};
     rd_kafka_t *rk = admin_client();
     rd_kafka_queue_t *q;
     rd_kafka_event_t *ev;
@@ -46,18 +46,18 @@ static int topics_admin(e2e *e, bool create) {
         return -1;
     q = rd_kafka_queue_new(rk);
     if (create) {
-        rd_kafka_NewTopic_t *nt[3];
+        rd_kafka_NewTopic_t *nt[4];
         char err[256];
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 4; i++)
             nt[i] = rd_kafka_NewTopic_new(names[i], parts[i], 1, err, sizeof(err));
-        rd_kafka_CreateTopics(rk, nt, 3, NULL, q);
-        rd_kafka_NewTopic_destroy_array(nt, 3);
+        rd_kafka_CreateTopics(rk, nt, 4, NULL, q);
+        rd_kafka_NewTopic_destroy_array(nt, 4);
     } else {
-        rd_kafka_DeleteTopic_t *dt[3];
-        for (int i = 0; i < 3; i++)
+        rd_kafka_DeleteTopic_t *dt[4];
+        for (int i = 0; i < 4; i++)
             dt[i] = rd_kafka_DeleteTopic_new(names[i]);
-        rd_kafka_DeleteTopics(rk, dt, 3, NULL, q);
-        rd_kafka_DeleteTopic_destroy_array(dt, 3);
+        rd_kafka_DeleteTopics(rk, dt, 4, NULL, q);
+        rd_kafka_DeleteTopic_destroy_array(dt, 4);
     }
     ev = rd_kafka_queue_poll(q, 30000);
     if (!ev || rd_kafka_event_error(ev)) {
@@ -95,6 +95,7 @@ int e2e_setup(e2e *e, const char *name, const char *extra_config) {
     snprintf(e->topic_requests, sizeof(e->topic_requests), "t.%s.%s.requests", name, e->suffix);
     snprintf(e->topic_receipts, sizeof(e->topic_receipts), "t.%s.%s.receipts", name, e->suffix);
     snprintf(e->topic_dlq, sizeof(e->topic_dlq), "t.%s.%s.dlq", name, e->suffix);
+    snprintf(e->topic_checkpoints, sizeof(e->topic_checkpoints), "t.%s.%s.checkpoints", name, e->suffix);
     snprintf(e->group, sizeof(e->group), "t-%s-%s", name, e->suffix);
     snprintf(e->config_path, sizeof(e->config_path), "/tmp/tp-e2e-%s-%s.conf", name, e->suffix);
     for (int i = 0; i < E2E_MAX_WORKERS; i++)
@@ -109,14 +110,16 @@ int e2e_setup(e2e *e, const char *name, const char *extra_config) {
      * the ~12 s OPA outage of test_opa_down_then_back (30 attempts, ~13 s, was a coin toss). */
     fprintf(f,
             "kafka.bootstrap.servers = %s\npg.dsn = %s\nopa.url = %s\nopa.timeout_ms = 1000\n"
-            "topic.requests = %s\ntopic.receipts = %s\ntopic.dlq = %s\nworker.group_id = %s\n"
+            "topic.requests = %s\ntopic.receipts = %s\ntopic.dlq = %s\ntopic.checkpoints = %s\n"
+            "worker.group_id = %s\ntlog.checkpoint_interval_ms = 200\n"
             "retry.initial_ms = 100\nretry.cap_ms = 1000\nretry.max_attempts = 80\n"
             "worker.shutdown_grace_ms = 15000\noutbox.retry_max_ms = 1000\n"
             "receipts.signing_key_file = .stack/keys/receipts.key\n"
             "receipts.keyset_file = .stack/keys/receipts.keyset\n"
             "worker.http_listen = 127.0.0.1:0\n%s\n",
             pgtest_env("TP_KAFKA_BOOTSTRAP"), e->db.dsn, pgtest_env("TP_OPA_URL"), e->topic_requests,
-            e->topic_receipts, e->topic_dlq, e->group, extra_config ? extra_config : "");
+            e->topic_receipts, e->topic_dlq, e->topic_checkpoints, e->group,
+            extra_config ? extra_config : "");
     fclose(f);
     e->cfg = tp_config_new();
     if (!e->cfg || tp_config_load_file(e->cfg, e->config_path, err, sizeof(err)) != 0) {

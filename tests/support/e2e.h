@@ -21,7 +21,7 @@
 typedef struct e2e {
     pgtest_db db;
     char suffix[40];
-    char topic_requests[160], topic_receipts[160], topic_dlq[160];
+    char topic_requests[160], topic_receipts[160], topic_dlq[160], topic_checkpoints[160];
     char group[80];
     char config_path[256];
     char log_path[E2E_MAX_WORKERS][256];

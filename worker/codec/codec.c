@@ -14,7 +14,7 @@
 #define SCHEMA_FILE_MAX (256u * 1024u)
 
 static const char *const schema_files[TP_CODEC_N_SCHEMAS] = {
-    "ProvisioningRequest.avsc", "DeadLetter.avsc", "ProvenanceReceipt.avsc"};
+    "ProvisioningRequest.avsc", "DeadLetter.avsc", "ProvenanceReceipt.avsc", "TreeCheckpoint.avsc"};
 
 /* Caps on ProvisioningRequest fields: exactly the capacities of tp_request. */
 static const tp_codec_cap request_caps[] = {

@@ -1,5 +1,5 @@
-/* records.c: DeadLetter and ProvenanceReceipt encode/decode, and the load-time self test that
- * proves the schema files on disk match the C structs. */
+/* records.c: DeadLetter, ProvenanceReceipt and TreeCheckpoint encode/decode, and the load-time
+ * self test that proves the schema files on disk match the C structs. */
 #include "codec/codec_int.h"
 #include "tp/error.h"
 
@@ -394,11 +394,103 @@ static int self_test_receipt(tp_codec *codec, char *errstr, size_t errstr_size) 
     return 0;
 }
 
+/* ---- TreeCheckpoint ------------------------------------------------------------------------------- */
+
+static const tp_codec_cap checkpoint_caps[] = {
+    {"origin", 1024},
+    {"rootHash", 64},
+    {"note", 16384},
+};
+
+int tp_codec_encode_checkpoint(tp_codec *codec, const tp_checkpoint_record *c, unsigned char **out,
+                               size_t *out_len) {
+    avro_value_t v;
+    int rc;
+    if (!codec || !c || !out || !out_len || !c->root_hash)
+        return TP_EINVAL;
+    if (avro_generic_value_new(codec->slots[TP_CODEC_SCHEMA_CHECKPOINT].iface, &v))
+        return TP_ENOMEM;
+    if ((rc = tp_codec__set_string(&v, "origin", c->origin, 1024)) == 0 &&
+        (rc = tp_codec__set_long(&v, "treeSize", c->tree_size)) == 0 &&
+        (rc = tp_codec__set_bytes(&v, "rootHash", c->root_hash, c->root_hash_len)) == 0 &&
+        (rc = tp_codec__set_string(&v, "note", c->note, 16384)) == 0)
+        rc = tp_codec__write_value(codec, TP_CODEC_SCHEMA_CHECKPOINT, &v, out, out_len);
+    avro_value_decref(&v);
+    return rc;
+}
+
+int tp_codec_decode_checkpoint(tp_codec *codec, const unsigned char *buf, size_t len,
+                               tp_checkpoint_record *out, char *errstr, size_t errstr_size) {
+    const unsigned char *body;
+    const void *p;
+    size_t body_len, n;
+    avro_value_t v, f;
+    int rc;
+
+    if (errstr && errstr_size)
+        errstr[0] = '\0';
+    if (!codec || !out)
+        return TP_EINVAL;
+    memset(out, 0, sizeof(*out));
+    rc = tp_codec__unframe(codec, TP_CODEC_SCHEMA_CHECKPOINT, false, TP_CODEC_CHECKPOINT_MAX, buf,
+                           len, &body, &body_len, errstr, errstr_size);
+    if (rc)
+        return rc;
+    rc = tp_codec__read_value(codec, TP_CODEC_SCHEMA_CHECKPOINT, body, body_len, checkpoint_caps,
+                              N_OF(checkpoint_caps), &v, errstr, errstr_size);
+    if (rc)
+        return rc;
+    if ((rc = dup_string(&v, "origin", &out->origin)) == 0 &&
+        (rc = tp_codec__get_long(&v, "treeSize", &out->tree_size)) == 0 &&
+        (rc = dup_string(&v, "note", &out->note)) == 0) {
+        if (tp_codec__field(&v, "rootHash", &f) || avro_value_get_bytes(&f, &p, &n))
+            rc = TP_EDECODE_AVRO;
+        else if ((rc = dup_bytes(p, n, &out->root_hash)) == 0)
+            out->root_hash_len = n;
+    }
+    avro_value_decref(&v);
+    if (rc) {
+        tp_checkpoint_record_release(out);
+        tp_codec__fail(rc, errstr, errstr_size, "TreeCheckpoint: %s", tp_strerror(rc));
+    }
+    return rc;
+}
+
+void tp_checkpoint_record_release(tp_checkpoint_record *c) {
+    if (!c)
+        return;
+    free(c->origin);
+    free(c->root_hash);
+    free(c->note);
+    memset(c, 0, sizeof(*c));
+}
+
+static int self_test_checkpoint(tp_codec *codec, char *errstr, size_t errstr_size) {
+    unsigned char root[32] = {1};
+    tp_checkpoint_record c = {"o", 7, root, sizeof(root), "note"}, back = {0};
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    int rc = tp_codec_encode_checkpoint(codec, &c, &buf, &len);
+    if (rc == 0)
+        rc = tp_codec_decode_checkpoint(codec, buf, len, &back, errstr, errstr_size);
+    free(buf);
+    if (rc == 0 && (back.tree_size != 7 || back.root_hash_len != 32 || strcmp(back.note, "note") != 0))
+        rc = TP_ECONFIG;
+    tp_checkpoint_record_release(&back);
+    if (rc)
+        return tp_codec__fail(TP_ECONFIG, errstr, errstr_size,
+                              "TreeCheckpoint.avsc does not match tp_checkpoint_record (%s)",
+                              tp_err_name(rc));
+    return 0;
+}
+
 int tp_codec__self_test(tp_codec *codec, char *errstr, size_t errstr_size) {
     int rc = self_test_request(codec, errstr, errstr_size);
     if (rc == 0)
         rc = self_test_dead_letter(codec, errstr, errstr_size);
     if (rc == 0)
         rc = self_test_receipt(codec, errstr, errstr_size);
+    if (rc == 0)
+        rc = self_test_checkpoint(codec, errstr, errstr_size);
     return rc;
 }

@@ -181,7 +181,7 @@ int tp_topic_read_range(const tp_config *cfg, const char *topic, const tp_topic_
             st->done = true; /* written after we started: not part of this read */
         } else {
             tp_topic_record rec = {topic, msg->partition, msg->offset, msg->key, msg->key_len,
-                                   msg->payload, msg->len};
+                                   msg->payload, msg->len, msg};
             st->next = msg->offset + 1;
             if (!opts->follow && st->next >= st->hi)
                 st->done = true;
@@ -204,4 +204,14 @@ out:
         rd_kafka_topic_destroy(rkt);
     rd_kafka_destroy(rk);
     return rc;
+}
+
+int tp_topic_record_header(const tp_topic_record *rec, const char *name, const void **value,
+                           size_t *len) {
+    rd_kafka_headers_t *hdrs = NULL;
+    if (!rec->impl ||
+        rd_kafka_message_headers((const rd_kafka_message_t *)rec->impl, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(hdrs, name, value, len) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return TP_ENOT_FOUND;
+    return 0;
 }

@@ -9,7 +9,9 @@
 
 #include "tp/codec.h"
 #include "tp/config.h"
+#include "tp/receipts.h"
 #include "tp/store.h"
+#include "tp/tlog.h"
 
 /* Tenants are spread over this many advisory-lock slots (slot = hashtext(tenant_id) & 15); a
  * relay publishes the tenants of the slots it holds, so one tenant has one publisher at a time. */
@@ -138,6 +140,7 @@ size_t tp_outbox_collect_positions(const tp_outbox_inflight *f, const bool *slot
 /* A row read from the outbox. */
 typedef struct tp_outbox_row {
     tp_receipt_record rec;
+    int64_t leaf_index; /* its transparency-log leaf (the leaf-index header), -1 when none */
     int slot;
     bool bad; /* unreadable (payload or envelope): its tenant waits from here on */
 } tp_outbox_row;
@@ -179,6 +182,13 @@ typedef struct tp_outbox_round {
     int64_t marked;                    /* out */
     int rc;                            /* out: 0 or the first failure (the round stops there) */
     const char *failed_step;           /* out */
+    /* The transparency log: after the rest, extend the tree and sign a checkpoint. A failure
+     * here does not end the session: it is reported and tried again later. */
+    const tp_signer *signer;           /* in: NULL disables checkpoints */
+    bool checkpoint;                   /* in */
+    int checkpoint_rc;                 /* out */
+    char *checkpoint_note;             /* out: a new signed checkpoint to publish (loop frees) */
+    tp_checkpoint cp;                  /* out: its fields */
 } tp_outbox_round;
 
 /* Pool thread: connect if needed, mark, claim, reconcile, fetch, in that order, stopping at the first

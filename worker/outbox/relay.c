@@ -1,6 +1,8 @@
 /* relay.c: the transactional-outbox relay on tp-worker's loop: unpublished receipt_outbox rows →
- * Avro ProvenanceReceipt records on the receipts topic, marked published on PERSISTED delivery
- * reports. Woken by events only: a commit in this process (tp_relay_wake), a NOTIFY on
+ * Avro ProvenanceReceipt records on the receipts topic (with their transparency-log leaf index as
+ * the leaf-index header), marked published on PERSISTED delivery reports; after marking, at most
+ * once per tlog.checkpoint_interval_ms, a round extends the log's tree and signs a checkpoint,
+ * which goes to the checkpoints topic. Woken by events only: a commit in this process (tp_relay_wake), a NOTIFY on
  * tp_outbox from another, a delivery report; a timer runs only to retry after a failure.
  * Fetch, produce and mark overlap: one database round at a time on a pool thread while earlier
  * rows are still being delivered. Rows in flight are tracked per tenant, so none is sent twice
@@ -42,6 +44,7 @@ struct tp_relay {
     uv_idle_t more;    /* serves the rest of the delivery reports on the next loop turn */
     uv_timer_t timer;  /* retry after a failure; never armed when idle */
     uv_timer_t mark_timer; /* outbox.mark_delay_ms (tests only): marks held back are due */
+    uv_timer_t checkpoint_timer; /* a checkpoint is owed and its interval not over yet */
     int open_handles;
     tp_relay_event_fn event_fn;
     void *event_arg;
@@ -68,6 +71,12 @@ struct tp_relay {
     int64_t frontier[TP_OUTBOX_PARTITIONS_MAX]; /* last offset reported per partition + 1 */
     int64_t stored[TP_OUTBOX_SLOTS][TP_OUTBOX_PARTITIONS_MAX]; /* last written per slot */
     tp_outbox_pos *pos; /* the running round's positions (TP_OUTBOX_SLOTS * PARTITIONS_MAX) */
+
+    /* The transparency log's checkpoints. */
+    tp_signer *signer;         /* NULL: no key, no checkpoints (logged once) */
+    int64_t checkpoint_interval_ms;
+    uint64_t last_checkpoint_ms; /* loop time of the last checkpoint round */
+    bool checkpoint_owed;      /* receipts were marked published since the last checkpoint */
 
     bool stopped;
     bool freeing;
@@ -292,6 +301,12 @@ static size_t send_rows(tp_relay *r, tp_outbox_round *round) {
             arm_timer(r, RETRY_SOON);
             break;
         }
+        char leaf[24];
+        int n_hdrs = 3;
+        if (src->leaf_index >= 0) {
+            snprintf(leaf, sizeof(leaf), "%lld", (long long)src->leaf_index);
+            n_hdrs = 4;
+        }
         rw->rec = src->rec; /* takes the strings over */
         memset(&src->rec, 0, sizeof(src->rec));
         rw->owner = r;
@@ -299,13 +314,14 @@ static size_t send_rows(tp_relay *r, tp_outbox_round *round) {
         rw->state = TP_OUTBOX_SENT;
         rw->partition = -1;
         {
-            tp_kafka_header hdrs[3] = {
+            tp_kafka_header hdrs[4] = {
                 {"receipt-id", rw->rec.receipt_id, strlen(rw->rec.receipt_id)},
                 {"action-type", rw->rec.action_type, strlen(rw->rec.action_type)},
                 {"content-type", RECEIPT_CONTENT_TYPE, strlen(RECEIPT_CONTENT_TYPE)},
+                {"leaf-index", leaf, n_hdrs == 4 ? strlen(leaf) : 0},
             };
             rc = tp_producer_send(r->producer, topic, rw->rec.tenant_id, strlen(rw->rec.tenant_id),
-                                  buf, len, hdrs, 3, on_delivered, rw);
+                                  buf, len, hdrs, n_hdrs, on_delivered, rw);
         }
         free(buf);
         if (rc != 0) {
@@ -431,6 +447,50 @@ static void collect_marks(tp_relay *r, tp_outbox_round *round) {
     round->pos = r->pos;
 }
 
+static void on_checkpoint_timer(uv_timer_t *t) { kick(t->data); }
+
+/* Whether this round signs a checkpoint: receipts were marked since the last one and its interval
+ * is over; when it is not over yet, the timer comes back for it. */
+static bool checkpoint_due(tp_relay *r) {
+    uint64_t now = uv_now(r->loop), next = r->last_checkpoint_ms + (uint64_t)r->checkpoint_interval_ms;
+    if (!r->signer || !r->checkpoint_owed || r->failed || r->freeing)
+        return false;
+    if (r->last_checkpoint_ms == 0 || now >= next)
+        return true;
+    if (!uv_is_active((uv_handle_t *)&r->checkpoint_timer))
+        uv_timer_start(&r->checkpoint_timer, on_checkpoint_timer, next - now, 0);
+    return false;
+}
+
+static void checkpoint_delivered(void *opaque, int err, int32_t partition, int64_t offset) {
+    (void)opaque;
+    (void)offset;
+    if (err != 0)
+        tp_log_warn("relay", "checkpoint not delivered (%s): the next one supersedes it",
+                    tp_strerror(err));
+    else
+        tp_log_debug("relay", "checkpoint delivered to partition %d", (int)partition);
+}
+
+/* Publishes the checkpoint a round signed (the row in tlog_checkpoints is already durable: a lost
+ * record is superseded by the next checkpoint, which is consistent with it). */
+static void publish_checkpoint(tp_relay *r, tp_outbox_round *round) {
+    tp_checkpoint_record rec = {round->cp.origin, round->cp.size, round->cp.root,
+                                sizeof(round->cp.root), round->checkpoint_note};
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    int rc = tp_codec_encode_checkpoint(r->codec, &rec, &buf, &len);
+    if (rc == 0)
+        rc = tp_producer_send(r->producer, tp_config_get(r->cfg, "topic.checkpoints"), rec.origin,
+                              strlen(rec.origin), buf, len, NULL, 0, checkpoint_delivered, NULL);
+    free(buf);
+    if (rc != 0)
+        tp_log_warn("relay", "checkpoint of size %lld not sent: %s", (long long)round->cp.size,
+                    tp_strerror(rc));
+    else
+        tp_log_info("relay", "signed checkpoint: %lld receipts in the log", (long long)round->cp.size);
+}
+
 /* Starts a database round when there is something to do and none runs: marks first, then a
  * fetch when something may be waiting. Loop thread. */
 static void kick(tp_relay *r) {
@@ -447,7 +507,9 @@ static void kick(tp_relay *r) {
     }
     reconcile = reconcile && !r->reconcile_wait && !r->stopped && !r->failed;
     collect_marks(r, round);
-    if (!round->mark_ids && !fetch && !reconcile && !(round->db == NULL && !r->stopped && r->need_claim))
+    round->checkpoint = checkpoint_due(r);
+    if (!round->mark_ids && !fetch && !reconcile && !round->checkpoint &&
+        !(round->db == NULL && !r->stopped && r->need_claim))
         return;
     round->cfg = r->cfg;
     round->fetch = fetch;
@@ -532,7 +594,18 @@ static void round_after(uv_work_t *req, int status) {
         if (round->session_replaced)
             forget_in_flight(r);
         round_positions(r, round);
+        if (round->checkpoint) {
+            r->last_checkpoint_ms = uv_now(r->loop);
+            if (round->checkpoint_rc != 0)
+                tp_log_warn("relay", "checkpoint: %s (%s); tried again after the next marks",
+                            tp_strerror(round->checkpoint_rc), tp_db_errmsg(round->db));
+            else
+                r->checkpoint_owed = false;
+            if (round->checkpoint_note && !r->stopped)
+                publish_checkpoint(r, round);
+        }
         if (round->mark_ids) {
+            r->checkpoint_owed = true;
             r->published += tp_outbox_settle_marked(&r->fl, &dropped);
             if (dropped && !r->stopped)
                 arm_timer(r, RETRY_LATER);
@@ -549,6 +622,9 @@ static void round_after(uv_work_t *req, int status) {
     free(round->mark_ids);
     round->mark_ids = NULL;
     round->n_pos = 0;
+    free(round->checkpoint_note);
+    round->checkpoint_note = NULL;
+    round->checkpoint = false;
     kick(r);
     notify_owner(r);
 }
@@ -573,6 +649,15 @@ int tp_relay_new(const tp_config *cfg, void *loop, tp_relay **out) {
     if (r->retry_max_ms < RELAY_RETRY_MIN_MS)
         r->retry_max_ms = RELAY_RETRY_MIN_MS;
     r->mark_delay_ms = tp_config_get_int(cfg, "outbox.mark_delay_ms");
+    r->checkpoint_interval_ms = tp_config_get_int(cfg, "tlog.checkpoint_interval_ms");
+    if (r->checkpoint_interval_ms < 0)
+        r->checkpoint_interval_ms = 0;
+    if (tp_signer_load(tp_config_get(cfg, "receipts.signing_key_file"), &r->signer) != 0) {
+        r->signer = NULL;
+        tp_log_warn("relay", "no signing key at %s: no transparency-log checkpoints",
+                    tp_config_get(cfg, "receipts.signing_key_file"));
+    }
+    r->round.signer = r->signer;
     r->pos = calloc((size_t)TP_OUTBOX_SLOTS * TP_OUTBOX_PARTITIONS_MAX, sizeof(*r->pos));
     r->codec = tp_codec_new(tp_config_get(cfg, "codec.schema_dir"), "", err, sizeof(err));
     r->round.codec = r->codec ? tp_codec_new(tp_config_get(cfg, "codec.schema_dir"), "", err, sizeof(err)) : NULL;
@@ -588,9 +673,11 @@ int tp_relay_new(const tp_config *cfg, void *loop, tp_relay **out) {
     r->timer.data = r;
     uv_timer_init(r->loop, &r->mark_timer);
     r->mark_timer.data = r;
+    uv_timer_init(r->loop, &r->checkpoint_timer);
+    r->checkpoint_timer.data = r;
     uv_idle_init(r->loop, &r->more);
     r->more.data = r;
-    r->open_handles = 3;
+    r->open_handles = 4;
     /* The first round connects, LISTENs, takes slots, reconciles them with the topic and
      * publishes what is waiting. */
     r->dirty = true;
@@ -602,6 +689,7 @@ int tp_relay_new(const tp_config *cfg, void *loop, tp_relay **out) {
 out_free:
     tp_codec_free(r->round.codec);
     tp_codec_free(r->codec);
+    tp_signer_free(r->signer);
     free(r->pos);
     free(r);
     return rc;
@@ -636,6 +724,7 @@ bool tp_relay_idle(const tp_relay *r) { return !r || (!r->running && r->fl.n_row
 bool tp_relay_failed(const tp_relay *r) { return r && r->failed; }
 
 static void relay_destroy(tp_relay *r) {
+    tp_signer_free(r->signer);
     tp_codec_free(r->round.codec);
     tp_codec_free(r->codec);
     free(r->pos);
@@ -665,11 +754,13 @@ void tp_relay_free(tp_relay *r) {
     r->freeing = true;
     uv_timer_stop(&r->timer);
     uv_timer_stop(&r->mark_timer);
+    uv_timer_stop(&r->checkpoint_timer);
     /* What is still queued fails into on_delivered (unmarked rows are published again later, or
      * found on the topic by the next holder's reconciliation). */
     producer_close(r, 5000);
     uv_close((uv_handle_t *)&r->timer, relay_closed);
     uv_close((uv_handle_t *)&r->mark_timer, relay_closed);
+    uv_close((uv_handle_t *)&r->checkpoint_timer, relay_closed);
     uv_close((uv_handle_t *)&r->more, relay_closed);
     if (!r->running)
         relay_release(r);

@@ -3,6 +3,7 @@
  * slots between relays, reconcile newly taken slots with the receipts topic's tail, fetch the
  * next unpublished rows of the held, reconciled slots. */
 #include "outbox/outbox_int.h"
+#include "tp/tlog_db.h"
 #include "tp/error.h"
 #include "tp/log.h"
 #include "tp/receipts.h"
@@ -442,6 +443,8 @@ static int read_row(tp_outbox_row *row, const tp_res *res, int i) {
     tp_res_get_int64(res, i, 7, &rec->timestamp_ms);
     tp_res_get_int64(res, i, 10, &slot);
     row->slot = (int)slot;
+    if (tp_res_isnull(res, i, 11) || tp_res_get_int64(res, i, 11, &row->leaf_index) != 0)
+        row->leaf_index = -1;
     if (!rec->receipt_id || !rec->tenant_id)
         return TP_ENOMEM;
     rec->payload_type = strdup(TP_RECEIPT_PAYLOAD_TYPE);
@@ -478,7 +481,7 @@ static int fetch(tp_outbox_round *round) {
                      "SELECT receipt_id, action_type, tenant_id, request_id, sequence, previous_hash, hash, "
                      "coalesce(signed_at_ms, (extract(epoch FROM (convert_from(payload, 'UTF8')::jsonb "
                      "#>> '{predicate,timestamp}')::timestamptz) * 1000)::bigint), "
-                     "encode(payload, 'base64'), (envelope->'signatures')::text, " TP_OUTBOX_SLOT_SQL " "
+                     "encode(payload, 'base64'), (envelope->'signatures')::text, " TP_OUTBOX_SLOT_SQL ", leaf_index "
                      "FROM receipt_outbox WHERE published_at IS NULL AND " TP_OUTBOX_SLOT_SQL " = ANY($2::int[]) "
                      "ORDER BY tenant_id, sequence LIMIT $1::int",
                      2, params, &res);
@@ -508,6 +511,8 @@ void tp_outbox_round_run(tp_outbox_round *round) {
     round->rows = NULL;
     round->n_rows = 0;
     round->reconcile_rc = 0;
+    round->checkpoint_rc = 0;
+    round->checkpoint_note = NULL;
     round->session_replaced = false;
     round->reconciled_marked = 0;
     round->reconciled_read = 0;
@@ -525,9 +530,13 @@ void tp_outbox_round_run(tp_outbox_round *round) {
         return;
     if (round->notify_others) {
         int rc = tp_db_exec(round->db, "SELECT pg_notify('" TP_OUTBOX_CHANNEL "', '')", 0, NULL, NULL);
-        if (rc != 0)
-            fail(round, rc, "notify");
+        if (rc != 0 && fail(round, rc, "notify") != 0)
+            return;
     }
+    if (round->checkpoint && round->signer)
+        round->checkpoint_rc = tp_tlog_db_checkpoint(round->db, round->signer,
+                                                     tp_config_get(round->cfg, "tlog.origin"),
+                                                     &round->checkpoint_note, &round->cp);
 }
 
 void tp_outbox_round_rows_free(tp_outbox_round *round) {

@@ -244,6 +244,14 @@ int tp_receipts__sign(const tp_signer *s, const unsigned char *msg, size_t len, 
     return crypto_sign_detached(sig, NULL, msg, len, s->sk) == 0 ? 0 : TP_ECRYPTO;
 }
 
+int tp_signer_sign(const tp_signer *s, const void *msg, size_t len, unsigned char sig[64]) {
+    return tp_receipts__sign(s, msg, len, sig);
+}
+
+void tp_signer_public_key(const tp_signer *s, unsigned char pk[32]) {
+    memcpy(pk, s->pk, 32);
+}
+
 int tp_keyset_parse(const char *buf, size_t len, tp_keyset **out, char *errstr, size_t errstr_size) {
     tp_keyset *ks;
     size_t pos = 0;
