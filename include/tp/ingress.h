@@ -133,6 +133,21 @@ int tp_auth_mint_dev(const tp_config *cfg, const char *key_file, const char *sub
  * report) or libcurl directly. Hooks may run concurrently on several pool threads (the pool has
  * UV_THREADPOOL_SIZE threads; tp-ingress sets 16 unless the environment says otherwise), so
  * whatever opaque points at must be thread-safe. A NULL hook is skipped as described. */
+/* A question to the transparency log over all receipts (GET /api/receipts/...). */
+typedef enum tp_tlog_ask {
+    TP_TLOG_ASK_CHECKPOINT = 0, /* the latest signed checkpoint */
+    TP_TLOG_ASK_INCLUSION,      /* receipt_id's inclusion proof at tree_size (0: the latest
+                                 * checkpoint's size) */
+    TP_TLOG_ASK_CONSISTENCY,    /* the consistency proof from size `from` to size `to` */
+} tp_tlog_ask;
+
+typedef struct tp_tlog_query {
+    tp_tlog_ask ask;
+    char receipt_id[128];
+    int64_t tree_size;
+    int64_t from, to;
+} tp_tlog_query;
+
 typedef struct tp_ingress_hooks {
     void *opaque;
     /* Idempotency-Key replay: the caller (sub) already sent this key. Returns 0 with request_id
@@ -168,6 +183,13 @@ typedef struct tp_ingress_hooks {
      * polling of `Prefer: wait=N` and of replays: a cheap read. Returns 0, TP_ENOT_FOUND (not
      * recorded yet: keep waiting) or another code. NULL: status_lookup is used instead. */
     int (*state_lookup)(void *opaque, const char *request_id, char *state, size_t state_cap);
+    /* The transparency log: *json_out a new malloc'd JSON object text (checkpoint: origin,
+     * treeSize, rootHash, note; inclusion: receiptId, leafIndex, treeSize, leafHash, rootHash,
+     * proof; consistency: from, to, fromRoot, toRoot, proof; hashes in standard base64).
+     * Returns 0, TP_ENOT_FOUND (404) or TP_EINVAL (400) with detail filled, or another code
+     * (503). NULL: 404 for every question. */
+    int (*tlog)(void *opaque, const tp_tlog_query *q, char **json_out, char *detail,
+                size_t detail_cap);
 } tp_ingress_hooks;
 
 typedef struct tp_ingress_server tp_ingress_server;

@@ -443,6 +443,127 @@ static void test_seed_body_wait_201(void **state) {
     resp_clear(&r);
 }
 
+/* ---- the transparency log: checkpoint and proofs, checked by a second implementation ----------- */
+
+/* GET path as alice; the parsed JSON body of a 200, or NULL (status in *st). */
+static json_t *get_json(const char *path, long *st) {
+    resp r = {0};
+    json_t *o = NULL;
+    *st = get(&r, path, g->tok_alice);
+    if (*st == 200) {
+        o = json_loadb(r.body, r.len, 0, NULL);
+        assert_non_null(o);
+    }
+    resp_clear(&r);
+    return o;
+}
+
+static void test_receipts_log_proofs(void **state) {
+    (void)state;
+    e2e *e = &g->e;
+    char path[512], file[128], *out = malloc(1 << 16);
+    long st;
+    int64_t n;
+    tp_res *res = NULL;
+    assert_non_null(out);
+    /* The seed's receipts and those of four billing requests (a tree of 15 leaves: every proof
+     * shape); every receipt published and a checkpoint covering them all. */
+    tp_request more[4];
+    for (int i = 0; i < 4; i++) {
+        char slug[64];
+        snprintf(slug, sizeof(slug), "log-%s-%d", e->suffix, i);
+        e2e_request_init(&more[i], slug, (tp_plan)i);
+    }
+    int64_t before = e2e_int(e, "SELECT count(*) FROM provisioning_requests WHERE state = 'SUCCEEDED'");
+    assert_int_equal(e2e_submit_batch(e, more, 4), 0);
+    assert_int_equal(e2e_wait_int(e, before + 4, 60, "SELECT count(*) FROM provisioning_requests WHERE state = 'SUCCEEDED'"), before + 4);
+    n = e2e_int(e, "SELECT count(*) FROM receipt_outbox");
+    assert_true(n >= 15);
+    assert_int_equal(e2e_wait_int(e, n, 30, "SELECT coalesce(max(size), 0) FROM tlog_checkpoints"), n);
+
+    json_t *doc = json_pack("{s:[], s:o, s:[], s:[]}", "leaves", "checkpoint",
+                            get_json("/api/receipts/checkpoint", &st), "inclusions", "consistency");
+    assert_int_equal(st, 200);
+    json_t *cp = json_object_get(doc, "checkpoint");
+    assert_int_equal(json_integer_value(json_object_get(cp, "treeSize")), n);
+    assert_non_null(strstr(json_string_value(json_object_get(cp, "note")), "\n\n\xe2\x80\x94 "));
+
+    assert_int_equal(tp_db_query(e->conn, "SELECT receipt_id, encode(payload, 'hex'), leaf_index "
+                                          "FROM receipt_outbox ORDER BY leaf_index", 0, NULL, &res), 0);
+    assert_int_equal(tp_res_nrows(res), n);
+    for (int i = 0; i < n; i++) {
+        const char *rid = tp_res_get(res, i, 0);
+        json_array_append_new(json_object_get(doc, "leaves"), json_string(tp_res_get(res, i, 1)));
+        /* at the checkpoint's size (the default) and at the smallest tree that holds it */
+        for (int k = 0; k < 2; k++) {
+            if (k == 0)
+                snprintf(path, sizeof(path), "/api/receipts/%s/inclusion", rid);
+            else
+                snprintf(path, sizeof(path), "/api/receipts/%s/inclusion?treeSize=%d", rid, i + 1);
+            json_t *inc = get_json(path, &st);
+            assert_int_equal(st, 200);
+            assert_int_equal(json_integer_value(json_object_get(inc, "leafIndex")), i);
+            json_object_set_new(inc, "payloadHex", json_string(tp_res_get(res, i, 1)));
+            json_array_append_new(json_object_get(doc, "inclusions"), inc);
+        }
+    }
+    for (int64_t m = 1; m <= n; m++) {
+        snprintf(path, sizeof(path), "/api/receipts/consistency?from=%lld&to=%lld", (long long)m, (long long)n);
+        json_t *c = get_json(path, &st);
+        assert_int_equal(st, 200);
+        json_array_append_new(json_object_get(doc, "consistency"), c);
+    }
+    snprintf(file, sizeof(file), "/tmp/tp-tlog-proofs-%s.json", e->suffix);
+    assert_int_equal(json_dump_file(doc, file, JSON_COMPACT), 0);
+    int rc = e2e_run(out, 1 << 16, "python3 tests/support/rfc9162_check.py %s", file);
+    fprintf(stderr, "rfc9162_check.py: %s", out);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "ok: "));
+
+    /* The second implementation can fail: one flipped proof hash is caught. */
+    json_t *first = json_array_get(json_object_get(doc, "inclusions"), 0);
+    json_t *proof = json_object_get(first, "proof");
+    if (json_array_size(proof) > 0) {
+        char flipped[64];
+        snprintf(flipped, sizeof(flipped), "%s", json_string_value(json_array_get(proof, 0)));
+        flipped[0] = flipped[0] == 'A' ? 'B' : 'A';
+        json_array_set_new(proof, 0, json_string(flipped));
+        assert_int_equal(json_dump_file(doc, file, JSON_COMPACT), 0);
+        rc = e2e_run(out, 1 << 16, "python3 tests/support/rfc9162_check.py %s", file);
+        assert_int_not_equal(rc, 0);
+        assert_non_null(strstr(out, "does not verify"));
+    }
+    unlink(file);
+    json_decref(doc);
+
+    /* What the routes refuse. */
+    snprintf(path, sizeof(path), "/api/receipts/%s/inclusion?treeSize=%lld", tp_res_get(res, n - 1, 0), (long long)(n - 1));
+    assert_null(get_json(path, &st));
+    assert_int_equal(st, 400); /* the receipt is not in that tree */
+    snprintf(path, sizeof(path), "/api/receipts/%s/inclusion?treeSize=%lld", tp_res_get(res, 0, 0), (long long)(n + 1000));
+    assert_null(get_json(path, &st));
+    assert_int_equal(st, 400); /* beyond the log */
+    tp_res_free(res);
+    assert_null(get_json("/api/receipts/prov_nope/inclusion", &st));
+    assert_int_equal(st, 404);
+    assert_null(get_json("/api/receipts/x/inclusion?treeSize=0", &st));
+    assert_int_equal(st, 400);
+    assert_null(get_json("/api/receipts/x/inclusion?treeSize=1x", &st));
+    assert_int_equal(st, 400);
+    assert_null(get_json("/api/receipts/consistency?from=3&to=2", &st));
+    assert_int_equal(st, 400);
+    assert_null(get_json("/api/receipts/consistency?from=1", &st));
+    assert_int_equal(st, 400);
+    assert_null(get_json("/api/receipts/bad%2Fid/inclusion", &st));
+    assert_int_equal(st, 404);
+    {
+        resp r = {0};
+        assert_int_equal(get(&r, "/api/receipts/checkpoint", NULL), 401);
+        resp_clear(&r);
+    }
+    free(out);
+}
+
 static void test_accepted_then_polling(void **state) {
     (void)state;
     resp r = {0};
@@ -1057,6 +1178,7 @@ static void test_readyz_postgres_frozen(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_seed_body_wait_201),
+        cmocka_unit_test(test_receipts_log_proofs),
         cmocka_unit_test(test_accepted_then_polling),
         cmocka_unit_test(test_auth_attacks),
         cmocka_unit_test(test_self_serve_policy_and_access),

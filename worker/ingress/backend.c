@@ -1,6 +1,7 @@
 /* backend.c: the production hooks of tp-ingress: PostgreSQL (a small connection pool, idempotency
- * keys, the ACCEPTED record, status and owned tenants), Kafka (encode, produce, wait for the
- * delivery report with a bound) and OPA (pre-check, readiness). Every hook runs on a pool thread. */
+ * keys, the ACCEPTED record, status and owned tenants, the transparency log's checkpoint and
+ * proofs), Kafka (encode, produce, wait for the delivery report with a bound) and OPA (pre-check,
+ * readiness). Every hook runs on a pool thread. */
 #include "tp/codec.h"
 #include "tp/error.h"
 #include "tp/ingress.h"
@@ -8,6 +9,10 @@
 #include "tp/log.h"
 #include "tp/stages.h"
 #include "tp/store.h"
+#include "tp/tlog_db.h"
+
+#include <jansson.h>
+#include <sodium.h>
 
 #include <errno.h>
 #include <pthread.h>
@@ -435,6 +440,107 @@ static int hook_state_lookup(void *opaque, const char *request_id, char *state, 
     return rc;
 }
 
+/* A 32-byte hash as a new base64 JSON string. */
+static json_t *b64_hash(const unsigned char h[TP_TLOG_HASH_LEN]) {
+    char b64[sodium_base64_ENCODED_LEN(TP_TLOG_HASH_LEN, sodium_base64_VARIANT_ORIGINAL)];
+    sodium_bin2base64(b64, sizeof(b64), h, TP_TLOG_HASH_LEN, sodium_base64_VARIANT_ORIGINAL);
+    return json_string(b64);
+}
+
+static json_t *b64_proof(unsigned char proof[][TP_TLOG_HASH_LEN], size_t n) {
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < n; i++)
+        if (json_array_append_new(arr, b64_hash(proof[i])) != 0) {
+            json_decref(arr);
+            return NULL;
+        }
+    return arr;
+}
+
+/* A tree size the stored tree can prove: at most its size. */
+static int check_size(tp_db *db, int64_t size, const char *what, char *detail, size_t cap) {
+    int64_t stored = 0;
+    int rc = tp_tlog_db_head(db, &stored, NULL);
+    if (rc == 0 && size > stored) {
+        snprintf(detail, cap, "%s %lld is beyond the log's %lld leaves", what, (long long)size,
+                 (long long)stored);
+        rc = TP_EINVAL;
+    }
+    return rc;
+}
+
+static int tlog_answer(tp_db *db, const tp_tlog_query *q, json_t **out, char *detail, size_t cap) {
+    unsigned char proof[TP_TLOG_MAX_PROOF][TP_TLOG_HASH_LEN], root[TP_TLOG_HASH_LEN];
+    unsigned char leaf[TP_TLOG_HASH_LEN], old_root[TP_TLOG_HASH_LEN];
+    tp_checkpoint cp;
+    char *note = NULL;
+    size_t n = 0;
+    int64_t index = 0, size = q->tree_size;
+    int rc;
+    if (q->ask == TP_TLOG_ASK_CHECKPOINT || (q->ask == TP_TLOG_ASK_INCLUSION && size == 0)) {
+        rc = tp_tlog_db_latest(db, &note, &cp);
+        if (rc == TP_ENOT_FOUND)
+            snprintf(detail, cap, "no checkpoint has been signed yet");
+        if (rc != 0)
+            return rc;
+        if (q->ask == TP_TLOG_ASK_CHECKPOINT) {
+            *out = json_pack("{s:s, s:I, s:o, s:s}", "origin", cp.origin, "treeSize",
+                             (json_int_t)cp.size, "rootHash", b64_hash(cp.root), "note", note);
+            free(note);
+            return *out ? 0 : TP_ENOMEM;
+        }
+        free(note);
+        size = cp.size;
+    }
+    if (q->ask == TP_TLOG_ASK_INCLUSION) {
+        rc = tp_tlog_db_leaf(db, q->receipt_id, &index, leaf);
+        if (rc == TP_ENOT_FOUND)
+            snprintf(detail, cap, "no receipt %s in the log", q->receipt_id);
+        if (rc != 0 || (rc = check_size(db, size, "treeSize", detail, cap)) != 0)
+            return rc;
+        if (index >= size) {
+            snprintf(detail, cap, "receipt %s is leaf %lld, not in a tree of %lld leaves",
+                     q->receipt_id, (long long)index, (long long)size);
+            return TP_EINVAL;
+        }
+        if ((rc = tp_tlog_inclusion_proof(tp_tlog_db_read, db, index, size, proof, &n)) != 0 ||
+            (rc = tp_tlog_root(tp_tlog_db_read, db, size, root)) != 0)
+            return rc;
+        *out = json_pack("{s:s, s:I, s:I, s:o, s:o, s:o}", "receiptId", q->receipt_id, "leafIndex",
+                         (json_int_t)index, "treeSize", (json_int_t)size, "leafHash", b64_hash(leaf),
+                         "rootHash", b64_hash(root), "proof", b64_proof(proof, n));
+        return *out ? 0 : TP_ENOMEM;
+    }
+    if ((rc = check_size(db, q->to, "to", detail, cap)) != 0 ||
+        (rc = tp_tlog_consistency_proof(tp_tlog_db_read, db, q->from, q->to, proof, &n)) != 0 ||
+        (rc = tp_tlog_root(tp_tlog_db_read, db, q->from, old_root)) != 0 ||
+        (rc = tp_tlog_root(tp_tlog_db_read, db, q->to, root)) != 0)
+        return rc;
+    *out = json_pack("{s:I, s:I, s:o, s:o, s:o}", "from", (json_int_t)q->from, "to",
+                     (json_int_t)q->to, "fromRoot", b64_hash(old_root), "toRoot", b64_hash(root),
+                     "proof", b64_proof(proof, n));
+    return *out ? 0 : TP_ENOMEM;
+}
+
+static int hook_tlog(void *opaque, const tp_tlog_query *q, char **json_out, char *detail, size_t cap) {
+    tp_ingress_backend *b = opaque;
+    json_t *out = NULL;
+    *json_out = NULL;
+    detail[0] = '\0';
+    conn *c = conn_acquire(b);
+    if (!c)
+        return TP_EDB;
+    int rc = tlog_answer(c->db, q, &out, detail, cap);
+    if (rc == 0) {
+        *json_out = json_dumps(out, JSON_COMPACT);
+        if (!*json_out)
+            rc = TP_ENOMEM;
+    }
+    json_decref(out);
+    conn_release(b, c, rc == TP_ENOT_FOUND || rc == TP_EINVAL ? 0 : rc);
+    return rc;
+}
+
 static int hook_ready(void *opaque, char *detail, size_t cap) {
     tp_ingress_backend *b = opaque;
     char kerr[256];
@@ -534,6 +640,7 @@ void tp_ingress_backend_hooks(tp_ingress_backend *b, tp_ingress_hooks *hooks) {
     hooks->status_lookup = hook_status_lookup;
     hooks->ready = hook_ready;
     hooks->state_lookup = hook_state_lookup;
+    hooks->tlog = hook_tlog;
 }
 
 void tp_ingress_backend_free(tp_ingress_backend *b) {

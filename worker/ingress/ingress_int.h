@@ -13,6 +13,7 @@ typedef enum tp_ingress_route {
     TP_ROUTE_READYZ,
     TP_ROUTE_METRICS,
     TP_ROUTE_OPENAPI, /* GET /openapi.yaml */
+    TP_ROUTE_RECEIPTS_LOG, /* GET /api/receipts/checkpoint, {id}/inclusion, consistency */
     TP_ROUTE_OTHER,
     TP_ROUTE_COUNT_
 } tp_ingress_route;

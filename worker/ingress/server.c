@@ -120,7 +120,7 @@ static void too_large_register(tp_ingress_server *srv, h2o_pathconf_t *pathconf)
     f->srv = srv;
 }
 
-typedef enum job_kind { JOB_SUBMIT, JOB_STATUS, JOB_READY, JOB_OUTCOME } job_kind;
+typedef enum job_kind { JOB_SUBMIT, JOB_STATUS, JOB_READY, JOB_OUTCOME, JOB_TLOG } job_kind;
 
 /* Polling of `Prefer: wait=N`: first look after POLL_FIRST_MS, then every POLL_MAX_MS at most. */
 #define POLL_FIRST_MS 50
@@ -144,9 +144,10 @@ struct job {
     tp_request request;
     unsigned char fp[32];
     char status_id[TP_REQUEST_ID_MAX + 1];
+    tp_tlog_query tlog;
     /* results, written by the pool thread */
     int rc;
-    int failed_hook; /* 0 none, 1 idempotency, 2 pre-check, 3 enqueue, 4 status, 5 ready */
+    int failed_hook; /* 0 none, 1 idempotency, 2 pre-check, 3 enqueue, 4 status, 5 ready, 6 tlog */
     bool replayed;
     tp_policy_decision decision;
     bool have_decision;
@@ -449,6 +450,11 @@ static void work_cb(uv_work_t *w) {
     case JOB_OUTCOME:
         run_outcome(j);
         break;
+    case JOB_TLOG:
+        j->rc = h->tlog ? h->tlog(h->opaque, &j->tlog, &j->status_json, j->detail, sizeof(j->detail))
+                        : TP_ENOT_FOUND;
+        j->failed_hook = j->rc ? 6 : 0;
+        break;
     }
 }
 
@@ -536,6 +542,25 @@ static void answer_status(job *j) {
                             "no such provisioning request");
     } else if (j->rc != 0 || !j->status_json) {
         tp_problem *p = tp_problem_new(TP_PROBLEM_UNAVAILABLE, "status store unavailable");
+        send_problem(j->srv, req, j->route, j->start_ns, p);
+    } else {
+        send_body(req, 200, "application/json", j->status_json, strlen(j->status_json));
+        finish(j->srv, j->route, j->start_ns, 200);
+    }
+}
+
+static void answer_tlog(job *j) {
+    h2o_req_t *req = j->req;
+    if (j->rc == TP_ENOT_FOUND) {
+        send_simple_problem(j->srv, req, j->route, j->start_ns, TP_PROBLEM_NOT_FOUND,
+                            j->detail[0] ? j->detail : "not in the log");
+    } else if (j->rc == TP_EINVAL) {
+        send_simple_problem(j->srv, req, j->route, j->start_ns, TP_PROBLEM_VALIDATION,
+                            j->detail[0] ? j->detail : "invalid tree sizes");
+    } else if (j->rc != 0 || !j->status_json) {
+        tp_problem *p = tp_problem_new(TP_PROBLEM_UNAVAILABLE, "log store unavailable");
+        if (p)
+            tp_problem_set_string(p, "retryAfter", RETRY_AFTER_S);
         send_problem(j->srv, req, j->route, j->start_ns, p);
     } else {
         send_body(req, 200, "application/json", j->status_json, strlen(j->status_json));
@@ -678,6 +703,9 @@ static void after_work_cb(uv_work_t *w, int status) {
             break;
         case JOB_STATUS:
             answer_status(j);
+            break;
+        case JOB_TLOG:
+            answer_tlog(j);
             break;
         case JOB_OUTCOME:
             if (j->out_status != 0 && j->out_body)
@@ -832,6 +860,88 @@ static void handle_status(tp_ingress_server *srv, h2o_req_t *req, const char *id
 
 static bool path_is(h2o_iovec_t path, const char *s) { return h2o_memis(path.base, path.len, s, strlen(s)); }
 
+/* The query parameter name as a decimal tree size (0 .. 2^62): 1 when present and valid, 0 when
+ * absent, -1 when malformed or repeated. */
+static int query_size(h2o_req_t *req, const char *name, int64_t *out) {
+    size_t nlen = strlen(name), found = 0;
+    if (req->query_at == SIZE_MAX)
+        return 0;
+    const char *q = req->path.base + req->query_at + 1, *end = req->path.base + req->path.len;
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *stop = amp ? amp : end;
+        if ((size_t)(stop - q) > nlen && memcmp(q, name, nlen) == 0 && q[nlen] == '=') {
+            const char *v = q + nlen + 1;
+            int64_t n = 0;
+            if (v == stop || stop - v > 18 || found++)
+                return -1;
+            for (; v < stop; v++) {
+                if (*v < '0' || *v > '9')
+                    return -1;
+                n = n * 10 + (*v - '0');
+            }
+            *out = n;
+        }
+        q = stop + 1;
+    }
+    return found ? 1 : 0;
+}
+
+/* GET /api/receipts/checkpoint, /api/receipts/consistency?from=M&to=N and
+ * /api/receipts/{id}/inclusion[?treeSize=N]: any authenticated caller (the answers are hashes). */
+static void handle_tlog(tp_ingress_server *srv, h2o_req_t *req, h2o_iovec_t path, uint64_t start_ns) {
+    static const char prefix[] = "/api/receipts/", suffix[] = "/inclusion";
+    const size_t plen = sizeof(prefix) - 1, slen = sizeof(suffix) - 1;
+    tp_ingress_route route = TP_ROUTE_RECEIPTS_LOG;
+    tp_tlog_query q;
+    tp_caller caller;
+    int have;
+    if (!authenticate(srv, req, route, start_ns, &caller))
+        return;
+    memset(&q, 0, sizeof(q));
+    if (path_is(path, "/api/receipts/checkpoint")) {
+        q.ask = TP_TLOG_ASK_CHECKPOINT;
+    } else if (path_is(path, "/api/receipts/consistency")) {
+        q.ask = TP_TLOG_ASK_CONSISTENCY;
+        if (query_size(req, "from", &q.from) != 1 || query_size(req, "to", &q.to) != 1 ||
+            q.from < 1 || q.to < q.from) {
+            send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_VALIDATION,
+                                "from and to must be tree sizes with 1 <= from <= to");
+            return;
+        }
+    } else {
+        size_t id_len = path.len - plen - slen;
+        bool ok = path.len > plen + slen && memcmp(path.base + path.len - slen, suffix, slen) == 0 &&
+                  id_len < sizeof(q.receipt_id);
+        for (size_t i = 0; ok && i < id_len; i++) {
+            char c = path.base[plen + i];
+            ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '-' || c == '_';
+        }
+        if (!ok) {
+            send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_NOT_FOUND, "no such resource");
+            return;
+        }
+        q.ask = TP_TLOG_ASK_INCLUSION;
+        memcpy(q.receipt_id, path.base + plen, id_len);
+        have = query_size(req, "treeSize", &q.tree_size);
+        if (have < 0 || (have == 1 && q.tree_size < 1)) {
+            send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_VALIDATION,
+                                "treeSize must be a tree size of at least 1");
+            return;
+        }
+    }
+    job *j = job_new(srv, req, route, start_ns, JOB_TLOG);
+    if (!j) {
+        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_INTERNAL, "out of memory");
+        return;
+    }
+    j->caller = caller;
+    j->tlog = q;
+    if (queue_job(j) != 0)
+        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_INTERNAL, "could not schedule");
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req) {
     tp_ingress_server *srv = ((handler *)self)->srv;
     uint64_t start_ns = uv_hrtime();
@@ -852,6 +962,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
         want_post = true;
     } else if (path.len > sp_len && memcmp(path.base, status_prefix, sp_len) == 0) {
         route = TP_ROUTE_STATUS;
+    } else if (path.len > 14 && memcmp(path.base, "/api/receipts/", 14) == 0) {
+        route = TP_ROUTE_RECEIPTS_LOG;
     } else if (path_is(path, "/healthz")) {
         route = TP_ROUTE_HEALTHZ;
     } else if (path_is(path, "/readyz")) {
@@ -878,7 +990,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
      * libuv's unbounded work queue (in_flight counts this request too). */
     if (srv->metrics.in_flight > srv->inflight_max &&
         (route == TP_ROUTE_ADMIN_TENANTS || route == TP_ROUTE_SELF_SERVE ||
-         route == TP_ROUTE_STATUS || route == TP_ROUTE_READYZ)) {
+         route == TP_ROUTE_STATUS || route == TP_ROUTE_READYZ || route == TP_ROUTE_RECEIPTS_LOG)) {
         tp_problem *p = tp_problem_new(TP_PROBLEM_UNAVAILABLE, "too many requests in flight");
         if (p)
             tp_problem_set_string(p, "retryAfter", RETRY_AFTER_S);
@@ -892,6 +1004,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
         break;
     case TP_ROUTE_STATUS:
         handle_status(srv, req, path.base + sp_len, path.len - sp_len, start_ns);
+        break;
+    case TP_ROUTE_RECEIPTS_LOG:
+        handle_tlog(srv, req, path, start_ns);
         break;
     case TP_ROUTE_HEALTHZ:
         send_json(srv, req, route, start_ns, 200, json_pack("{s:s}", "status", "ok"));
