@@ -81,6 +81,8 @@ int tp_keyset_load(const char *path, tp_keyset **out, char *errstr, size_t errst
 int tp_keyset_parse(const char *buf, size_t len, tp_keyset **out, char *errstr, size_t errstr_size);
 void tp_keyset_free(tp_keyset *ks);
 size_t tp_keyset_count(const tp_keyset *ks);
+/* The i-th key (i < tp_keyset_count): its id and 32-byte public key, borrowed. */
+void tp_keyset_get(const tp_keyset *ks, size_t i, const char **keyid, const unsigned char **pk);
 /* Returns the 32-byte public key of keyid (borrowed, lives as long as ks), or NULL. */
 const unsigned char *tp_keyset_lookup(const tp_keyset *ks, const char *keyid);
 /* Derives the key id of a 32-byte public key into out (at least TP_KEYID_MAX + 1 bytes). */

@@ -125,4 +125,42 @@ int tp_checkpoint_parse(const char *body, size_t len, tp_checkpoint *out, char *
 bool tp_note_sig_verify(const tp_note_sig *sig, const char *name, const unsigned char pk[32],
                         const char *body, size_t body_len);
 
+/* ---- offline audit (tpctl receipts verify) -------------------------------------------------
+ * Fed every receipt read from the receipts topic (its leaf index from the leaf-index header and
+ * its leaf hash) and every checkpoint whose signature the caller verified, it rebuilds the tree
+ * from the leaves and checks: each leaf index held by one leaf hash; every leaf below the latest
+ * checkpoint's size present (a missing one is a dropped receipt: when no chain on the topic
+ * shows a gap, a dropped tail); each checkpoint's root equal to the root of that many leaves
+ * (so every receipt below it is included, and checkpoints are consistent with each other); no
+ * two checkpoints of one size with different roots (a fork), none that does not extend the
+ * checkpoints before it. Untrusted input: memory grows with what is fed, never with the indexes
+ * claimed. */
+
+typedef struct tp_tlog_audit tp_tlog_audit;
+
+/* Called once per problem found; text names it (receipt ids, leaf indexes, sizes, where). */
+typedef void (*tp_tlog_audit_error_fn)(void *arg, const char *text);
+
+int tp_tlog_audit_new(tp_tlog_audit **out);
+void tp_tlog_audit_free(tp_tlog_audit *a);
+/* One receipt as read; where names its position ("topic[p]@offset"). Strings are copied.
+ * Returns 0 or TP_ENOMEM. */
+int tp_tlog_audit_leaf(tp_tlog_audit *a, int64_t index, const unsigned char leaf_hash[TP_TLOG_HASH_LEN],
+                       const char *receipt_id, const char *where);
+/* One verified checkpoint. Returns 0 or TP_ENOMEM. */
+int tp_tlog_audit_checkpoint(tp_tlog_audit *a, const tp_checkpoint *cp, const char *where);
+
+typedef struct tp_tlog_audit_summary {
+    int64_t leaves;          /* distinct leaf indexes fed */
+    size_t checkpoints;
+    int64_t latest_size;     /* the largest checkpoint size (0: none) */
+    int64_t not_yet;         /* leaves at or beyond it (not in a checkpoint yet) */
+    size_t errors;
+} tp_tlog_audit_summary;
+
+/* Runs the checks; chains_gapless tells whether the chain verifier found no gap (then a missing
+ * leaf can only be the end of a chain). Returns 0 (no problem), TP_EVERIFY or TP_ENOMEM. */
+int tp_tlog_audit_finish(tp_tlog_audit *a, bool chains_gapless, tp_tlog_audit_error_fn fn, void *arg,
+                         tp_tlog_audit_summary *sum);
+
 #endif

@@ -144,6 +144,7 @@ typedef struct rec {
     unsigned char *raw;       /* the record value as read */
     size_t raw_len;
     char key[128];
+    char leaf_index[24];      /* the leaf-index header ("" when none), kept by the copies */
     int32_t partition;
 } rec;
 
@@ -178,6 +179,12 @@ static int collect(void *arg, const tp_topic_record *r) {
     memcpy(x->raw, r->value, r->len);
     x->raw_len = r->len;
     snprintf(x->key, sizeof(x->key), "%.*s", (int)r->key_len, r->key ? (const char *)r->key : "");
+    {
+        const void *hv;
+        size_t hl;
+        if (tp_topic_record_header(r, "leaf-index", &hv, &hl) == 0 && hl < sizeof(x->leaf_index))
+            snprintf(x->leaf_index, sizeof(x->leaf_index), "%.*s", (int)hl, (const char *)hv);
+    }
     x->partition = r->partition;
     rs->n++;
     return 0;
@@ -363,7 +370,10 @@ static void make_copy(rstate *s, const recs *rs, const char *tenant, tamper t, c
             assert_int_equal(tp_codec_encode_receipt(e->codec, &copy, &buf, &len), 0);
             free(payload);
         }
-        assert_int_equal(e2e_produce_to(topic, x->key, strlen(x->key), buf ? buf : x->raw, buf ? len : x->raw_len, 0), 0);
+        assert_int_equal(e2e_produce_to_with_header(topic, x->key, strlen(x->key), buf ? buf : x->raw,
+                                                    buf ? len : x->raw_len, 0,
+                                                    x->leaf_index[0] ? "leaf-index" : NULL, x->leaf_index),
+                         0);
         free(buf);
         if (t == T_GARBAGE && (int)k == i2) {
             static const char junk[] = "\xC3\x01not a receipt";

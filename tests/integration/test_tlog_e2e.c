@@ -14,7 +14,10 @@
 #include "tp/codec.h"
 #include "tp/config.h"
 #include "tp/error.h"
+#include "tp/receipts.h"
 #include "tp/receipts_reader.h"
+
+#include <jansson.h>
 #include "tp/tlog.h"
 #include "tp/tlog_db.h"
 
@@ -416,10 +419,265 @@ static void test_checkpoints_signed_and_published(void **state) {
     }
 }
 
+/* ---- tpctl receipts verify: the log audit end to end ------------------------------------------ */
+
+#define OUT_CAP (1 << 20)
+
+typedef struct raw_rec {
+    unsigned char *value;
+    size_t len;
+    char key[160];
+    char leaf[24];
+    char tenant[96];
+    int64_t seq;
+} raw_rec;
+
+typedef struct raw_topic {
+    tp_codec *codec;
+    bool receipts;
+    raw_rec v[256];
+    size_t n;
+} raw_topic;
+
+static int collect_raw(void *arg, const tp_topic_record *r) {
+    raw_topic *t = arg;
+    raw_rec *x;
+    const void *hv;
+    size_t hl;
+    if (t->n == sizeof(t->v) / sizeof(t->v[0]) || !r->value)
+        return 0;
+    x = &t->v[t->n++];
+    memset(x, 0, sizeof(*x));
+    x->value = malloc(r->len);
+    assert_non_null(x->value);
+    memcpy(x->value, r->value, r->len);
+    x->len = r->len;
+    snprintf(x->key, sizeof(x->key), "%.*s", (int)r->key_len, r->key ? (const char *)r->key : "");
+    if (tp_topic_record_header(r, "leaf-index", &hv, &hl) == 0 && hl < sizeof(x->leaf))
+        snprintf(x->leaf, sizeof(x->leaf), "%.*s", (int)hl, (const char *)hv);
+    if (t->receipts) {
+        tp_receipt_record d;
+        char err[128];
+        assert_int_equal(tp_codec_decode_receipt(t->codec, r->value, r->len, &d, err, sizeof(err)), 0);
+        snprintf(x->tenant, sizeof(x->tenant), "%s", d.tenant_id);
+        x->seq = d.sequence;
+        tp_receipt_record_release(&d);
+    }
+    return 0;
+}
+
+static void raw_free(raw_topic *t) {
+    for (size_t i = 0; i < t->n; i++)
+        free(t->v[i].value);
+    t->n = 0;
+}
+
+/* Copies t into a new one-partition topic, leaving out record skip (-1: none) and appending
+ * extra (may be NULL) at the end. */
+static void copy_topic(const raw_topic *t, const char *name, int skip, const unsigned char *extra,
+                       size_t extra_len, const char *extra_key) {
+    assert_int_equal(e2e_topic_create(name, 1), 0);
+    for (size_t i = 0; i < t->n; i++) {
+        const raw_rec *x = &t->v[i];
+        if ((int)i == skip)
+            continue;
+        assert_int_equal(e2e_produce_to_with_header(name, x->key, strlen(x->key), x->value, x->len, 0,
+                                                    x->leaf[0] ? "leaf-index" : NULL, x->leaf),
+                         0);
+    }
+    if (extra)
+        assert_int_equal(e2e_produce_to(name, extra_key, strlen(extra_key), extra, extra_len, 0), 0);
+}
+
+/* A TreeCheckpoint record for (size, root) signed by sk/pk as the note key `origin`. */
+static unsigned char *forge_checkpoint(e2e *e, int64_t size, const unsigned char root[32],
+                                       const tp_signer *signer, size_t *len) {
+    tp_checkpoint cp;
+    char body[512], note[2048];
+    unsigned char sig[64], pk[32], sk[64], *buf = NULL;
+    memset(&cp, 0, sizeof(cp));
+    snprintf(cp.origin, sizeof(cp.origin), "tenant-provisioner.dev/receipts");
+    cp.size = size;
+    memcpy(cp.root, root, 32);
+    int bl = tp_checkpoint_format(&cp, body, sizeof(body));
+    assert_true(bl > 0);
+    if (signer) {
+        assert_int_equal(tp_signer_sign(signer, body, (size_t)bl, sig), 0);
+        tp_signer_public_key(signer, pk);
+    } else { /* a key outside the key set */
+        crypto_sign_keypair(pk, sk);
+        crypto_sign_detached(sig, NULL, (const unsigned char *)body, (size_t)bl, sk);
+    }
+    assert_true(tp_note_format(body, cp.origin, pk, sig, note, sizeof(note)) > 0);
+    tp_checkpoint_record rec = {cp.origin, size, cp.root, 32, note};
+    assert_int_equal(tp_codec_encode_checkpoint(e->codec, &rec, &buf, len), 0);
+    return buf;
+}
+
+static int run_tpctl_verify(e2e *e, char *out, const char *receipts, const char *checkpoints) {
+    char tpctl[1024];
+    int rc;
+    assert_int_equal(e2e_bin_path("tpctl", tpctl, sizeof(tpctl)), 0);
+    rc = e2e_run(out, OUT_CAP, "%s receipts --config %s verify --topic %s --checkpoints %s --keyset "
+                 ".stack/keys/receipts.keyset", tpctl, e->config_path, receipts, checkpoints);
+    fprintf(stderr, "tpctl receipts verify --topic %s --checkpoints %s: exit %d\n%s", receipts, checkpoints, rc, out);
+    return rc;
+}
+
+static void test_verify_audits_the_log(void **state) {
+    tstate *s = *state;
+    e2e *e = &s->e;
+    enum { N = 4 };
+    tp_request reqs[N];
+    char *out = malloc(OUT_CAP), topic[256], line[640], tenant[128];
+    static raw_topic rt, ct;
+    unsigned char root[32];
+    int64_t first_size, n;
+    tp_signer *signer = NULL;
+    assert_non_null(out);
+    assert_int_equal(tp_signer_load(".stack/keys/receipts.key", &signer), 0);
+    for (int i = 0; i < N; i++) {
+        char slug[64];
+        snprintf(slug, sizeof(slug), "va-%s-%d", e->suffix, i);
+        e2e_request_init(&reqs[i], slug, (tp_plan)(i % 4));
+    }
+    /* Two checkpoints at least: one after the first half, one after all. */
+    assert_int_equal(e2e_worker_start(e, 0), 0);
+    assert_int_equal(e2e_submit_batch(e, reqs, N / 2), 0);
+    assert_int_equal(e2e_wait_int(e, 3 * (N / 2), 60, "SELECT coalesce(max(size), 0) FROM tlog_checkpoints"), 3 * (N / 2));
+    first_size = 3 * (N / 2);
+    assert_int_equal(e2e_submit_batch(e, reqs + N / 2, N - N / 2), 0);
+    assert_int_equal(e2e_wait_int(e, 3 * N, 60, "SELECT coalesce(max(size), 0) FROM tlog_checkpoints"), 3 * N);
+    n = 3 * N;
+    assert_int_equal(load_leaves(s), n);
+    /* the record of the last checkpoint is on the topic */
+    for (int tries = 0; tries < 50; tries++) {
+        char err[256];
+        raw_free(&ct);
+        ct.codec = e->codec;
+        assert_int_equal(tp_topic_read(e->cfg, e->topic_checkpoints, NULL, collect_raw, &ct, err, sizeof(err)), 0);
+        if (e2e_int(e, "SELECT count(*) FROM tlog_checkpoints") == (int64_t)ct.n)
+            break;
+        usleep(200 * 1000);
+    }
+
+    /* The real topics pass, with the log audited. */
+    assert_int_equal(run_tpctl_verify(e, out, e->topic_receipts, e->topic_checkpoints), 0);
+    snprintf(line, sizeof(line), "log leaves: %lld\n", (long long)n);
+    assert_non_null(strstr(out, line));
+    snprintf(line, sizeof(line), "latest checkpoint size: %lld\n", (long long)n);
+    assert_non_null(strstr(out, line));
+    assert_non_null(strstr(out, "errors: 0\n"));
+
+    /* A tenant's last receipt deleted from a copy of the receipts topic: every chain still
+     * verifies, the log names the dropped tail. */
+    {
+        char err[256], leaf[24] = "";
+        int skip = -1;
+        rt.codec = e->codec;
+        rt.receipts = true;
+        assert_int_equal(tp_topic_read(e->cfg, e->topic_receipts, NULL, collect_raw, &rt, err, sizeof(err)), 0);
+        assert_int_equal(e2e_text(e, tenant, sizeof(tenant), "SELECT id FROM tenants WHERE slug = '%s'", reqs[0].tenant.slug), 0);
+        for (size_t i = 0; i < rt.n; i++)
+            if (strcmp(rt.v[i].tenant, tenant) == 0 && rt.v[i].seq == 3) {
+                skip = (int)i;
+                snprintf(leaf, sizeof(leaf), "%s", rt.v[i].leaf);
+            }
+        assert_true(skip >= 0 && leaf[0]);
+        snprintf(topic, sizeof(topic), "%s.droptail", e->topic_receipts);
+        copy_topic(&rt, topic, skip, NULL, 0, NULL);
+        assert_int_equal(run_tpctl_verify(e, out, topic, e->topic_checkpoints), 1);
+        snprintf(line, sizeof(line), "first error: dropped tail: leaf %s of the log is in the checkpoint of size %lld",
+                 leaf, (long long)n);
+        assert_non_null(strstr(out, line));
+        assert_non_null(strstr(out, "result: BROKEN\n"));
+        e2e_topic_delete(topic);
+        raw_free(&rt);
+    }
+
+    /* A forked log: a second checkpoint of the latest size, validly signed, another root. */
+    {
+        size_t len = 0;
+        memcpy(root, s->leaves[0], 32);
+        unsigned char *forged = forge_checkpoint(e, n, root, signer, &len);
+        snprintf(topic, sizeof(topic), "%s.fork", e->topic_checkpoints);
+        copy_topic(&ct, topic, -1, forged, len, "tenant-provisioner.dev/receipts");
+        free(forged);
+        assert_int_equal(run_tpctl_verify(e, out, e->topic_receipts, topic), 1);
+        snprintf(line, sizeof(line), "both have size %lld but different root hashes", (long long)n);
+        assert_non_null(strstr(out, "first error: forked log: the checkpoints at "));
+        assert_non_null(strstr(out, line));
+        e2e_topic_delete(topic);
+    }
+
+    /* A checkpoint that does not extend the previous one: a size between the two real
+     * checkpoints that none has, validly signed, a root that is not of those leaves. */
+    {
+        size_t len = 0;
+        int64_t size = 0;
+        for (int64_t k = first_size + 1; k < n && !size; k++)
+            if (e2e_int(e, "SELECT count(*) FROM tlog_checkpoints WHERE size = %lld", (long long)k) == 0)
+                size = k;
+        assert_true(size > 0);
+        int64_t prev = e2e_int(e, "SELECT max(size) FROM tlog_checkpoints WHERE size < %lld", (long long)size);
+        unsigned char *forged = forge_checkpoint(e, size, s->leaves[1], signer, &len);
+        snprintf(topic, sizeof(topic), "%s.nonext", e->topic_checkpoints);
+        copy_topic(&ct, topic, -1, forged, len, "tenant-provisioner.dev/receipts");
+        free(forged);
+        assert_int_equal(run_tpctl_verify(e, out, e->topic_receipts, topic), 1);
+        snprintf(line, sizeof(line), "first error: checkpoint of size %lld (at %s[0]@%zu) is not an extension of the checkpoint of size %lld",
+                 (long long)size, topic, ct.n, (long long)prev);
+        assert_non_null(strstr(out, line));
+        e2e_topic_delete(topic);
+    }
+
+    /* A checkpoint signed by a key outside the key set. */
+    {
+        size_t len = 0;
+        tp_tlog_root(tp_tlog_db_read, e->conn, n, root);
+        unsigned char *forged = forge_checkpoint(e, n, root, NULL, &len);
+        snprintf(topic, sizeof(topic), "%s.badkey", e->topic_checkpoints);
+        copy_topic(&ct, topic, -1, forged, len, "tenant-provisioner.dev/receipts");
+        free(forged);
+        assert_int_equal(run_tpctl_verify(e, out, e->topic_receipts, topic), 1);
+        assert_non_null(strstr(out, "with a key of the key set verifies"));
+        e2e_topic_delete(topic);
+    }
+
+    /* tpctl receipts prove: a proof a third party checks with the checkpoint's root. */
+    {
+        char tpctl[1024], rid[96];
+        unsigned char proof[TP_TLOG_MAX_PROOF][32];
+        json_t *j;
+        assert_int_equal(e2e_bin_path("tpctl", tpctl, sizeof(tpctl)), 0);
+        assert_int_equal(e2e_text(e, rid, sizeof(rid), "SELECT receipt_id FROM receipt_outbox WHERE leaf_index = 5"), 0);
+        assert_int_equal(e2e_run(out, OUT_CAP, "%s receipts --config %s prove %s 2>/dev/null", tpctl, e->config_path, rid), 0);
+        j = json_loads(out, 0, NULL);
+        assert_non_null(j);
+        assert_int_equal(json_integer_value(json_object_get(j, "leafIndex")), 5);
+        assert_int_equal(json_integer_value(json_object_get(j, "treeSize")), n);
+        json_t *arr = json_object_get(j, "proof");
+        size_t np = json_array_size(arr), bl;
+        for (size_t i = 0; i < np; i++)
+            assert_int_equal(sodium_base642bin(proof[i], 32, json_string_value(json_array_get(arr, i)), 44, NULL, &bl,
+                                               NULL, sodium_base64_VARIANT_ORIGINAL), 0);
+        ref_mth(s->leaves, 0, n, root);
+        assert_int_equal(tp_tlog_verify_inclusion(5, n, s->leaves[5], (const unsigned char(*)[32])proof, np, root), 0);
+        assert_non_null(strstr(json_string_value(json_object_get(j, "checkpoint")), "tenant-provisioner.dev/receipts\n"));
+        json_decref(j);
+        assert_int_equal(e2e_run(out, OUT_CAP, "%s receipts --config %s prove prov_nope", tpctl, e->config_path), 1);
+        assert_non_null(strstr(out, "no receipt prov_nope in the log"));
+    }
+    raw_free(&ct);
+    tp_signer_free(signer);
+    free(out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_prestate_setup_teardown(test_leaves_tree_and_proofs, setup, teardown, "tlog"),
         cmocka_unit_test_prestate_setup_teardown(test_checkpoints_signed_and_published, setup, teardown, "tlogcp"),
+        cmocka_unit_test_prestate_setup_teardown(test_verify_audits_the_log, setup, teardown, "tlogva"),
     };
     if (getenv("TP_TEST_FILTER"))
         cmocka_set_test_filter(getenv("TP_TEST_FILTER"));

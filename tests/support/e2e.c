@@ -565,6 +565,11 @@ int e2e_produce_to(const char *topic, const void *key, size_t key_len, const voi
     return produce_one(topic, key, key_len, value, len, partition, NULL, NULL);
 }
 
+int e2e_produce_to_with_header(const char *topic, const void *key, size_t key_len, const void *value,
+                               size_t len, int partition, const char *name, const char *hvalue) {
+    return produce_one(topic, key, key_len, value, len, partition, name, hvalue);
+}
+
 int e2e_submit_with_header(e2e *e, const tp_request *req, int partition, const char *name, const char *value) {
     unsigned char *buf = NULL;
     size_t len = 0;

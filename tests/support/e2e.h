@@ -119,4 +119,8 @@ int e2e_topic_delete(const char *name);
 int e2e_produce_to(const char *topic, const void *key, size_t key_len, const void *value, size_t len,
                    int partition);
 
+/* As e2e_produce_to with one header (name = hvalue; name NULL: none), e.g. a copied leaf-index. */
+int e2e_produce_to_with_header(const char *topic, const void *key, size_t key_len, const void *value,
+                               size_t len, int partition, const char *name, const char *hvalue);
+
 #endif

@@ -349,6 +349,11 @@ size_t tp_keyset_count(const tp_keyset *ks) {
     return ks ? ks->n : 0;
 }
 
+void tp_keyset_get(const tp_keyset *ks, size_t i, const char **keyid, const unsigned char **pk) {
+    *keyid = ks->keys[i].keyid;
+    *pk = ks->keys[i].pk;
+}
+
 const unsigned char *tp_keyset_lookup(const tp_keyset *ks, const char *keyid) {
     if (!ks || !keyid)
         return NULL;

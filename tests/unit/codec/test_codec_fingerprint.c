@@ -249,6 +249,7 @@ static void test_our_schemas(void **state) {
     assert_true(tp_codec_schema_fingerprint(c, TP_CODEC_SCHEMA_REQUEST) == FX_FP_REQUEST);
     assert_true(tp_codec_schema_fingerprint(c, TP_CODEC_SCHEMA_DEAD_LETTER) == FX_FP_DEAD_LETTER);
     assert_true(tp_codec_schema_fingerprint(c, TP_CODEC_SCHEMA_RECEIPT) == FX_FP_RECEIPT);
+    assert_true(tp_codec_schema_fingerprint(c, TP_CODEC_SCHEMA_CHECKPOINT) == FX_FP_CHECKPOINT);
     assert_true(tp_codec_schema_fingerprint(c, (tp_codec_schema)7) == 0);
     assert_string_equal(tp_codec_schema_canonical(c, (tp_codec_schema)7), "");
     tp_codec_free(c);
