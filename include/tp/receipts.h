@@ -62,7 +62,9 @@ void tp_sealed_receipt_release(tp_sealed_receipt *r);
  * Private key file (mode 0600): one line "<keyid> <base64(32-byte seed)>".
  * Public key file: one line "<keyid> <base64(32-byte public key)>".
  * Key set file: public key lines, one per key ('#' comments and blank lines allowed), so keys that
- * were rotated out still verify the receipts they signed. */
+ * were rotated out still verify the receipts they signed. A line may end with a validity window,
+ * "valid-from=<RFC 3339>" and/or "valid-until=<RFC 3339>" (written by `tpctl keygen` on
+ * rotation): a receipt whose signed timestamp lies outside its key's window does not verify. */
 
 /* Writes a new Ed25519 key pair: the private file atomically (temp + rename) with mode 0600,
  * replacing an existing one; then the public file. Returns 0, TP_EIO or TP_ECRYPTO. */
@@ -83,6 +85,9 @@ void tp_keyset_free(tp_keyset *ks);
 size_t tp_keyset_count(const tp_keyset *ks);
 /* The i-th key (i < tp_keyset_count): its id and 32-byte public key, borrowed. */
 void tp_keyset_get(const tp_keyset *ks, size_t i, const char **keyid, const unsigned char **pk);
+/* The validity window of keyid in milliseconds since the epoch (INT64_MIN / INT64_MAX when open).
+ * Returns 0 or TP_ENOT_FOUND. */
+int tp_keyset_window(const tp_keyset *ks, const char *keyid, int64_t *from_ms, int64_t *until_ms);
 /* Returns the 32-byte public key of keyid (borrowed, lives as long as ks), or NULL. */
 const unsigned char *tp_keyset_lookup(const tp_keyset *ks, const char *keyid);
 /* Derives the key id of a 32-byte public key into out (at least TP_KEYID_MAX + 1 bytes). */
@@ -102,6 +107,8 @@ void tp_sha256_hex(const void *buf, size_t len, char out[TP_HASH_HEX_LEN + 1]);
 /* Formats milliseconds since the epoch as RFC 3339 UTC with millis ("2024-01-02T03:04:05.678Z").
  * out needs 25 bytes. Returns 0 or TP_EINVAL. */
 int tp_receipt_format_time(int64_t ms, char *out, size_t cap);
+/* Parses what tp_receipt_format_time writes (or the same without ".mmm"). 0 or TP_EINVAL. */
+int tp_receipt_parse_time(const char *s, int64_t *ms);
 
 /* ---- verification (pure; fed in topic order) ------------------------------------------------- */
 

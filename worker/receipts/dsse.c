@@ -84,6 +84,33 @@ void tp_sha256_hex(const void *buf, size_t len, char out[TP_HASH_HEX_LEN + 1]) {
     sodium_bin2hex(out, TP_HASH_HEX_LEN + 1, digest, sizeof(digest));
 }
 
+int tp_receipt_parse_time(const char *s, int64_t *ms) {
+    int y, mo, d, h, mi, sec, frac = 0, n = 0, len = s ? (int)strlen(s) : 0;
+    struct tm tm;
+    if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 || n != 19)
+        return TP_EINVAL;
+    if (len == 24 && s[19] == '.' && s[23] == 'Z') {
+        for (int i = 20; i < 23; i++) {
+            if (s[i] < '0' || s[i] > '9')
+                return TP_EINVAL;
+            frac = frac * 10 + (s[i] - '0');
+        }
+    } else if (!(len == 20 && s[19] == 'Z')) {
+        return TP_EINVAL;
+    }
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 || y < 0)
+        return TP_EINVAL;
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+    *ms = (int64_t)timegm(&tm) * 1000 + frac;
+    return 0;
+}
+
 int tp_receipt_format_time(int64_t ms, char *out, size_t cap) {
     time_t secs;
     struct tm tm;

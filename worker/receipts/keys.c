@@ -30,6 +30,7 @@ struct tp_signer {
 typedef struct keyset_entry {
     char keyid[TP_KEYID_MAX + 1];
     unsigned char pk[crypto_sign_PUBLICKEYBYTES];
+    int64_t valid_from_ms, valid_until_ms; /* INT64_MIN / INT64_MAX: open */
 } keyset_entry;
 
 struct tp_keyset {
@@ -58,6 +59,39 @@ static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...) {
 
 /* Splits "keyid base64" (exactly one space, no other whitespace) and decodes the 32-byte key.
  * Returns 0 or TP_ECRYPTO; key bytes go to key32. */
+/* "valid-from=<time>" / "valid-until=<time>" tokens after the key (a key set line only). */
+static int parse_window(const char *p, size_t len, int64_t *from, int64_t *until) {
+    *from = INT64_MIN;
+    *until = INT64_MAX;
+    while (len > 0) {
+        const char *sp = memchr(p, ' ', len);
+        size_t tl = sp ? (size_t)(sp - p) : len;
+        char tok[64];
+        int64_t *dst = NULL;
+        const char *val = NULL;
+        if (tl == 0 || tl >= sizeof(tok))
+            return TP_ECRYPTO;
+        memcpy(tok, p, tl);
+        tok[tl] = '\0';
+        if (strncmp(tok, "valid-from=", 11) == 0) {
+            dst = from;
+            val = tok + 11;
+        } else if (strncmp(tok, "valid-until=", 12) == 0) {
+            dst = until;
+            val = tok + 12;
+        }
+        if (!dst || tp_receipt_parse_time(val, dst) != 0)
+            return TP_ECRYPTO;
+        p += tl;
+        len -= tl;
+        if (len > 0) { /* the space */
+            p++;
+            len--;
+        }
+    }
+    return *from <= *until ? 0 : TP_ECRYPTO;
+}
+
 static int parse_key_line(const char *line, size_t len, char keyid[TP_KEYID_MAX + 1],
                           unsigned char key32[32]) {
     const char *sp = memchr(line, ' ', len);
@@ -71,6 +105,12 @@ static int parse_key_line(const char *line, size_t len, char keyid[TP_KEYID_MAX 
         return TP_ECRYPTO;
     memcpy(keyid, line, id_len);
     keyid[id_len] = '\0';
+    {
+        /* the key ends at the next space (a key set line's window follows it) */
+        const char *end = memchr(sp + 1, ' ', len - id_len - 1);
+        if (end)
+            len = (size_t)(end - line);
+    }
     rc = tp_receipts__b64_decode(sp + 1, len - id_len - 1, &bin, &bin_len);
     if (rc == TP_ENOMEM)
         return rc;
@@ -189,7 +229,11 @@ int tp_signer_load(const char *path, tp_signer **out) {
         return rc == TP_EDECODE_TOO_LARGE ? TP_ECRYPTO : rc;
     while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
         len--;
-    rc = parse_key_line(buf, len, keyid, seed);
+    {
+        const char *sp = memchr(buf, ' ', len); /* exactly "<keyid> <seed>" */
+        rc = sp && memchr(sp + 1, ' ', len - (size_t)(sp + 1 - buf)) ? TP_ECRYPTO
+                                                                        : parse_key_line(buf, len, keyid, seed);
+    }
     if (rc != 0)
         goto out_free;
     s = malloc(sizeof(*s));
@@ -279,12 +323,20 @@ int tp_keyset_parse(const char *buf, size_t len, tp_keyset **out, char *errstr, 
             start++;
         if (start == end || buf[start] == '#')
             continue;
+        int64_t from = INT64_MIN, until = INT64_MAX;
         rc = parse_key_line(buf + start, end - start, keyid, pk);
         if (rc == TP_ENOMEM)
             goto out_fail;
+        if (rc == 0) {
+            /* what follows the key: its validity window */
+            const char *k = memchr(buf + start, ' ', end - start);
+            const char *w = k ? memchr(k + 1, ' ', (size_t)(buf + end - (k + 1))) : NULL;
+            if (w)
+                rc = parse_window(w + 1, (size_t)(buf + end - (w + 1)), &from, &until);
+        }
         if (rc != 0) {
-            set_err(errstr, errstr_size, "key set line %d: expected \"<keyid> <base64 public key>\"",
-                    lineno);
+            set_err(errstr, errstr_size, "key set line %d: expected \"<keyid> <base64 public key>"
+                    " [valid-from=<RFC 3339>] [valid-until=<RFC 3339>]\"", lineno);
             goto out_fail;
         }
         tp_receipt_keyid(pk, derived);
@@ -308,6 +360,8 @@ int tp_keyset_parse(const char *buf, size_t len, tp_keyset **out, char *errstr, 
         }
         memcpy(ks->keys[ks->n].keyid, keyid, sizeof(keyid));
         memcpy(ks->keys[ks->n].pk, pk, sizeof(pk));
+        ks->keys[ks->n].valid_from_ms = from;
+        ks->keys[ks->n].valid_until_ms = until;
         ks->n++;
     }
     if (ks->n == 0) {
@@ -347,6 +401,16 @@ void tp_keyset_free(tp_keyset *ks) {
 
 size_t tp_keyset_count(const tp_keyset *ks) {
     return ks ? ks->n : 0;
+}
+
+int tp_keyset_window(const tp_keyset *ks, const char *keyid, int64_t *from_ms, int64_t *until_ms) {
+    for (size_t i = 0; ks && keyid && i < ks->n; i++)
+        if (strcmp(ks->keys[i].keyid, keyid) == 0) {
+            *from_ms = ks->keys[i].valid_from_ms;
+            *until_ms = ks->keys[i].valid_until_ms;
+            return 0;
+        }
+    return TP_ENOT_FOUND;
 }
 
 void tp_keyset_get(const tp_keyset *ks, size_t i, const char **keyid, const unsigned char **pk) {

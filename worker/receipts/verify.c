@@ -163,9 +163,10 @@ static int fail(tp_verifier *v, const tp_receipt_view *r, const char *fmt, ...) 
     return TP_EVERIFY;
 }
 
-/* Checks the signatures: at least one by a key of the key set must verify. */
+/* Checks the signatures: at least one by a key of the key set must verify; *signer gets that
+ * key's id. */
 static int check_signatures(tp_verifier *v, const tp_receipt_view *r, const unsigned char *pae,
-                            size_t pae_len) {
+                            size_t pae_len, const char **signer) {
     const char *unknown = NULL, *bad = NULL;
     if (r->n_sigs == 0 || !r->sigs)
         return fail(v, r, "envelope carries no signature");
@@ -178,8 +179,10 @@ static int check_signatures(tp_verifier *v, const tp_receipt_view *r, const unsi
             continue;
         }
         if (sg->sig && sg->sig_len == crypto_sign_BYTES &&
-            crypto_sign_verify_detached(sg->sig, pae, pae_len, pk) == 0)
+            crypto_sign_verify_detached(sg->sig, pae, pae_len, pk) == 0) {
+            *signer = sg->keyid;
             return 0;
+        }
         if (!bad)
             bad = sg->keyid;
     }
@@ -193,8 +196,24 @@ static int str_field_eq(const json_t *obj, const char *key, const char *want) {
     return got && want && strcmp(got, want) == 0;
 }
 
+/* The signing key must have been valid when the statement says it was signed. */
+static int check_window(tp_verifier *v, const tp_receipt_view *r, const json_t *pred, const char *signer) {
+    const char *ts = json_string_value(json_object_get(pred, "timestamp"));
+    int64_t at = 0, from = INT64_MIN, until = INT64_MAX;
+    char f[32] = "-", u[32] = "-";
+    if (!ts || tp_receipt_parse_time(ts, &at) != 0)
+        return fail(v, r, "statement timestamp is missing or not RFC 3339");
+    if (tp_keyset_window(v->ks, signer, &from, &until) != 0 || (at >= from && at <= until))
+        return 0;
+    if (from != INT64_MIN)
+        tp_receipt_format_time(from, f, sizeof(f));
+    if (until != INT64_MAX)
+        tp_receipt_format_time(until, u, sizeof(u));
+    return fail(v, r, "signed by key %.64s at %s, outside its validity window [%s, %s]", signer, ts, f, u);
+}
+
 /* Checks that the signed statement asserts what the record's outer fields claim. */
-static int check_statement(tp_verifier *v, const tp_receipt_view *r) {
+static int check_statement(tp_verifier *v, const tp_receipt_view *r, const char *signer) {
     json_error_t jerr;
     json_t *st, *pred, *subj, *seq;
     char digest[TP_HASH_HEX_LEN + 1], name[512];
@@ -212,6 +231,8 @@ static int check_statement(tp_verifier *v, const tp_receipt_view *r) {
                   TP_RECEIPT_PREDICATE_TYPE);
         goto out;
     }
+    if ((rc = check_window(v, r, pred, signer)) != 0)
+        goto out;
     if (!str_field_eq(pred, "receiptId", r->receipt_id)) {
         rc = fail(v, r, "predicate receiptId differs from the record's");
         goto out;
@@ -267,6 +288,7 @@ static int check_record(tp_verifier *v, const tp_receipt_view *r) {
     unsigned char *pae = NULL;
     size_t pae_len = 0;
     char hash[TP_HASH_HEX_LEN + 1];
+    const char *signer = NULL;
     int rc;
     if (!r->receipt_id || !*r->receipt_id || !r->tenant_id || !*r->tenant_id || !r->action_type ||
         !r->request_id)
@@ -281,7 +303,7 @@ static int check_record(tp_verifier *v, const tp_receipt_view *r) {
     rc = tp_dsse_pae(r->payload_type, r->payload, r->payload_len, &pae, &pae_len);
     if (rc != 0)
         return rc;
-    rc = check_signatures(v, r, pae, pae_len);
+    rc = check_signatures(v, r, pae, pae_len, &signer);
     if (rc == 0) {
         tp_sha256_hex(pae, pae_len, hash);
         if (strcmp(hash, r->hash_hex) != 0)
@@ -290,7 +312,7 @@ static int check_record(tp_verifier *v, const tp_receipt_view *r) {
     }
     free(pae);
     if (rc == 0)
-        rc = check_statement(v, r);
+        rc = check_statement(v, r, signer);
     return rc;
 }
 

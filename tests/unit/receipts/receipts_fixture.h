@@ -83,8 +83,10 @@ typedef struct fx_receipt {
 static const char *const fx_actions[] = {"TENANT_PROVISIONED", "TENANT_QUOTA_ASSIGNED",
                                          "TENANT_ISOLATION_VERIFIED"};
 
-/* Seals the next receipt of a tenant after prev (NULL for the first). Returns 0 or TP_E*. */
-static inline int fx_seal(const tp_signer *s, const char *tenant, const fx_receipt *prev, fx_receipt *r) {
+/* Seals the next receipt of a tenant after prev (NULL for the first), signed at ts_ms (0: a fixed
+ * time in 2023). Returns 0 or TP_E*. */
+static inline int fx_seal_at(const tp_signer *s, const char *tenant, const fx_receipt *prev, int64_t ts_ms,
+                             fx_receipt *r) {
     tp_receipt_fields f;
     char data[256];
     int rc;
@@ -95,7 +97,7 @@ static inline int fx_seal(const tp_signer *s, const char *tenant, const fx_recei
     snprintf(r->request_id, sizeof(r->request_id), "req_%s", tenant);
     snprintf(r->action, sizeof(r->action), "%s", fx_actions[(r->seq - 1) % 3]);
     snprintf(r->prev, sizeof(r->prev), "%s", prev ? prev->sealed.hash_hex : TP_RECEIPT_ZERO_HASH);
-    r->ts = 1700000000123LL + r->seq;
+    r->ts = ts_ms ? ts_ms : 1700000000123LL + r->seq;
     snprintf(data, sizeof(data), "{\"plan\":\"PRO\",\"seq\":%" PRId64 ",\"tenant\":\"%s\"}", r->seq,
              tenant);
     f = (tp_receipt_fields){
@@ -134,6 +136,10 @@ static inline int fx_seal(const tp_signer *s, const char *tenant, const fx_recei
         .n_sigs = 1,
     };
     return 0;
+}
+
+static inline int fx_seal(const tp_signer *s, const char *tenant, const fx_receipt *prev, fx_receipt *r) {
+    return fx_seal_at(s, tenant, prev, 0, r);
 }
 
 static inline void fx_receipt_release(fx_receipt *r) {

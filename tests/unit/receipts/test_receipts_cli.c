@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -204,6 +205,68 @@ static void test_cmd_keygen(void **state) {
     tp_keyset_free(ks);
     free(out);
     free(err);
+    {
+        /* The rotation wrote validity windows: the old key closes after the overlap (default
+         * 300 s), the new one opens now. */
+        char *text = NULL;
+        size_t len = 0;
+        int64_t from, until;
+        assert_int_equal(tp_read_file(keyset, 4096, &text, &len), 0);
+        assert_non_null(strstr(text, " valid-until="));
+        assert_non_null(strstr(text, " valid-from="));
+        free(text);
+        assert_int_equal(tp_keyset_load(keyset, &ks, NULL, 0), 0);
+        assert_int_equal(tp_keyset_window(ks, first_id, &from, &until), 0);
+        assert_true(from == INT64_MIN && until > 1700000000000LL && until < INT64_MAX);
+        tp_keyset_free(ks);
+    }
+    {
+        /* Rotate again with no overlap: receipts the retired key signed before keep verifying,
+         * one it signs after its window does not; the newest key signs from now on. */
+        tp_signer *old = NULL, *cur = NULL;
+        fx_receipt a, b, c;
+        tp_verifier *v = NULL;
+        tp_verify_summary sum;
+        struct timespec now;
+        assert_int_equal(tp_signer_load(priv, &old), 0);
+        clock_gettime(CLOCK_REALTIME, &now);
+        int64_t before = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+        char *argv4[] = {"keygen", "--out-dir", dir, "--force", "--overlap-s", "0", NULL};
+        assert_int_equal(capture(tpctl_cmd_keygen, 6, argv4, scratch.dir, &out, &err), 0);
+        free(out);
+        free(err);
+        assert_int_equal(count_lines(keyset), 3);
+        assert_int_equal(tp_signer_load(priv, &cur), 0);
+        assert_int_equal(tp_keyset_load(keyset, &ks, NULL, 0), 0);
+        clock_gettime(CLOCK_REALTIME, &now);
+        int64_t later = (int64_t)now.tv_sec * 1000 + 60000;
+        assert_int_equal(fx_seal_at(old, "t-old", NULL, before, &a), 0); /* in its window */
+        assert_int_equal(fx_seal_at(old, "t-late", NULL, later, &b), 0); /* after its end */
+        assert_int_equal(fx_seal_at(cur, "t-new", NULL, later, &c), 0);  /* the newest key */
+        assert_int_equal(tp_verifier_new(ks, &v), 0);
+        assert_int_equal(tp_verifier_feed(v, &a.view), 0);
+        assert_int_equal(tp_verifier_feed(v, &c.view), 0);
+        assert_int_equal(tp_verifier_feed(v, &b.view), TP_EVERIFY);
+        tp_verifier_summary(v, &sum);
+        assert_int_equal(sum.errors, 1);
+        assert_non_null(strstr(sum.first_error, "outside its validity window"));
+        tp_verifier_free(v);
+        /* and the new key before its window opened */
+        fx_receipt d;
+        assert_int_equal(fx_seal(cur, "t-early", NULL, &d), 0);
+        assert_int_equal(tp_verifier_new(ks, &v), 0);
+        assert_int_equal(tp_verifier_feed(v, &d.view), TP_EVERIFY);
+        tp_verifier_summary(v, &sum);
+        assert_non_null(strstr(sum.first_error, "outside its validity window [20"));
+        tp_verifier_free(v);
+        fx_receipt_release(&a);
+        fx_receipt_release(&b);
+        fx_receipt_release(&c);
+        fx_receipt_release(&d);
+        tp_keyset_free(ks);
+        tp_signer_free(old);
+        tp_signer_free(cur);
+    }
     char *argv3[] = {"keygen", NULL};
     assert_int_equal(capture(tpctl_cmd_keygen, 1, argv3, scratch.dir, &out, &err), 2);
     free(out);

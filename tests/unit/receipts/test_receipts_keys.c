@@ -147,6 +147,27 @@ static void test_keyset_rejects(void **state) {
     assert_int_equal(tp_keyset_parse("a\0b c\n", 6, &ks, NULL, 0), TP_ECRYPTO);
     assert_null(ks);
     assert_int_equal(tp_keyset_load("/nonexistent/keyset", &ks, errstr, sizeof(errstr)), TP_EIO);
+    /* Validity windows: parsed when well formed, refused otherwise (the line is named). */
+    {
+        static const char *const bad[] = {" valid-from=yesterday", " valid-until=2026-13-01T00:00:00Z",
+                                          " valid-from=2026-01-02T00:00:00Z valid-until=2026-01-01T00:00:00Z",
+                                          " expires=2026-01-01T00:00:00Z", "  valid-from=2026-01-01T00:00:00Z"};
+        int64_t from, until;
+        snprintf(text, sizeof(text), "%s valid-from=2026-01-01T00:00:00Z valid-until=2026-02-01T00:00:00.500Z\n",
+                 a.pub_line);
+        assert_int_equal(tp_keyset_parse(text, strlen(text), &ks, errstr, sizeof(errstr)), 0);
+        assert_int_equal(tp_keyset_window(ks, tp_signer_keyid(a.signer), &from, &until), 0);
+        assert_int_equal(from, 1767225600000LL);
+        assert_int_equal(until, 1769904000500LL);
+        assert_int_equal(tp_keyset_window(ks, "ed25519:nope", &from, &until), TP_ENOT_FOUND);
+        tp_keyset_free(ks);
+        ks = NULL;
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            snprintf(text, sizeof(text), "# k\n%s%s\n", a.pub_line, bad[i]);
+            assert_int_equal(tp_keyset_parse(text, strlen(text), &ks, errstr, sizeof(errstr)), TP_ECRYPTO);
+            assert_non_null(strstr(errstr, "line 2"));
+        }
+    }
     fx_key_release(&a);
 }
 
