@@ -46,4 +46,10 @@ SELECT 'prov_' || :id::bigint || '_' || a.ord, 'tenant-' || :id::bigint, 'req-' 
        1796160000000 + :id::bigint, now()
 FROM unnest(ARRAY['TENANT_PROVISIONED','TENANT_QUOTA_ASSIGNED','TENANT_ISOLATION_VERIFIED'])
      WITH ORDINALITY AS a(name, ord);
+-- The transparency log's leaf indexes: the runner's last statement before COMMIT.
+WITH n AS (SELECT receipt_id, row_number() OVER (ORDER BY tenant_id, sequence) AS k FROM receipt_outbox
+           WHERE request_id = 'req-' || :id::bigint AND leaf_index IS NULL),
+     c AS (UPDATE tlog_counter SET next_leaf = next_leaf + (SELECT count(*) FROM n) WHERE id = 1 RETURNING next_leaf)
+UPDATE receipt_outbox o SET leaf_index = c.next_leaf - (SELECT count(*) FROM n) + n.k - 1
+FROM n, c WHERE o.receipt_id = n.receipt_id;
 COMMIT;
