@@ -158,8 +158,10 @@ int tp_tlog_audit_finish(tp_tlog_audit *a, bool chains_gapless, tp_tlog_audit_er
     if (!c)
         return TP_ENOMEM;
     memset(sum, 0, sizeof(*sum));
-    qsort(a->leaves, a->n_leaves, sizeof(*a->leaves), by_index);
-    qsort(a->cps, a->n_cps, sizeof(*a->cps), by_size);
+    if (a->n_leaves) /* qsort must not see NULL, even for nothing to sort */
+        qsort(a->leaves, a->n_leaves, sizeof(*a->leaves), by_index);
+    if (a->n_cps)
+        qsort(a->cps, a->n_cps, sizeof(*a->cps), by_size);
     if (a->n_cps)
         latest = a->cps[a->n_cps - 1].cp.size;
 

@@ -177,6 +177,26 @@ static void test_fork_non_extension_conflicts(void **state) {
     assert_true(mentions(&e, "two logs mixed"));
 }
 
+/* Regression: no checkpoint yet (or nothing at all) passed NULL to qsort (UBSan, seen with two
+ * relays right after their first receipts). */
+static void test_nothing_or_no_checkpoint(void **state) {
+    (void)state;
+    tp_tlog_audit *a = NULL;
+    tp_tlog_audit_summary sum;
+    errs e = {0};
+    assert_int_equal(tp_tlog_audit_new(&a), 0);
+    assert_int_equal(tp_tlog_audit_finish(a, true, on_error, &e, &sum), 0);
+    tp_tlog_audit_free(a);
+    assert_int_equal(tp_tlog_audit_new(&a), 0);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(tp_tlog_audit_leaf(a, i, leaves[i], "prov", "x"), 0);
+    assert_int_equal(tp_tlog_audit_finish(a, true, on_error, &e, &sum), 0);
+    assert_int_equal(e.n, 0);
+    assert_int_equal(sum.checkpoints, 0);
+    assert_int_equal(sum.not_yet, N);
+    tp_tlog_audit_free(a);
+}
+
 static void test_untrusted_huge_index(void **state) {
     (void)state;
     tp_tlog_audit *a = NULL;
@@ -199,6 +219,7 @@ int main(void) {
         cmocka_unit_test(test_dropped_tail_and_missing_middle),
         cmocka_unit_test(test_fork_non_extension_conflicts),
         cmocka_unit_test(test_untrusted_huge_index),
+        cmocka_unit_test(test_nothing_or_no_checkpoint),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
