@@ -11,20 +11,17 @@
 -- (tlog_tree.size of them): a proof reads O(log^2 n) rows, never every leaf. tlog_checkpoints
 -- keeps each signed checkpoint (C2SP tlog-checkpoint in a signed note) the relay made.
 
+-- Receipts written before this migration stay out of the log (leaf_index NULL): they were
+-- published without a leaf-index header, and `tpctl receipts verify` counts such records as made
+-- before the log rather than guessing their place.
 ALTER TABLE receipt_outbox ADD COLUMN leaf_index bigint;
-
--- Rows written before this migration: numbered in the order they were made.
-WITH o AS (SELECT receipt_id, row_number() OVER (ORDER BY created_at, tenant_id, sequence) - 1 AS i
-           FROM receipt_outbox)
-UPDATE receipt_outbox r SET leaf_index = o.i FROM o WHERE r.receipt_id = o.receipt_id;
-
 CREATE UNIQUE INDEX receipt_outbox_leaf_idx ON receipt_outbox (leaf_index);
 
 CREATE TABLE tlog_counter (
     id         integer PRIMARY KEY CHECK (id = 1),
     next_leaf  bigint NOT NULL CHECK (next_leaf >= 0)
 );
-INSERT INTO tlog_counter (id, next_leaf) VALUES (1, (SELECT count(*) FROM receipt_outbox));
+INSERT INTO tlog_counter (id, next_leaf) VALUES (1, 0);
 
 CREATE TABLE tlog_nodes (
     level  smallint NOT NULL CHECK (level BETWEEN 0 AND 63),

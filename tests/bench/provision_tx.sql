@@ -48,7 +48,8 @@ FROM unnest(ARRAY['TENANT_PROVISIONED','TENANT_QUOTA_ASSIGNED','TENANT_ISOLATION
      WITH ORDINALITY AS a(name, ord);
 -- The transparency log's leaf indexes: the runner's last statement before COMMIT.
 WITH n AS (SELECT receipt_id, row_number() OVER (ORDER BY tenant_id, sequence) AS k FROM receipt_outbox
-           WHERE request_id = 'req-' || :id::bigint AND leaf_index IS NULL),
+           WHERE receipt_id = ANY(ARRAY['prov_' || :id::bigint || '_1', 'prov_' || :id::bigint || '_2',
+                                        'prov_' || :id::bigint || '_3']) AND leaf_index IS NULL),
      c AS (UPDATE tlog_counter SET next_leaf = next_leaf + (SELECT count(*) FROM n) WHERE id = 1 RETURNING next_leaf)
 UPDATE receipt_outbox o SET leaf_index = c.next_leaf - (SELECT count(*) FROM n) + n.k - 1
 FROM n, c WHERE o.receipt_id = n.receipt_id;

@@ -472,21 +472,30 @@ static void raw_free(raw_topic *t) {
     t->n = 0;
 }
 
-/* Copies t into a new one-partition topic, leaving out record skip (-1: none) and appending
- * extra (may be NULL) at the end. */
-static void copy_topic(const raw_topic *t, const char *name, int skip, const unsigned char *extra,
-                       size_t extra_len, const char *extra_key) {
+#define STRIP_NONE (-2)
+#define STRIP_ALL (-1)
+
+/* Copies t into a new one-partition topic, leaving out record skip (-1: none), the leaf-index
+ * header of record strip (STRIP_NONE, STRIP_ALL) and appending extra (may be NULL) at the end. */
+static void copy_topic_strip(const raw_topic *t, const char *name, int skip, int strip,
+                             const unsigned char *extra, size_t extra_len, const char *extra_key) {
     assert_int_equal(e2e_topic_create(name, 1), 0);
     for (size_t i = 0; i < t->n; i++) {
         const raw_rec *x = &t->v[i];
+        bool keep = x->leaf[0] && strip != STRIP_ALL && strip != (int)i;
         if ((int)i == skip)
             continue;
         assert_int_equal(e2e_produce_to_with_header(name, x->key, strlen(x->key), x->value, x->len, 0,
-                                                    x->leaf[0] ? "leaf-index" : NULL, x->leaf),
+                                                    keep ? "leaf-index" : NULL, x->leaf),
                          0);
     }
     if (extra)
         assert_int_equal(e2e_produce_to(name, extra_key, strlen(extra_key), extra, extra_len, 0), 0);
+}
+
+static void copy_topic(const raw_topic *t, const char *name, int skip, const unsigned char *extra,
+                       size_t extra_len, const char *extra_key) {
+    copy_topic_strip(t, name, skip, STRIP_NONE, extra, extra_len, extra_key);
 }
 
 /* A TreeCheckpoint record for (size, root) signed by sk/pk as the note key `origin`. */
@@ -591,6 +600,29 @@ static void test_verify_audits_the_log(void **state) {
         assert_non_null(strstr(out, line));
         assert_non_null(strstr(out, "result: BROKEN\n"));
         e2e_topic_delete(topic);
+
+        /* The header stripped from that receipt: it counts as made before the log, and its
+         * leaf is missing from the log all the same. */
+        snprintf(topic, sizeof(topic), "%s.stripone", e->topic_receipts);
+        copy_topic_strip(&rt, topic, -1, skip, NULL, 0, NULL);
+        assert_int_equal(run_tpctl_verify(e, out, topic, e->topic_checkpoints), 1);
+        snprintf(line, sizeof(line), "dropped tail: leaf %s of the log", leaf);
+        assert_non_null(strstr(out, line));
+        assert_non_null(strstr(out, "made before the log: 1\n"));
+        e2e_topic_delete(topic);
+
+        /* Receipts from before the log (no header at all) and no checkpoint: they verify. */
+        char empty[256];
+        snprintf(topic, sizeof(topic), "%s.prelog", e->topic_receipts);
+        snprintf(empty, sizeof(empty), "%s.none", e->topic_checkpoints);
+        copy_topic_strip(&rt, topic, -1, STRIP_ALL, NULL, 0, NULL);
+        assert_int_equal(e2e_topic_create(empty, 1), 0);
+        assert_int_equal(run_tpctl_verify(e, out, topic, empty), 0);
+        snprintf(line, sizeof(line), "made before the log: %lld\n", (long long)n);
+        assert_non_null(strstr(out, line));
+        assert_non_null(strstr(out, "result: OK\n"));
+        e2e_topic_delete(topic);
+        e2e_topic_delete(empty);
         raw_free(&rt);
     }
 

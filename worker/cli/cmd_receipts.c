@@ -36,7 +36,8 @@ static void receipts_usage(FILE *out) {
             "          root of that many receipts (by their leaf-index header); a leaf below the\n"
             "          latest checkpoint missing from the topic (a dropped tail), two checkpoints of\n"
             "          one size with different roots (a fork) or one that does not extend the\n"
-            "          earlier ones is a break. --no-log skips the audit.\n"
+            "          earlier ones is a break. Receipts without the header (made before the log\n"
+            "          existed) are counted, not placed. --no-log skips the audit.\n"
             "  prove:  prints RECEIPT_ID's inclusion proof in the latest checkpoint (JSON: leaf\n"
             "          index, leaf hash, proof, and the signed checkpoint note) from pg.dsn.\n"
             "  tail:   prints the receipts as JSON lines with the decoded statement.\n"
@@ -135,6 +136,7 @@ typedef struct read_state {
     char first_where[160]; /* position of the first break of any kind */
     int quiet;
     tp_tlog_audit *audit;  /* verify from a topic: the log audit's leaves */
+    size_t before_log;     /* receipts without a leaf-index header: made before the log existed */
 } read_state;
 
 static void print_error(void *arg, const char *receipt_id, const char *text) {
@@ -245,21 +247,27 @@ static int on_record(void *arg, const tp_topic_record *rec) {
         outside_break(st, text);
     }
     if (rc == 0 && st->audit) {
-        /* Its place in the log: the leaf-index header (-1 when absent or malformed). */
+        /* Its place in the log: the leaf-index header (-1 when malformed). A receipt without
+         * one was made before the log existed; stripping it from a later receipt leaves its leaf
+         * missing, which the audit reports. */
         const void *hv = NULL;
         size_t hlen = 0;
         int64_t index = -1;
         unsigned char leaf[TP_TLOG_HASH_LEN];
-        if (tp_topic_record_header(rec, "leaf-index", &hv, &hlen) == 0 && hlen > 0 && hlen <= 18) {
-            index = 0;
-            for (size_t i = 0; i < hlen && index >= 0; i++) {
-                char ch = ((const char *)hv)[i];
-                index = (ch >= '0' && ch <= '9') ? index * 10 + (ch - '0') : -1;
+        if (tp_topic_record_header(rec, "leaf-index", &hv, &hlen) != 0) {
+            st->before_log++;
+        } else {
+            if (hlen > 0 && hlen <= 18) {
+                index = 0;
+                for (size_t i = 0; i < hlen && index >= 0; i++) {
+                    char ch = ((const char *)hv)[i];
+                    index = (ch >= '0' && ch <= '9') ? index * 10 + (ch - '0') : -1;
+                }
             }
+            rc = tp_tlog_receipt_leaf_hash(dec.payload, dec.payload_len, leaf);
+            if (rc == 0)
+                rc = tp_tlog_audit_leaf(st->audit, index, leaf, dec.receipt_id, st->where);
         }
-        rc = tp_tlog_receipt_leaf_hash(dec.payload, dec.payload_len, leaf);
-        if (rc == 0)
-            rc = tp_tlog_audit_leaf(st->audit, index, leaf, dec.receipt_id, st->where);
     }
     if (rc == 0)
         rc = take_view(st, &view);
@@ -364,8 +372,10 @@ static int audit_log(const tp_config *cfg, const char *topic, const tp_keyset *k
     rc = tp_tlog_audit_finish(st->audit, chains_gapless, on_audit_error, st, &sum);
     if (rc == TP_ENOMEM)
         return rc;
-    printf("log leaves: %lld\ncheckpoints: %zu\nlatest checkpoint size: %lld\nnot yet in a checkpoint: %lld\n",
-           (long long)sum.leaves, sum.checkpoints, (long long)sum.latest_size, (long long)sum.not_yet);
+    printf("log leaves: %lld\ncheckpoints: %zu\nlatest checkpoint size: %lld\nnot yet in a checkpoint: %lld\n"
+           "made before the log: %zu\n",
+           (long long)sum.leaves, sum.checkpoints, (long long)sum.latest_size, (long long)sum.not_yet,
+           st->before_log);
     return 0;
 }
 

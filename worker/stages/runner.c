@@ -438,7 +438,7 @@ static int run_stage(tp_stage_ctx *ctx, const tp_stage_def *def, int prev_attemp
     if ((rc = prepare_stage(ctx, def)) != 0)
         goto out_fail;
     ctx->chain_known = false; /* a new transaction: the tenant lock is taken again */
-    ctx->leaves_pending = false;
+    ctx->n_leaf_ids = 0;
     if ((rc = tp_db_begin(db)) != 0)
         goto out_fail;
     /* The stage row lock serialises two runners of one request (a redelivery after a rebalance):
@@ -542,7 +542,7 @@ static int run_single_tx(tp_stage_ctx *ctx, bool need_policy, tp_run_result *out
     if (need_policy && prepare_stage(ctx, &tp_stage_table[TP_STAGE_POLICY]) != 0)
         goto out_fallback; /* OPA unavailable: the per-stage path records the retry */
     ctx->chain_known = false;
-    ctx->leaves_pending = false;
+    ctx->n_leaf_ids = 0;
     if (tp_db_begin(db) != 0)
         goto out_fallback;
     /* The stage rows locked in order serialise two runners of one request (a redelivery after a
