@@ -99,8 +99,8 @@ void tp_note_key_hash(const char *name, const unsigned char pk[32], unsigned cha
 int tp_note_format(const char *body, const char *name, const unsigned char pk[32],
                    const unsigned char sig[64], char *buf, size_t cap);
 
-/* A parsed signed note (untrusted text): the body and its signature lines. Borrowed pointers
- * into the caller's text would outlive nothing, so the struct copies what it keeps. */
+/* A parsed signed note (untrusted text): the body's length (the body stays in the caller's text)
+ * and a copy of each signature line's fields. */
 #define TP_NOTE_MAX_SIGS 16
 typedef struct tp_note_sig {
     char name[TP_TLOG_ORIGIN_MAX + 1];
