@@ -182,11 +182,16 @@ typedef struct tp_outbox_round {
     int64_t marked;                    /* out */
     int rc;                            /* out: 0 or the first failure (the round stops there) */
     const char *failed_step;           /* out */
-    /* The transparency log: after the rest, extend the tree and sign a checkpoint. A failure
-     * here does not end the session: it is reported and tried again later. */
+    /* The transparency log: after the rest, extend the tree and sign a checkpoint, on a
+     * connection of its own (tlog_db), so that the session holding the slots stays as idle as
+     * before: a relay killed mid-checkpoint must not keep its slots past its death while a
+     * busy backend notices it. A failure here does not end the session: it is reported, the
+     * connection is dropped and the checkpoint tried again later. */
     const tp_signer *signer;           /* in: NULL disables checkpoints */
+    tp_db *tlog_db;                    /* in/out: NULL connects */
     bool checkpoint;                   /* in */
     int checkpoint_rc;                 /* out */
+    char checkpoint_err[256];          /* out: what PostgreSQL said when it failed */
     char *checkpoint_note;             /* out: a new signed checkpoint to publish (loop frees) */
     tp_checkpoint cp;                  /* out: its fields */
 } tp_outbox_round;

@@ -598,7 +598,7 @@ static void round_after(uv_work_t *req, int status) {
             r->last_checkpoint_ms = uv_now(r->loop);
             if (round->checkpoint_rc != 0)
                 tp_log_warn("relay", "checkpoint: %s (%s); tried again after the next marks",
-                            tp_strerror(round->checkpoint_rc), tp_db_errmsg(round->db));
+                            tp_strerror(round->checkpoint_rc), round->checkpoint_err);
             else
                 r->checkpoint_owed = false;
             if (round->checkpoint_note && !r->stopped)
@@ -743,6 +743,8 @@ static void relay_release(tp_relay *r) {
     fd_watch_close(&r->watch);
     tp_db_close(r->round.db);
     r->round.db = NULL;
+    tp_db_close(r->round.tlog_db);
+    r->round.tlog_db = NULL;
     if (r->open_handles == 0)
         relay_destroy(r);
 }
