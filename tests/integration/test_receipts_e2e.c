@@ -747,6 +747,37 @@ static void test_two_workers_same_tenant(void **state) {
     assert_int_equal(e2e_worker_stop(e, 1, SIGTERM, 20000, NULL), 0);
 }
 
+/* A relay that dies for good (scaled down, crashed and not restarted) frees its slots silently:
+ * no commit or NOTIFY need follow. The survivor, holding half the slots, must take the rest by
+ * itself and publish the receipts of their tenants (before: those stayed unpublished until some
+ * other relay started). */
+static int setup_claim_check(void **state) { return setup_with_config(state, true, "outbox.claim_check_ms = 2000"); }
+
+static void test_dead_relay_slots_taken(void **state) {
+    rstate *s = *state;
+    e2e *e = &s->e;
+    enum { N = 40 };
+    tp_request reqs[N];
+    make_batch(e, reqs, N, "deadrelay");
+    assert_int_equal(e2e_worker_start(e, 0), 0);
+    assert_int_equal(e2e_worker_start(e, 1), 0);
+    /* Both relays hold their share (8 slots each) and have settled (every NOTIFY of the exchange
+     * answered) before one of them dies. */
+    for (int i = 0; i < 200 && (log_count(e->log_path[0], "reconciled slots") == 0 ||
+                                log_count(e->log_path[1], "reconciled slots") == 0); i++)
+        usleep(100 * 1000);
+    sleep(2);
+    assert_int_equal(e2e_int(e, "SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype = 'advisory' AND "
+                                "classid = 7349101 AND granted AND database = (SELECT oid FROM pg_database "
+                                "WHERE datname = current_database())"), 2);
+    assert_int_equal(e2e_worker_stop(e, 1, SIGKILL, 5000, NULL), 128 + SIGKILL);
+    assert_int_equal(e2e_submit_batch(e, reqs, N), 0);
+    assert_int_equal(e2e_wait_int(e, N, 120, "SELECT count(*) FROM provisioning_requests WHERE state = 'SUCCEEDED'"), N);
+    assert_int_equal(e2e_wait_int(e, 3 * N, 30, "SELECT count(*) FROM receipt_outbox WHERE published_at IS NOT NULL"), 3 * N);
+    assert_int_equal(assert_all_published_and_verified(s, N), 0);
+    assert_int_equal(e2e_worker_stop(e, 0, SIGTERM, 20000, NULL), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_prestate_setup_teardown(test_happy_path_topic, setup, teardown, "rhappy"),
@@ -756,6 +787,7 @@ int main(void) {
         cmocka_unit_test_prestate_setup_teardown(test_kill9_between_ack_and_mark, setup_mark_delay, teardown, "rackmark"),
         cmocka_unit_test_prestate_setup_teardown(test_session_lost_between_ack_and_mark, setup_mark_delay, teardown, "rsesslost"),
         cmocka_unit_test_prestate_setup_teardown(test_two_workers_50_tenants, setup, teardown, "rtwo"),
+        cmocka_unit_test_prestate_setup_teardown(test_dead_relay_slots_taken, setup_claim_check, teardown, "rdead"),
         cmocka_unit_test_prestate_setup_teardown(test_two_workers_same_tenant, setup, teardown, "rsame"),
     };
     if (getenv("TP_TEST_FILTER"))

@@ -54,6 +54,8 @@ static const key_def key_table[] = {
      "(its offsets never stored, its records redelivered to the next owner) (0: no bound)"},
     {"outbox.retry_max_ms", KT_INT, "5000",
      "largest delay before the outbox relay retries after a failure (it has no polling tick)"},
+    {"outbox.claim_check_ms", KT_INT, "10000",
+     "a relay holding fewer than all outbox slots looks for freed ones this often (0: never)"},
     {"outbox.mark_delay_ms", KT_INT, "0",
      "tests only: the relay marks a delivered receipt this long after its ack (0 in service)"},
     {"retry.initial_ms", KT_INT, "200", "first backoff of a transient stage failure"},

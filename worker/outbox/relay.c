@@ -3,7 +3,8 @@
  * the leaf-index header), marked published on PERSISTED delivery reports; after marking, at most
  * once per tlog.checkpoint_interval_ms, a round extends the log's tree and signs a checkpoint,
  * which goes to the checkpoints topic. Woken by events only: a commit in this process (tp_relay_wake), a NOTIFY on
- * tp_outbox from another, a delivery report; a timer runs only to retry after a failure.
+ * tp_outbox from another, a delivery report; a timer runs only to retry after a failure, and,
+ * while this relay holds fewer than every slot, to look for slots a dead relay left behind.
  * Fetch, produce and mark overlap: one database round at a time on a pool thread while earlier
  * rows are still being delivered. Rows in flight are tracked per tenant, so none is sent twice
  * and a tenant's rows are marked only as a delivered prefix. */
@@ -45,6 +46,7 @@ struct tp_relay {
     uv_timer_t timer;  /* retry after a failure; never armed when idle */
     uv_timer_t mark_timer; /* outbox.mark_delay_ms (tests only): marks held back are due */
     uv_timer_t checkpoint_timer; /* a checkpoint is owed and its interval not over yet */
+    uv_timer_t claim_timer; /* armed only while this relay holds fewer than every slot */
     int open_handles;
     tp_relay_event_fn event_fn;
     void *event_arg;
@@ -58,6 +60,7 @@ struct tp_relay {
     int attempt;       /* consecutive failures */
     int64_t retry_max_ms;
     int64_t mark_delay_ms;
+    int64_t claim_check_ms; /* outbox.claim_check_ms */
 
     bool dirty;        /* there may be rows to fetch */
     bool woken_locally; /* by tp_relay_wake since the last round */
@@ -409,6 +412,26 @@ static void on_timer(uv_timer_t *t) {
 
 static void on_mark_timer(uv_timer_t *t) { kick(t->data); }
 
+/* Slots are freed silently when a relay dies for good (a worker scaled down or crashed without
+ * coming back): no commit and no NOTIFY need follow, so a relay that does not hold every slot
+ * looks again now and then. A relay holding all of them (the lone one) keeps no timer. */
+static void on_claim_timer(uv_timer_t *t) {
+    tp_relay *r = t->data;
+    r->need_claim = true;
+    r->dirty = true;
+    kick(r);
+}
+
+static void claim_check(tp_relay *r, const tp_outbox_round *round) {
+    int held = 0;
+    for (int s = 0; s < TP_OUTBOX_SLOTS; s++)
+        held += round->held[s];
+    if (held == TP_OUTBOX_SLOTS || r->stopped || r->freeing || r->claim_check_ms <= 0)
+        uv_timer_stop(&r->claim_timer);
+    else
+        uv_timer_start(&r->claim_timer, on_claim_timer, (uint64_t)r->claim_check_ms, 0);
+}
+
 /* Arms the one timer the relay has (never when idle); never re-arms a running one. */
 static void arm_timer(tp_relay *r, retry_kind kind) {
     int64_t delay = RELAY_RETRY_MIN_MS;
@@ -594,6 +617,8 @@ static void round_after(uv_work_t *req, int status) {
         if (round->session_replaced)
             forget_in_flight(r);
         round_positions(r, round);
+        if (round->claim)
+            claim_check(r, round);
         if (round->checkpoint) {
             r->last_checkpoint_ms = uv_now(r->loop);
             if (round->checkpoint_rc != 0)
@@ -649,6 +674,7 @@ int tp_relay_new(const tp_config *cfg, void *loop, tp_relay **out) {
     if (r->retry_max_ms < RELAY_RETRY_MIN_MS)
         r->retry_max_ms = RELAY_RETRY_MIN_MS;
     r->mark_delay_ms = tp_config_get_int(cfg, "outbox.mark_delay_ms");
+    r->claim_check_ms = tp_config_get_int(cfg, "outbox.claim_check_ms");
     r->checkpoint_interval_ms = tp_config_get_int(cfg, "tlog.checkpoint_interval_ms");
     if (r->checkpoint_interval_ms < 0)
         r->checkpoint_interval_ms = 0;
@@ -675,9 +701,11 @@ int tp_relay_new(const tp_config *cfg, void *loop, tp_relay **out) {
     r->mark_timer.data = r;
     uv_timer_init(r->loop, &r->checkpoint_timer);
     r->checkpoint_timer.data = r;
+    uv_timer_init(r->loop, &r->claim_timer);
+    r->claim_timer.data = r;
     uv_idle_init(r->loop, &r->more);
     r->more.data = r;
-    r->open_handles = 4;
+    r->open_handles = 5;
     /* The first round connects, LISTENs, takes slots, reconciles them with the topic and
      * publishes what is waiting. */
     r->dirty = true;
@@ -757,12 +785,14 @@ void tp_relay_free(tp_relay *r) {
     uv_timer_stop(&r->timer);
     uv_timer_stop(&r->mark_timer);
     uv_timer_stop(&r->checkpoint_timer);
+    uv_timer_stop(&r->claim_timer);
     /* What is still queued fails into on_delivered (unmarked rows are published again later, or
      * found on the topic by the next holder's reconciliation). */
     producer_close(r, 5000);
     uv_close((uv_handle_t *)&r->timer, relay_closed);
     uv_close((uv_handle_t *)&r->mark_timer, relay_closed);
     uv_close((uv_handle_t *)&r->checkpoint_timer, relay_closed);
+    uv_close((uv_handle_t *)&r->claim_timer, relay_closed);
     uv_close((uv_handle_t *)&r->more, relay_closed);
     if (!r->running)
         relay_release(r);
