@@ -606,3 +606,35 @@ int e2e_topic_find_header(e2e *e, const char *topic, const char *name, char *out
     topic_reader_free(rk);
     return found;
 }
+
+/* ---- added for the chaos run ----------------------------------------------------------------- */
+
+int e2e_read_topic_header(e2e *e, const char *topic, const char *name, int expect, int linger_ms,
+                          int timeout_ms, e2e_header_fn fn, void *arg) {
+    rd_kafka_t *rk = topic_reader_new(e, topic, "hdrs");
+    int64_t deadline = now_ms() + timeout_ms, reached = -1;
+    int n = 0;
+    if (!rk)
+        return -1;
+    while (now_ms() < deadline && (reached < 0 || now_ms() - reached < linger_ms)) {
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 100);
+        rd_kafka_headers_t *hdrs = NULL;
+        const void *val = NULL;
+        size_t len = 0;
+        if (!msg)
+            continue;
+        if (!msg->err) {
+            n++;
+            if (rd_kafka_message_headers(msg, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+                rd_kafka_header_get_last(hdrs, name, &val, &len) != RD_KAFKA_RESP_ERR_NO_ERROR)
+                val = NULL, len = 0;
+            if (fn)
+                fn(arg, val, len);
+            if (n >= expect && reached < 0)
+                reached = now_ms();
+        }
+        rd_kafka_message_destroy(msg);
+    }
+    topic_reader_free(rk);
+    return n;
+}

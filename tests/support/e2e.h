@@ -123,4 +123,13 @@ int e2e_produce_to(const char *topic, const void *key, size_t key_len, const voi
 int e2e_produce_to_with_header(const char *topic, const void *key, size_t key_len, const void *value,
                                size_t len, int partition, const char *name, const char *hvalue);
 
+/* ---- added for the chaos run ----------------------------------------------------------------- */
+
+/* Reads topic from the beginning and calls fn with the value of header name on each record (NULL
+ * and 0 when it has none) until expect records came and linger_ms more passed (records past
+ * expect, e.g. re-published copies, are read too), or timeout_ms passed. Returns the count. */
+typedef void (*e2e_header_fn)(void *arg, const void *value, size_t len);
+int e2e_read_topic_header(e2e *e, const char *topic, const char *name, int expect, int linger_ms,
+                          int timeout_ms, e2e_header_fn fn, void *arg);
+
 #endif
