@@ -6,7 +6,9 @@
  * 3 s, OPA call 1 s), each scenario about 25 s when the stack is free. Each asserts: every request final exactly once and SUCCEEDED, one tenant per slug,
  * no dead letter, every receipt published and `tpctl receipts verify` clean, processing resumed
  * after the thaw. Freezes of the stack's OPA and Kafka hold the stack's fault lock. One line per
- * scenario starting `freeze-result` records the outcome. */
+ * scenario starting `freeze-result` records the outcome. In the OPA freeze a tp-ingress on the
+ * same database and topics answers a POST with 503 + Retry-After and GET /readyz with 503 naming
+ * OPA, each within OPA_BOUND_MS (opa.timeout_ms 1 s plus slack), and 200/202 again after the thaw. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,7 +16,9 @@
 #include <cmocka.h>
 
 #include "support/e2e.h"
+#include "support/ingress_child.h"
 #include "support/pgproxy.h"
+#include "tp/ingress.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -27,6 +31,10 @@
 #define N 300
 #define FREEZE_S 12
 #define KEYSET ".stack/keys/receipts.keyset"
+/* tp-ingress's bound on an OPA call is opa.timeout_ms (1,000 ms in the e2e config); the slack is
+ * for a loaded machine and the sanitizers. A POST or /readyz that waited on the frozen OPA itself
+ * would take the client's 10 s. */
+#define OPA_BOUND_MS 3000
 #define SCALED_DEADLINES                                                                            \
     "pg.statement_timeout_ms = 3000\npg.lock_timeout_ms = 1000\npg.connect_timeout_s = 2\n"          \
     "worker.revoke_timeout_ms = 3000\n"
@@ -39,6 +47,8 @@ typedef struct freeze_state {
     pid_t stopped; /* a stack process under SIGSTOP, to SIGCONT whatever happens */
     pgproxy *px;
     tp_db *locker;
+    ingress_child ingress; /* the OPA freeze's tp-ingress */
+    char *admin_token;
 } freeze_state;
 
 static int64_t mono_ms(void) {
@@ -77,6 +87,8 @@ static void thaw_all(freeze_state *f) {
 static int teardown(void **state) {
     freeze_state *f = *state;
     thaw_all(f); /* an assertion failed mid-freeze: always thaw the shared stack */
+    ingress_child_stop(&f->ingress);
+    free(f->admin_token);
     if (f->lock_fd >= 0) { /* held until the outcome was measured */
         e2e_faults_unlock(f->lock_fd);
         f->lock_fd = -1;
@@ -135,11 +147,54 @@ static int64_t succeeded(e2e *e) {
     return e2e_int(e, "SELECT count(*) FROM provisioning_requests WHERE state = 'SUCCEEDED'");
 }
 
+/* A POST of a fresh admin tenant; returns the status. */
+static long ingress_post(freeze_state *f, http_answer *a, const char *tag) {
+    char body[256];
+    snprintf(body, sizeof(body),
+             "{\"name\":\"Ingress %s\",\"slug\":\"fz-in-%s-%s\",\"residency\":\"US\",\"plan\":\"FREE\"}", tag,
+             f->e.suffix, tag);
+    return ingress_http(a, f->ingress.port, "POST", "/api/admin/tenants", f->admin_token, body, 10000);
+}
+
+/* While OPA is frozen: tp-ingress answers within its bounds instead of hanging on it. */
+static void ingress_during_freeze(freeze_state *f) {
+    http_answer a;
+    long st = ingress_post(f, &a, "frozen");
+    fprintf(stderr, "freeze-result opa-frozen: tp-ingress POST -> %ld in %lld ms: %s\n", st, (long long)a.elapsed_ms, a.body);
+    assert_int_equal(st, 503);
+    assert_true(a.elapsed_ms <= OPA_BOUND_MS);
+    assert_non_null(strstr(a.headers, "retry-after: "));
+    assert_non_null(strstr(a.headers, "content-type: application/problem+json"));
+    assert_non_null(strstr(a.body, "policy engine unavailable"));
+    st = ingress_http(&a, f->ingress.port, "GET", "/readyz", NULL, NULL, 10000);
+    fprintf(stderr, "freeze-result opa-frozen: tp-ingress GET /readyz -> %ld in %lld ms: %s\n", st, (long long)a.elapsed_ms, a.body);
+    assert_int_equal(st, 503);
+    assert_true(a.elapsed_ms <= OPA_BOUND_MS);
+    assert_non_null(strstr(a.body, "opa"));
+}
+
+/* After the thaw: ready again, and a POST accepted (the caller counts the extra request). */
+static void ingress_after_thaw(freeze_state *f) {
+    http_answer a;
+    int64_t t0 = mono_ms();
+    long st = 0;
+    while (mono_ms() - t0 < 10000 && (st = ingress_http(&a, f->ingress.port, "GET", "/readyz", NULL, NULL, 10000)) != 200)
+        usleep(100 * 1000);
+    int64_t ready_ms = mono_ms() - t0;
+    long post = ingress_post(f, &a, "thawed");
+    fprintf(stderr, "freeze-result opa-frozen: tp-ingress /readyz 200 %lld ms after the thaw, then POST -> %ld in %lld ms\n",
+            (long long)ready_ms, post, (long long)a.elapsed_ms);
+    assert_int_equal(st, 200);
+    assert_true(post == 202 || post == 201);
+}
+
 /* The scenario: workers 0 and 1 (with join_late, worker 1 starts 3 s into the freeze), N requests,
  * the freeze once a sixth of them are done, FREEZE_S seconds, the thaw, then the outcome. */
 static void run_scenario(freeze_state *f, freeze_kind kind, bool join_late) {
     e2e *e = &f->e;
     static tp_request reqs[N];
+    const bool with_ingress = kind == FREEZE_OPA;
+    int total = N; /* plus the request tp-ingress accepts after the thaw */
     char tpctl[1024], slug[64];
     static char out[1 << 16];
     int64_t at_freeze, at_thaw, t_thaw, resume_ms = -1, recover_ms = -1, done = 0;
@@ -156,6 +211,11 @@ static void run_scenario(freeze_state *f, freeze_kind kind, bool join_late) {
         fprintf(cfg, "pg.dsn = %s\n", dsn);
         fclose(cfg);
     }
+    if (with_ingress) {
+        char err[256];
+        assert_int_equal(ingress_child_start(e, &f->ingress, "fzingress", NULL), 0);
+        assert_int_equal(tp_auth_mint_dev(e->cfg, NULL, "root-admin", "admin", 600, &f->admin_token, err, sizeof(err)), 0);
+    }
     for (int i = 0; i < N; i++) {
         snprintf(slug, sizeof(slug), "fz-%s-%d", e->suffix, i);
         e2e_request_init(&reqs[i], slug, (tp_plan)(i % 4));
@@ -168,6 +228,8 @@ static void run_scenario(freeze_state *f, freeze_kind kind, bool join_late) {
         usleep(100 * 1000);
     freeze(f, kind);
     at_freeze = succeeded(e);
+    if (with_ingress)
+        ingress_during_freeze(f); /* a few seconds of the freeze, before worker 1 joins */
     for (int s = 0; s < FREEZE_S; s++) {
         if (join_late && s == 3)
             assert_int_equal(e2e_worker_start(e, 1), 0);
@@ -176,18 +238,22 @@ static void run_scenario(freeze_state *f, freeze_kind kind, bool join_late) {
     at_thaw = succeeded(e); /* the test reads PostgreSQL directly, never through the proxy */
     t_thaw = mono_ms();
     thaw_all(f);
+    if (with_ingress) {
+        ingress_after_thaw(f);
+        total++;
+    }
     while (mono_ms() - t_thaw < 180000) {
         done = succeeded(e);
         if (resume_ms < 0 && done > at_thaw)
             resume_ms = mono_ms() - t_thaw;
-        if (done >= N) {
+        if (done >= total) {
             recover_ms = mono_ms() - t_thaw;
             break;
         }
         usleep(100 * 1000);
     }
-    int64_t committed = e2e_wait_committed(e, N, 60);
-    int64_t published = e2e_wait_int(e, 3 * N, 60, "SELECT count(*) FROM receipt_outbox WHERE published_at IS NOT NULL");
+    int64_t committed = e2e_wait_committed(e, total, 60);
+    int64_t published = e2e_wait_int(e, 3 * total, 60, "SELECT count(*) FROM receipt_outbox WHERE published_at IS NOT NULL");
     int64_t final_states = e2e_int(e, "SELECT count(*) FROM provisioning_requests WHERE state IN ('SUCCEEDED', 'FAILED', 'DENIED')");
     int64_t failed = e2e_int(e, "SELECT count(*) FROM provisioning_requests WHERE state <> 'SUCCEEDED'");
     int64_t dead = e2e_int(e, "SELECT count(*) FROM dead_letters");
@@ -199,31 +265,33 @@ static void run_scenario(freeze_state *f, freeze_kind kind, bool join_late) {
             "SUCCEEDED %lld, other final states %lld, dead letters %lld, first progress %lld ms and "
             "all done %lld ms after the thaw, offsets committed %lld, receipts published %lld/%d, "
             "receipts verify exit %d\n",
-            kind_name(kind), join_late ? " + worker 1 joining mid-freeze" : "", N, (long long)at_freeze,
+            kind_name(kind), join_late ? " + worker 1 joining mid-freeze" : "", total, (long long)at_freeze,
             FREEZE_S, (long long)(at_thaw - at_freeze), (long long)done, (long long)failed,
             (long long)dead, (long long)resume_ms, (long long)recover_ms, (long long)committed,
-            (long long)published, 3 * N, verify);
+            (long long)published, 3 * total, verify);
     if (verify != 0)
         fprintf(stderr, "%s\n", out);
     for (int i = 0; i < 2; i++)
         assert_int_equal(e2e_worker_stop(e, i, SIGTERM, 20000, NULL), 0);
+    if (with_ingress)
+        assert_int_equal(ingress_child_stop(&f->ingress), 0);
 
-    assert_int_equal(done, N);
+    assert_int_equal(done, total);
     assert_true(recover_ms >= 0);
-    assert_int_equal(final_states, N);
+    assert_int_equal(final_states, total);
     assert_int_equal(failed, 0);
     assert_int_equal(dead, 0);
-    assert_int_equal(committed, N);
+    assert_int_equal(committed, total);
     /* Exactly once: one request row per id, one tenant per slug, everything it owns once. */
-    assert_int_equal(e2e_int(e, "SELECT count(*) FROM provisioning_requests"), N);
-    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenants"), N);
-    assert_int_equal(e2e_int(e, "SELECT count(DISTINCT slug) FROM tenants"), N);
-    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenant_namespaces"), N);
-    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenant_partitions"), 3 * N);
-    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenant_quotas"), N);
-    assert_int_equal(e2e_int(e, "SELECT count(*) FROM receipt_outbox"), 3 * N);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM provisioning_requests"), total);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenants"), total);
+    assert_int_equal(e2e_int(e, "SELECT count(DISTINCT slug) FROM tenants"), total);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenant_namespaces"), total);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenant_partitions"), 3 * total);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenant_quotas"), total);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM receipt_outbox"), 3 * total);
     assert_int_equal(e2e_int(e, "SELECT count(*) FROM provisioning_stages WHERE status <> 'SUCCEEDED'"), 0);
-    assert_int_equal(published, 3 * N);
+    assert_int_equal(published, 3 * total);
     assert_int_equal(verify, 0);
 }
 
