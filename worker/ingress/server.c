@@ -33,6 +33,10 @@ struct tp_ingress_server {
     char *allowlist;
     size_t body_limit;
     int64_t inflight_max; /* requests handled at once; past it 503 + Retry-After (issue 9 item 4) */
+    /* A submit or status look-up not answered by its hooks within this is answered 503 by the
+     * loop: a hung PostgreSQL never lets statement_timeout fire (the sum of the deadlines
+     * pg.statement_timeout_ms, opa.timeout_ms, ingress.produce_timeout_ms). */
+    uint64_t answer_max_ms;
     char *too_large_json; /* the 413 problem, built once: h2o's own 413s are rewritten into it */
     size_t too_large_len;
     int port;
@@ -164,6 +168,7 @@ struct job {
     int out_status; /* 0 until the request is terminal */
     char *out_body;
     bool out_problem;
+    bool answered; /* answered 503 by the answer deadline while its hooks still ran */
 };
 
 /* ---- responses (loop thread) ---------------------------------------------------------------- */
@@ -685,10 +690,12 @@ static void answer_cancelled(job *j) {
 static void after_work_cb(uv_work_t *w, int status) {
     job *j = w->data;
     pool_unlink(j);
+    if (j->timer_ready) /* the answer deadline (continue_outcome may start it again) */
+        uv_timer_stop(&j->timer);
     if (status == UV_ECANCELED) {
         if (j->req)
             answer_cancelled(j);
-        else
+        else if (!j->answered)
             finish(j->srv, j->route, j->start_ns, 499);
         job_free(j);
         return;
@@ -727,9 +734,32 @@ static void after_work_cb(uv_work_t *w, int status) {
         /* The client went away; the answer has nowhere to go (the enqueue, if any, stands). */
         if (j->kind == JOB_SUBMIT && j->failed_hook == 3)
             j->srv->metrics.produce_errors++;
-        finish(j->srv, j->route, j->start_ns, 499);
+        if (!j->answered) /* else finished when the deadline answered */
+            finish(j->srv, j->route, j->start_ns, 499);
     }
     job_free(j);
+}
+
+/* The answer deadline passed with the job's hooks still running (a hung dependency): the client
+ * gets 503 + Retry-After now; the job finishes on its pool thread later with nobody to answer
+ * (a submit may still become durable then: a retry with its Idempotency-Key finds it). */
+static void answer_deadline(uv_timer_t *t) {
+    job *j = t->data;
+    h2o_req_t *req = j->req;
+    char detail[160];
+    if (!req) /* the client went away: after_work_cb finishes it */
+        return;
+    j->guard->job = NULL;
+    j->req = NULL;
+    j->answered = true;
+    snprintf(detail, sizeof(detail), "%s: no answer from its dependencies within %llu ms",
+             j->kind == JOB_SUBMIT ? "request queue unavailable" : "status store unavailable",
+             (unsigned long long)j->srv->answer_max_ms);
+    tp_log(TP_LOG_WARN, COMPONENT, NULL, "%s", detail);
+    tp_problem *p = tp_problem_new(TP_PROBLEM_UNAVAILABLE, detail);
+    if (p)
+        tp_problem_set_string(p, "retryAfter", RETRY_AFTER_S);
+    send_problem(j->srv, req, j->route, j->start_ns, p);
 }
 
 static int queue_job(job *j) {
@@ -738,6 +768,12 @@ static int queue_job(job *j) {
         j->guard->job = NULL;
         free(j);
         return TP_EIO;
+    }
+    if (j->kind == JOB_SUBMIT || j->kind == JOB_STATUS) { /* /readyz's probes bound themselves */
+        uv_timer_init(&j->srv->loop, &j->timer);
+        j->timer.data = j;
+        j->timer_ready = true;
+        uv_timer_start(&j->timer, answer_deadline, j->srv->answer_max_ms, 0);
     }
     return 0;
 }
@@ -1131,6 +1167,11 @@ int tp_ingress_server_new(const tp_config *cfg, const tp_ingress_hooks *hooks,
     srv->drain_max_ms = DRAIN_MAX_MS;
     srv->pool_wait_max_ms = POOL_WAIT_MAX_MS;
     srv->inflight_max = tp_config_get_int(cfg, "ingress.inflight_max");
+    {
+        int64_t st = tp_config_get_int(cfg, "pg.statement_timeout_ms");
+        srv->answer_max_ms = (uint64_t)((st > 0 ? st : 15000) + tp_config_get_int(cfg, "opa.timeout_ms") +
+                                        tp_config_get_int(cfg, "ingress.produce_timeout_ms"));
+    }
     if (srv->inflight_max < 1 || srv->inflight_max > 1000000) {
         snprintf(errstr, errstr_size, "ingress.inflight_max must be 1..1000000");
         rc = TP_ECONFIG;
