@@ -2,7 +2,8 @@
  * (issue 9 item 5): tp_ingress_server_free waits for it (the POST still gets its answer) instead of
  * freeing the server under it, and when even that wait runs out it frees nothing and says so; a
  * later call then frees everything. Run under ASan: before the fix the pool thread's completion
- * touched the freed loop. */
+ * touched the freed loop. And a hook that hangs (a frozen PostgreSQL) is answered 503 at the
+ * answer deadline while it still runs (issue 9). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -65,18 +66,28 @@ static int slow_enqueue(void *opaque, const tp_request *req, const unsigned char
 
 static char key_path[300], dir[64];
 
-static tp_ingress_server *server_new(void) {
+/* deadlines: the statement, OPA and produce timeouts ("300,100,100"; NULL: the defaults). */
+static tp_ingress_server *server_new_with(const char *deadlines) {
     char err[256];
     tp_ingress_server *srv = NULL;
     tp_config *cfg = tp_config_new();
     assert_non_null(cfg);
     assert_int_equal(tp_config_set(cfg, "jwt.key_file", key_path, err, sizeof(err)), 0);
     assert_int_equal(tp_config_set(cfg, "ingress.listen_port", "0", err, sizeof(err)), 0);
+    if (deadlines) {
+        char st[16], opa[16], produce[16];
+        assert_int_equal(sscanf(deadlines, "%15[^,],%15[^,],%15s", st, opa, produce), 3);
+        assert_int_equal(tp_config_set(cfg, "pg.statement_timeout_ms", st, err, sizeof(err)), 0);
+        assert_int_equal(tp_config_set(cfg, "opa.timeout_ms", opa, err, sizeof(err)), 0);
+        assert_int_equal(tp_config_set(cfg, "ingress.produce_timeout_ms", produce, err, sizeof(err)), 0);
+    }
     tp_ingress_hooks hooks = {.opaque = &hk, .enqueue = slow_enqueue};
     assert_int_equal(tp_ingress_server_new(cfg, &hooks, &srv, err, sizeof(err)), 0);
     tp_config_free(cfg);
     return srv;
 }
+
+static tp_ingress_server *server_new(void) { return server_new_with(NULL); }
 
 /* Stops the server once the hook runs. */
 static void *stopper_main(void *p) {
@@ -91,6 +102,8 @@ static void *stopper_main(void *p) {
 typedef struct client {
     int port;
     long status;
+    int64_t elapsed_ms;
+    atomic_bool done;
 } client;
 
 static size_t discard(char *p, size_t sz, size_t n, void *ud) {
@@ -112,6 +125,7 @@ static void *client_main(void *p) {
     struct curl_slist *h = curl_slist_append(NULL, auth);
     h = curl_slist_append(h, "Content-Type: application/json");
     CURL *e = curl_easy_init();
+    int64_t t0 = now_ms();
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 20000L);
@@ -120,8 +134,10 @@ static void *client_main(void *p) {
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
     if (curl_easy_perform(e) == CURLE_OK)
         curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &c->status);
+    c->elapsed_ms = now_ms() - t0;
     curl_easy_cleanup(e);
     curl_slist_free_all(h);
+    atomic_store(&c->done, true);
     return NULL;
 }
 
@@ -189,6 +205,45 @@ static void test_free_abandons_then_frees(void **state) {
     assert_int_equal(c.status, 202);
 }
 
+/* Once the client has its answer: releases the hook, then stops the server. */
+static void *release_after_answer_main(void *p) {
+    void **args = p;
+    client *c = args[0];
+    while (!atomic_load(&c->done))
+        usleep(10000);
+    pthread_mutex_lock(&hk.mu);
+    hk.release = true;
+    pthread_mutex_unlock(&hk.mu);
+    usleep(200000); /* the hook's completion reaches the loop */
+    tp_ingress_server_stop(args[1]);
+    return NULL;
+}
+
+/* The enqueue hook hangs (a session on a frozen PostgreSQL: statement_timeout never fires): the
+ * POST is answered 503 at the answer deadline (300 + 100 + 100 ms) while the hook still runs;
+ * the hook's late completion then finds nobody to answer and everything is freed. Before: the
+ * POST waited as long as the hook (the client's 20 s here). */
+static void test_answer_deadline_while_hook_hangs(void **state) {
+    (void)state;
+    pthread_t client_th, rel_th;
+    client c = {0};
+    hk.started = hk.release = hk.finished = false;
+    hk.hold_ms = 0;
+    tp_ingress_server *srv = server_new_with("300,100,100");
+    c.port = tp_ingress_server_port(srv);
+    void *args[2] = {&c, srv};
+    assert_int_equal(pthread_create(&client_th, NULL, client_main, &c), 0);
+    assert_int_equal(pthread_create(&rel_th, NULL, release_after_answer_main, args), 0);
+    tp_ingress_server_run(srv, false);
+    pthread_join(client_th, NULL);
+    pthread_join(rel_th, NULL);
+    fprintf(stderr, "hung enqueue hook: POST -> %ld in %lld ms\n", c.status, (long long)c.elapsed_ms);
+    assert_int_equal(c.status, 503);
+    assert_true(c.elapsed_ms >= 450 && c.elapsed_ms < 3000);
+    assert_int_equal(tp_ingress_server_free(srv), 0);
+    assert_true(hk.finished);
+}
+
 static int setup(void **state) {
     (void)state;
     snprintf(dir, sizeof(dir), "/tmp/tp_shut_XXXXXX");
@@ -216,6 +271,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_free_waits_for_running_hook),
         cmocka_unit_test(test_free_abandons_then_frees),
+        cmocka_unit_test(test_answer_deadline_while_hook_hangs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
