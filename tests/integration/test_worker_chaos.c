@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <libgen.h>
+#include <limits.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -70,11 +72,18 @@ static int setup(void **state) {
     return 0;
 }
 
-static void stack_cmd(const char *verb, const char *svc) {
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "scripts/stack %s %s >/dev/null", verb, svc);
-    if (e2e_sh(cmd) != 0)
+/* Runs scripts/stack of the checkout that owns the stack: .stack may be a symlink to another
+ * checkout's (a shared stack), whose services must come back serving that checkout's policies
+ * and data paths, not this one's. Returns its exit status. */
+static int stack_cmd(const char *verb, const char *svc) {
+    char real[PATH_MAX], cmd[PATH_MAX + 64];
+    if (!realpath(".stack", real))
+        snprintf(real, sizeof(real), "%s", ".stack");
+    snprintf(cmd, sizeof(cmd), "%s/scripts/stack %s %s >/dev/null", dirname(real), verb, svc);
+    int rc = e2e_sh(cmd);
+    if (rc != 0)
         fprintf(stderr, "chaos: `%s` failed\n", cmd);
+    return rc;
 }
 
 static int teardown(void **state) {
@@ -129,8 +138,8 @@ static void inject(chaos *c, fault f, int nth) {
         break;
     case PG_RESTART: /* fast shutdown (every session ended), then a cold start */
         c->down = "pg";
-        assert_int_equal(e2e_sh("scripts/stack stop pg >/dev/null"), 0);
-        assert_int_equal(e2e_sh("scripts/stack start pg >/dev/null"), 0);
+        assert_int_equal(stack_cmd("stop", "pg"), 0);
+        assert_int_equal(stack_cmd("start", "pg"), 0);
         c->down = NULL;
         reconnect(c);
         break;
@@ -138,10 +147,12 @@ static void inject(chaos *c, fault f, int nth) {
     case OPA_OUT: {
         const char *svc = f == KAFKA_OUT ? "kafka" : "opa";
         c->down = svc;
-        stack_cmd("stop", svc);
+        assert_int_equal(stack_cmd("stop", svc), 0);
         sleep(OUTAGE_S);
-        stack_cmd("start", svc);
-        c->down = NULL;
+        int rc = stack_cmd("start", svc);
+        if (rc == 0)
+            c->down = NULL;
+        assert_int_equal(rc, 0);
         break;
     }
     }
