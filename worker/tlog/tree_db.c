@@ -156,30 +156,35 @@ static int batch_write(void *arg, int level, int64_t index, const unsigned char 
     return 0;
 }
 
-/* Stores the batch's hashes with one statement: levels and indexes as arrays, the hashes as one
- * hex string cut into 64-digit pieces. */
+/* Stores the batch's hashes with one statement: levels, indexes and hex hashes as three arrays
+ * unnested together. (Cutting one long hex string with substr() was quadratic: substr counts
+ * characters from the start of a text, so 2,000 nodes took a second of server CPU.) */
 static int batch_store(batch *b) {
     size_t cap = b->n * 24 + 16;
-    char *levels = malloc(cap), *idxs = malloc(cap), *hex = malloc(b->n * 64 + 1);
-    size_t lo = 0, io = 0;
+    char *levels = malloc(cap), *idxs = malloc(cap), *hex = malloc(b->n * 65 + 3);
+    size_t lo = 0, io = 0, ho = 0;
     int rc = TP_ENOMEM;
     if (!levels || !idxs || !hex)
         goto out;
     levels[lo++] = '{';
     idxs[io++] = '{';
+    hex[ho++] = '{';
     for (size_t i = 0; i < b->n; i++) {
         lo += (size_t)snprintf(levels + lo, cap - lo, "%s%d", i ? "," : "", b->nodes[i].level);
         io += (size_t)snprintf(idxs + io, cap - io, "%s%lld", i ? "," : "", (long long)b->nodes[i].idx);
-        sodium_bin2hex(hex + i * 64, 65, b->nodes[i].hash, TP_TLOG_HASH_LEN);
+        if (i)
+            hex[ho++] = ',';
+        sodium_bin2hex(hex + ho, 65, b->nodes[i].hash, TP_TLOG_HASH_LEN);
+        ho += 64;
     }
     snprintf(levels + lo, cap - lo, "}");
     snprintf(idxs + io, cap - io, "}");
-    hex[b->n * 64] = '\0';
+    hex[ho++] = '}';
+    hex[ho] = '\0';
     const char *p[3] = {levels, idxs, hex};
     rc = tp_db_exec(b->db,
-                    "INSERT INTO tlog_nodes (level, idx, hash) SELECT u.l, u.i, "
-                    "decode(substr($3, (u.o::int - 1) * 64 + 1, 64), 'hex') FROM "
-                    "unnest($1::smallint[], $2::bigint[]) WITH ORDINALITY AS u(l, i, o)",
+                    "INSERT INTO tlog_nodes (level, idx, hash) SELECT u.l, u.i, decode(u.h, 'hex') "
+                    "FROM unnest($1::smallint[], $2::bigint[], $3::text[]) AS u(l, i, h)",
                     3, p, NULL);
 out:
     free(levels);
