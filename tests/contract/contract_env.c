@@ -18,19 +18,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int free_port(void) {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    socklen_t len = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
 /* Forks tp-ingress (next to this executable) with the worker's config plus the port. */
 static pid_t ingress_start(e2e *e, int port, const char *conf, const char *log_path) {
     char exe[1024], line[1024];
@@ -79,7 +66,7 @@ static int stop_child(pid_t pid) {
 int main(void) {
     e2e e = {0};
     char conf[300], log_path[300], err[256], *token = NULL, buf[256];
-    int rc = 1, port = free_port();
+    int rc = 1, port = e2e_free_port();
     pid_t ingress = -1;
     signal(SIGPIPE, SIG_IGN);
     /* A shared lock on the stack's fault lock: fault tests (which stop Kafka or OPA holding it

@@ -228,26 +228,13 @@ static int bin_path(const char *name, char *out, size_t cap) {
     return snprintf(out, cap, "%s/%s", dirname(exe), name) < (int)cap ? 0 : -1;
 }
 
-static int free_port(void) {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    socklen_t len = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
 /* Starts tp-ingress with the e2e config plus extra lines on a free port; waits for /healthz. */
 static int ingress_start(e2e *e, ingress_proc *ip, const char *name, const char *extra) {
     char exe[1024], buf[8192];
     resp r = {0};
     FILE *in, *out;
     size_t n;
-    ip->port = free_port();
+    ip->port = e2e_free_port();
     snprintf(ip->config_path, sizeof(ip->config_path), "/tmp/tp-e2e-%s-%s.ingress.conf", name, e->suffix);
     snprintf(ip->log_path, sizeof(ip->log_path), "/tmp/tp-e2e-%s-%s.ingress.log", name, e->suffix);
     in = fopen(e->config_path, "r");

@@ -43,22 +43,6 @@ static int64_t now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* A port nobody listens on right now (the worker binds it a moment later). */
-static int free_port(void) {
-    struct sockaddr_in a;
-    socklen_t len = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
 static int setup(void **state) {
     ops_state *s = calloc(1, sizeof(*s));
     char extra[128];
@@ -71,7 +55,7 @@ static int setup(void **state) {
         close(s->shared_fd);
         s->shared_fd = -1;
     }
-    s->port = free_port();
+    s->port = e2e_free_port();
     snprintf(extra, sizeof(extra), "worker.http_listen = 127.0.0.1:%d\n", s->port);
     if (s->port <= 0 || e2e_setup(&s->e, "ops", extra) != 0) {
         if (s->shared_fd >= 0)
@@ -280,7 +264,7 @@ static pid_t ingress_start(e2e *e, int *port, char *config_path, size_t cap) {
     char exe[1024], buf[8192];
     size_t n;
     http_res r = {0};
-    *port = free_port();
+    *port = e2e_free_port();
     snprintf(config_path, cap, "/tmp/tp-e2e-ops-%s.ingress.conf", e->suffix);
     FILE *in = fopen(e->config_path, "r"), *out = fopen(config_path, "w");
     if (!in || !out || *port <= 0 || e2e_bin_path("tp-ingress", exe, sizeof(exe)) != 0) {

@@ -7,6 +7,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <librdkafka/rdkafka.h>
 #include <libgen.h>
 #include <signal.h>
@@ -456,6 +459,19 @@ int e2e_submit_batch(e2e *e, const tp_request *reqs, int n) {
         return -1;
     }
     return 0;
+}
+
+int e2e_free_port(void) {
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
 }
 
 int e2e_faults_lock(void) {

@@ -76,6 +76,8 @@ int e2e_submit_batch(e2e *e, const tp_request *reqs, int n);
 
 /* Serialises fault injection on the shared stack (stopping OPA or Kafka) between tests and
  * processes: an exclusive flock on /tmp/tp-stack-faults.lock. lock returns the fd to unlock. */
+/* A loopback TCP port nobody listens on right now (for a daemon to bind a moment later). */
+int e2e_free_port(void);
 int e2e_faults_lock(void);
 void e2e_faults_unlock(int fd);
 

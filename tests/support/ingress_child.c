@@ -18,19 +18,6 @@ static int64_t now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int free_port(void) {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    socklen_t len = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
 typedef struct sink {
     char *buf;
     size_t cap, len;
@@ -94,7 +81,7 @@ int ingress_child_start(e2e *e, ingress_child *ic, const char *name, const char 
     FILE *in, *out;
     size_t n;
     ic->pid = 0;
-    ic->port = free_port();
+    ic->port = e2e_free_port();
     snprintf(ic->config_path, sizeof(ic->config_path), "/tmp/tp-e2e-%s-%s.ingress.conf", name, e->suffix);
     snprintf(ic->log_path, sizeof(ic->log_path), "/tmp/tp-e2e-%s-%s.ingress.log", name, e->suffix);
     in = fopen(e->config_path, "r");
