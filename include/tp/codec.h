@@ -60,6 +60,7 @@ typedef enum tp_codec_schema {
     TP_CODEC_SCHEMA_DEAD_LETTER,
     TP_CODEC_SCHEMA_RECEIPT,
     TP_CODEC_SCHEMA_CHECKPOINT,
+    TP_CODEC_SCHEMA_ACTION, /* TenantActionRequest: the requests topic's second record type */
 } tp_codec_schema;
 
 /* Returns the fingerprint of a loaded schema (0 for an unknown enum value). */
@@ -69,17 +70,21 @@ const char *tp_codec_schema_canonical(const tp_codec *codec, tp_codec_schema whi
 
 /* ---- ProvisioningRequest -------------------------------------------------------------------- */
 
-/* Encodes req as a single object. On success *out is a new buffer the caller frees (free()).
+/* Encodes req as a single object: a ProvisioningRequest when req->action is TP_ACTION_PROVISION,
+ * a TenantActionRequest otherwise (tenant.slug, the action's fields; name, residency, region and
+ * environment are not written). On success *out is a new buffer the caller frees (free()).
  * Returns 0, TP_EINVAL (an enum out of range, a string longer than its field, n_roles out of
  * range), TP_ENOMEM or TP_EDECODE_AVRO (avro-c refused). */
 int tp_codec_encode_request(tp_codec *codec, const tp_request *req, unsigned char **out,
                             size_t *out_len);
 
 /* Decodes an untrusted Kafka value into *out (overwritten, fixed fields; nothing to release).
- * Accepts single-object encoding with the ProvisioningRequest fingerprint and Confluent framing
- * with a configured schema id. Returns 0 or, with errstr filled:
+ * Accepts single-object encoding with the ProvisioningRequest fingerprint (out->action is then
+ * TP_ACTION_PROVISION) or the TenantActionRequest fingerprint (out->action from the record,
+ * out->tenant.slug from tenantSlug), and Confluent framing with a configured schema id (always a
+ * ProvisioningRequest). Returns 0 or, with errstr filled:
  *   TP_EDECODE_FRAMING      neither framing, or shorter than its header;
- *   TP_EDECODE_FINGERPRINT  single object of another schema;
+ *   TP_EDECODE_FINGERPRINT  single object of neither schema;
  *   TP_EDECODE_SCHEMA_ID    Confluent framing with an id not configured;
  *   TP_EDECODE_TOO_LARGE    message over TP_CODEC_REQUEST_MAX, or a field over its tp_request cap;
  *   TP_EDECODE_AVRO         malformed Avro binary (truncated, bad varint, bad union or enum index,

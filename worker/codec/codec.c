@@ -14,7 +14,8 @@
 #define SCHEMA_FILE_MAX (256u * 1024u)
 
 static const char *const schema_files[TP_CODEC_N_SCHEMAS] = {
-    "ProvisioningRequest.avsc", "DeadLetter.avsc", "ProvenanceReceipt.avsc", "TreeCheckpoint.avsc"};
+    "ProvisioningRequest.avsc", "DeadLetter.avsc", "ProvenanceReceipt.avsc", "TreeCheckpoint.avsc",
+    "TenantActionRequest.avsc"};
 
 /* Caps on ProvisioningRequest fields: exactly the capacities of tp_request. */
 static const tp_codec_cap request_caps[] = {
@@ -27,6 +28,19 @@ static const tp_codec_cap request_caps[] = {
     {"tenant.name", TP_NAME_MAX},
     {"tenant.slug", TP_SLUG_MAX},
     {"tenant.region", TP_REGION_MAX},
+    {"correlationId", TP_CORRELATION_ID_MAX},
+};
+
+/* Caps on TenantActionRequest fields: the capacities of tp_request. */
+static const tp_codec_cap action_caps[] = {
+    {"requestId", TP_REQUEST_ID_MAX},
+    {"idempotencyKey", TP_IDEMPOTENCY_KEY_MAX},
+    {"actor.id", TP_ACTOR_ID_MAX},
+    {"actor.type", TP_ACTOR_TYPE_MAX},
+    {"actor.roles", TP_ROLES_MAX},
+    {"actor.roles[]", TP_ROLE_MAX},
+    {"tenantSlug", TP_SLUG_MAX},
+    {"reason", TP_REASON_MAX},
     {"correlationId", TP_CORRELATION_ID_MAX},
 };
 
@@ -408,23 +422,23 @@ int tp_codec__get_int(avro_value_t *rec, const char *name, int32_t *v) {
     return (tp_codec__field(rec, name, &f) || avro_value_get_int(&f, v)) ? TP_EDECODE_AVRO : 0;
 }
 
-/* ---- ProvisioningRequest ------------------------------------------------------------------------ */
+/* ---- ProvisioningRequest and TenantActionRequest -------------------------------------------- */
 
-static int fill_request(avro_value_t *v, const tp_request *req) {
-    avro_value_t actor, tenant, roles, b;
+/* requestId, idempotencyKey, source and actor: the fields both request records share. */
+static int fill_common(avro_value_t *v, const tp_request *req) {
+    avro_value_t actor, roles;
     int rc;
 
     if (req->actor.n_roles < 0 || req->actor.n_roles > TP_ROLES_MAX)
         return TP_EINVAL;
-    if ((unsigned)req->source > TP_SOURCE_BILLING || (unsigned)req->plan > TP_PLAN_ENTERPRISE ||
-        (unsigned)req->environment > TP_ENV_DEV || (unsigned)req->tenant.residency > TP_RESIDENCY_EU)
+    if ((unsigned)req->source > TP_SOURCE_BILLING)
         return TP_EINVAL;
     if ((rc = tp_codec__set_string(v, "requestId", req->request_id, TP_REQUEST_ID_MAX)) ||
         (rc = tp_codec__set_opt_string(v, "idempotencyKey", req->idempotency_key,
                                        TP_IDEMPOTENCY_KEY_MAX)) ||
         (rc = tp_codec__set_enum(v, "source", tp_source_name(req->source))))
         return rc;
-    if (tp_codec__field(v, "actor", &actor) || tp_codec__field(v, "tenant", &tenant))
+    if (tp_codec__field(v, "actor", &actor))
         return TP_EDECODE_AVRO;
     if ((rc = tp_codec__set_string(&actor, "id", req->actor.id, TP_ACTOR_ID_MAX)) ||
         (rc = tp_codec__set_string(&actor, "type", req->actor.type, TP_ACTOR_TYPE_MAX)))
@@ -440,6 +454,50 @@ static int fill_request(avro_value_t *v, const tp_request *req) {
         if (avro_value_append(&roles, &item, NULL) || avro_value_set_string_len(&item, role, len + 1))
             return TP_EDECODE_AVRO;
     }
+    return 0;
+}
+
+/* An optional int/long field: the value's branch when present, null otherwise. */
+static int set_opt_int(avro_value_t *v, const char *name, bool present, int32_t x) {
+    avro_value_t b;
+    int rc = set_union_branch(v, name, present, &b);
+    if (rc)
+        return rc;
+    return (present ? avro_value_set_int(&b, x) : avro_value_set_null(&b)) ? TP_EDECODE_AVRO : 0;
+}
+
+static int set_opt_long(avro_value_t *v, const char *name, bool present, int64_t x) {
+    avro_value_t b;
+    int rc = set_union_branch(v, name, present, &b);
+    if (rc)
+        return rc;
+    return (present ? avro_value_set_long(&b, x) : avro_value_set_null(&b)) ? TP_EDECODE_AVRO : 0;
+}
+
+/* requestedSeats, storageEstimateBytes, correlationId and submittedAt (both records). */
+static int fill_tail(avro_value_t *v, const tp_request *req) {
+    int rc;
+    if ((rc = set_opt_int(v, "requestedSeats", req->has_requested_seats, req->requested_seats)) ||
+        (rc = set_opt_long(v, "storageEstimateBytes", req->has_storage_estimate,
+                           req->storage_estimate_bytes)) ||
+        (rc = tp_codec__set_opt_string(v, "correlationId", req->correlation_id,
+                                       TP_CORRELATION_ID_MAX)) ||
+        (rc = tp_codec__set_long(v, "submittedAt", req->submitted_at_ms)))
+        return rc;
+    return 0;
+}
+
+static int fill_request(avro_value_t *v, const tp_request *req) {
+    avro_value_t tenant;
+    int rc;
+
+    if ((unsigned)req->plan > TP_PLAN_ENTERPRISE || (unsigned)req->environment > TP_ENV_DEV ||
+        (unsigned)req->tenant.residency > TP_RESIDENCY_EU)
+        return TP_EINVAL;
+    if ((rc = fill_common(v, req)))
+        return rc;
+    if (tp_codec__field(v, "tenant", &tenant))
+        return TP_EDECODE_AVRO;
     if ((rc = tp_codec__set_string(&tenant, "name", req->tenant.name, TP_NAME_MAX)) ||
         (rc = tp_codec__set_string(&tenant, "slug", req->tenant.slug, TP_SLUG_MAX)) ||
         (rc = tp_codec__set_enum(&tenant, "residency", tp_residency_name(req->tenant.residency))) ||
@@ -447,48 +505,52 @@ static int fill_request(avro_value_t *v, const tp_request *req) {
         (rc = tp_codec__set_enum(v, "plan", tp_plan_name(req->plan))) ||
         (rc = tp_codec__set_enum(v, "environment", tp_environment_name(req->environment))))
         return rc;
-    if (req->has_requested_seats) {
-        if ((rc = set_union_branch(v, "requestedSeats", true, &b)) ||
-            avro_value_set_int(&b, req->requested_seats))
-            return rc ? rc : TP_EDECODE_AVRO;
-    } else if ((rc = set_union_branch(v, "requestedSeats", false, &b)) || avro_value_set_null(&b)) {
-        return rc ? rc : TP_EDECODE_AVRO;
-    }
-    if (req->has_storage_estimate) {
-        if ((rc = set_union_branch(v, "storageEstimateBytes", true, &b)) ||
-            avro_value_set_long(&b, req->storage_estimate_bytes))
-            return rc ? rc : TP_EDECODE_AVRO;
-    } else if ((rc = set_union_branch(v, "storageEstimateBytes", false, &b)) ||
-               avro_value_set_null(&b)) {
-        return rc ? rc : TP_EDECODE_AVRO;
-    }
-    if ((rc = tp_codec__set_opt_string(v, "correlationId", req->correlation_id,
-                                       TP_CORRELATION_ID_MAX)) ||
-        (rc = tp_codec__set_long(v, "submittedAt", req->submitted_at_ms)))
+    return fill_tail(v, req);
+}
+
+static int fill_action(avro_value_t *v, const tp_request *req) {
+    avro_value_t b;
+    int rc;
+
+    if ((unsigned)req->action > TP_ACTION_DEPROVISION ||
+        (req->has_plan && (unsigned)req->plan > TP_PLAN_ENTERPRISE))
+        return TP_EINVAL;
+    if ((rc = fill_common(v, req)) ||
+        (rc = tp_codec__set_string(v, "tenantSlug", req->tenant.slug, TP_SLUG_MAX)) ||
+        (rc = tp_codec__set_enum(v, "action", tp_action_name(req->action))))
         return rc;
-    return 0;
+    if ((rc = set_union_branch(v, "plan", req->has_plan, &b)))
+        return rc;
+    if (req->has_plan ? avro_value_set_enum(&b, (int)req->plan) : avro_value_set_null(&b))
+        return TP_EDECODE_AVRO;
+    if ((rc = tp_codec__set_opt_string(v, "reason", req->reason, TP_REASON_MAX)) ||
+        (rc = set_opt_int(v, "retentionDays", req->has_retention_days, req->retention_days)))
+        return rc;
+    return fill_tail(v, req);
 }
 
 int tp_codec_encode_request(tp_codec *codec, const tp_request *req, unsigned char **out,
                             size_t *out_len) {
+    tp_codec_schema which;
     avro_value_t v;
     int rc;
     if (!codec || !req || !out || !out_len)
         return TP_EINVAL;
-    if (avro_generic_value_new(codec->slots[TP_CODEC_SCHEMA_REQUEST].iface, &v))
+    which = req->action == TP_ACTION_PROVISION ? TP_CODEC_SCHEMA_REQUEST : TP_CODEC_SCHEMA_ACTION;
+    if (avro_generic_value_new(codec->slots[which].iface, &v))
         return TP_ENOMEM;
-    rc = fill_request(&v, req);
+    rc = which == TP_CODEC_SCHEMA_REQUEST ? fill_request(&v, req) : fill_action(&v, req);
     if (rc == 0)
-        rc = tp_codec__write_value(codec, TP_CODEC_SCHEMA_REQUEST, &v, out, out_len);
+        rc = tp_codec__write_value(codec, which, &v, out, out_len);
     avro_value_decref(&v);
     return rc;
 }
 
-static int extract_request(avro_value_t *v, tp_request *out) {
-    avro_value_t actor, tenant, roles, b;
+/* The shared fields into *out (zeroed first). */
+static int extract_common(avro_value_t *v, tp_request *out) {
+    avro_value_t actor, roles;
     const char *sym;
     size_t n_roles = 0;
-    bool present;
     int rc;
 
     memset(out, 0, sizeof(*out));
@@ -498,8 +560,8 @@ static int extract_request(avro_value_t *v, tp_request *out) {
         return rc;
     if ((rc = tp_codec__get_enum_symbol(v, "source", &sym)) || tp_source_parse(sym, &out->source))
         return rc ? rc : TP_EDECODE_AVRO;
-    if (tp_codec__field(v, "actor", &actor) || tp_codec__field(v, "tenant", &tenant) ||
-        tp_codec__field(&actor, "roles", &roles) || avro_value_get_size(&roles, &n_roles))
+    if (tp_codec__field(v, "actor", &actor) || tp_codec__field(&actor, "roles", &roles) ||
+        avro_value_get_size(&roles, &n_roles))
         return TP_EDECODE_AVRO;
     if ((rc = tp_codec__get_fixed_string(&actor, "id", out->actor.id, sizeof(out->actor.id))) ||
         (rc = tp_codec__get_fixed_string(&actor, "type", out->actor.type, sizeof(out->actor.type))))
@@ -517,19 +579,13 @@ static int extract_request(avro_value_t *v, tp_request *out) {
             return rc;
     }
     out->actor.n_roles = (int)n_roles;
-    if ((rc = tp_codec__get_fixed_string(&tenant, "name", out->tenant.name, sizeof(out->tenant.name))) ||
-        (rc = tp_codec__get_fixed_string(&tenant, "slug", out->tenant.slug, sizeof(out->tenant.slug))) ||
-        (rc = tp_codec__get_opt_fixed_string(&tenant, "region", out->tenant.region,
-                                             sizeof(out->tenant.region))))
-        return rc;
-    if ((rc = tp_codec__get_enum_symbol(&tenant, "residency", &sym)) ||
-        tp_residency_parse(sym, &out->tenant.residency))
-        return rc ? rc : TP_EDECODE_AVRO;
-    if ((rc = tp_codec__get_enum_symbol(v, "plan", &sym)) || tp_plan_parse(sym, &out->plan))
-        return rc ? rc : TP_EDECODE_AVRO;
-    if ((rc = tp_codec__get_enum_symbol(v, "environment", &sym)) ||
-        tp_environment_parse(sym, &out->environment))
-        return rc ? rc : TP_EDECODE_AVRO;
+    return 0;
+}
+
+static int extract_tail(avro_value_t *v, tp_request *out) {
+    avro_value_t b;
+    bool present;
+    int rc;
     if ((rc = tp_codec__get_opt(v, "requestedSeats", &present, &b)))
         return rc;
     if (present && avro_value_get_int(&b, &out->requested_seats))
@@ -547,10 +603,82 @@ static int extract_request(avro_value_t *v, tp_request *out) {
     return 0;
 }
 
+static int extract_request(avro_value_t *v, tp_request *out) {
+    avro_value_t tenant;
+    const char *sym;
+    int rc;
+
+    if ((rc = extract_common(v, out)))
+        return rc;
+    out->action = TP_ACTION_PROVISION;
+    if (tp_codec__field(v, "tenant", &tenant))
+        return TP_EDECODE_AVRO;
+    if ((rc = tp_codec__get_fixed_string(&tenant, "name", out->tenant.name, sizeof(out->tenant.name))) ||
+        (rc = tp_codec__get_fixed_string(&tenant, "slug", out->tenant.slug, sizeof(out->tenant.slug))) ||
+        (rc = tp_codec__get_opt_fixed_string(&tenant, "region", out->tenant.region,
+                                             sizeof(out->tenant.region))))
+        return rc;
+    if ((rc = tp_codec__get_enum_symbol(&tenant, "residency", &sym)) ||
+        tp_residency_parse(sym, &out->tenant.residency))
+        return rc ? rc : TP_EDECODE_AVRO;
+    if ((rc = tp_codec__get_enum_symbol(v, "plan", &sym)) || tp_plan_parse(sym, &out->plan))
+        return rc ? rc : TP_EDECODE_AVRO;
+    if ((rc = tp_codec__get_enum_symbol(v, "environment", &sym)) ||
+        tp_environment_parse(sym, &out->environment))
+        return rc ? rc : TP_EDECODE_AVRO;
+    return extract_tail(v, out);
+}
+
+static int extract_action(avro_value_t *v, tp_request *out) {
+    avro_value_t b;
+    const char *sym;
+    bool present;
+    int rc;
+
+    if ((rc = extract_common(v, out)))
+        return rc;
+    if ((rc = tp_codec__get_fixed_string(v, "tenantSlug", out->tenant.slug, sizeof(out->tenant.slug))))
+        return rc;
+    if ((rc = tp_codec__get_enum_symbol(v, "action", &sym)) || tp_action_parse(sym, &out->action) ||
+        out->action == TP_ACTION_PROVISION)
+        return rc ? rc : TP_EDECODE_AVRO;
+    if ((rc = tp_codec__get_opt(v, "plan", &present, &b)))
+        return rc;
+    if (present) {
+        int sym_index;
+        if (avro_value_get_enum(&b, &sym_index) || sym_index < 0 || sym_index > TP_PLAN_ENTERPRISE)
+            return TP_EDECODE_AVRO;
+        out->plan = (tp_plan)sym_index;
+    }
+    out->has_plan = present;
+    if ((rc = tp_codec__get_opt_fixed_string(v, "reason", out->reason, sizeof(out->reason))))
+        return rc;
+    if ((rc = tp_codec__get_opt(v, "retentionDays", &present, &b)))
+        return rc;
+    if (present && avro_value_get_int(&b, &out->retention_days))
+        return TP_EDECODE_AVRO;
+    out->has_retention_days = present;
+    return extract_tail(v, out);
+}
+
+/* Which request record a single object holds: its fingerprint read from the header. Anything that
+ * is not a single object with the TenantActionRequest fingerprint goes the ProvisioningRequest
+ * way, whose framing checks name what is wrong. */
+static tp_codec_schema request_schema_of(const tp_codec *codec, const unsigned char *buf, size_t len) {
+    uint64_t fp = 0;
+    if (!buf || len < TP_CODEC_SINGLE_OBJECT_HEADER || buf[0] != 0xc3 || buf[1] != 0x01)
+        return TP_CODEC_SCHEMA_REQUEST;
+    for (int i = 7; i >= 0; i--)
+        fp = (fp << 8) | buf[2 + i];
+    return fp == codec->slots[TP_CODEC_SCHEMA_ACTION].fingerprint ? TP_CODEC_SCHEMA_ACTION
+                                                                  : TP_CODEC_SCHEMA_REQUEST;
+}
+
 int tp_codec_decode_request(tp_codec *codec, const unsigned char *buf, size_t len, tp_request *out,
                             char *errstr, size_t errstr_size) {
     const unsigned char *body;
     size_t body_len;
+    tp_codec_schema which;
     avro_value_t v;
     int rc;
 
@@ -558,18 +686,30 @@ int tp_codec_decode_request(tp_codec *codec, const unsigned char *buf, size_t le
         errstr[0] = '\0';
     if (!codec || !out)
         return TP_EINVAL;
-    rc = tp_codec__unframe(codec, TP_CODEC_SCHEMA_REQUEST, true, TP_CODEC_REQUEST_MAX, buf, len,
-                           &body, &body_len, errstr, errstr_size);
+    which = request_schema_of(codec, buf, len);
+    rc = tp_codec__unframe(codec, which, which == TP_CODEC_SCHEMA_REQUEST, TP_CODEC_REQUEST_MAX, buf,
+                           len, &body, &body_len, errstr, errstr_size);
+    if (rc == TP_EDECODE_FINGERPRINT && errstr && errstr_size)
+        snprintf(errstr + strlen(errstr), errstr_size - strlen(errstr),
+                 " nor TenantActionRequest.avsc (%016llx)",
+                 (unsigned long long)codec->slots[TP_CODEC_SCHEMA_ACTION].fingerprint);
     if (rc)
         return rc;
-    rc = tp_codec__read_value(codec, TP_CODEC_SCHEMA_REQUEST, body, body_len, request_caps,
-                              sizeof(request_caps) / sizeof(request_caps[0]), &v, errstr,
-                              errstr_size);
+    if (which == TP_CODEC_SCHEMA_REQUEST)
+        rc = tp_codec__read_value(codec, which, body, body_len, request_caps,
+                                  sizeof(request_caps) / sizeof(request_caps[0]), &v, errstr,
+                                  errstr_size);
+    else
+        rc = tp_codec__read_value(codec, which, body, body_len, action_caps,
+                                  sizeof(action_caps) / sizeof(action_caps[0]), &v, errstr,
+                                  errstr_size);
     if (rc)
         return rc;
-    rc = extract_request(&v, out);
+    rc = which == TP_CODEC_SCHEMA_REQUEST ? extract_request(&v, out) : extract_action(&v, out);
     avro_value_decref(&v);
     if (rc)
-        tp_codec__fail(rc, errstr, errstr_size, "ProvisioningRequest: %s", tp_strerror(rc));
+        tp_codec__fail(rc, errstr, errstr_size, "%s: %s",
+                       which == TP_CODEC_SCHEMA_REQUEST ? "ProvisioningRequest" : "TenantActionRequest",
+                       tp_strerror(rc));
     return rc;
 }

@@ -37,7 +37,7 @@ int tp_codec__fail(int rc, char *errstr, size_t errstr_size, const char *fmt, ..
 
 #include "tp/codec.h"
 
-#define TP_CODEC_N_SCHEMAS 4
+#define TP_CODEC_N_SCHEMAS 5
 
 typedef struct tp_codec_schema_slot {
     avro_schema_t schema;

@@ -341,6 +341,42 @@ static int self_test_request(tp_codec *codec, char *errstr, size_t errstr_size) 
     return 0;
 }
 
+static int self_test_action(tp_codec *codec, char *errstr, size_t errstr_size) {
+    tp_request req, back;
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    int rc;
+
+    memset(&req, 0, sizeof(req));
+    req.action = TP_ACTION_CHANGE_PLAN;
+    strcpy(req.request_id, "self-test-action");
+    strcpy(req.actor.id, "a");
+    strcpy(req.actor.type, "service");
+    req.actor.n_roles = 1;
+    strcpy(req.actor.roles[0], "billing");
+    strcpy(req.tenant.slug, "self-test");
+    req.source = TP_SOURCE_BILLING;
+    req.has_plan = true;
+    req.plan = TP_PLAN_ENTERPRISE;
+    req.has_requested_seats = true;
+    req.requested_seats = 9;
+    strcpy(req.reason, "upgrade");
+    req.has_retention_days = true;
+    req.retention_days = 3;
+    req.submitted_at_ms = 1700000000001;
+    rc = tp_codec_encode_request(codec, &req, &buf, &len);
+    if (rc == 0)
+        rc = tp_codec_decode_request(codec, buf, len, &back, errstr, errstr_size);
+    free(buf);
+    if (rc == 0 && memcmp(&req, &back, sizeof(req)) != 0)
+        rc = TP_ECONFIG;
+    if (rc)
+        return tp_codec__fail(TP_ECONFIG, errstr, errstr_size,
+                              "TenantActionRequest.avsc does not match tp_request (%s)",
+                              tp_err_name(rc));
+    return 0;
+}
+
 static int self_test_dead_letter(tp_codec *codec, char *errstr, size_t errstr_size) {
     tp_dead_letter dl, back;
     unsigned char *buf = NULL;
@@ -486,6 +522,8 @@ static int self_test_checkpoint(tp_codec *codec, char *errstr, size_t errstr_siz
 
 int tp_codec__self_test(tp_codec *codec, char *errstr, size_t errstr_size) {
     int rc = self_test_request(codec, errstr, errstr_size);
+    if (rc == 0)
+        rc = self_test_action(codec, errstr, errstr_size);
     if (rc == 0)
         rc = self_test_dead_letter(codec, errstr, errstr_size);
     if (rc == 0)

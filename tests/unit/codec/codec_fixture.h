@@ -24,6 +24,7 @@
 #define FX_FP_DEAD_LETTER UINT64_C(0x12e0ffc88c0404a2)
 #define FX_FP_RECEIPT UINT64_C(0x0d325aafbab9ebe6)
 #define FX_FP_CHECKPOINT UINT64_C(0x284c3efc42512e13)
+#define FX_FP_ACTION UINT64_C(0xce126831c7054be7) /* fastavro printed e74b05c7316812ce */
 
 static inline tp_codec *fx_codec(const char *ids) {
     char err[512] = "";

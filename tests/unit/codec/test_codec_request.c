@@ -526,11 +526,15 @@ static void test_codec_new_errors(void **state) {
     assert_int_equal(symlink(FX_SCHEMA_DIR "/DeadLetter.avsc", path), 0);
     snprintf(path, sizeof(path), "%s/TreeCheckpoint.avsc", dir);
     assert_int_equal(symlink(FX_SCHEMA_DIR "/TreeCheckpoint.avsc", path), 0);
+    snprintf(path, sizeof(path), "%s/TenantActionRequest.avsc", dir);
+    assert_int_equal(symlink(FX_SCHEMA_DIR "/TenantActionRequest.avsc", path), 0);
     snprintf(path, sizeof(path), "%s/ProvenanceReceipt.avsc", dir);
     assert_int_equal(symlink(FX_SCHEMA_DIR "/ProvenanceReceipt.avsc", path), 0);
     err[0] = '\0';
     assert_null(tp_codec_new(dir, NULL, err, sizeof(err)));
     assert_non_null(strstr(err, "does not match"));
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/TenantActionRequest.avsc", dir);
     unlink(path);
     snprintf(path, sizeof(path), "%s/TreeCheckpoint.avsc", dir);
     unlink(path);

@@ -29,6 +29,10 @@ static const baseline v1[] = {
     {NS ".DsseEnvelope", {"payloadType", "payload", "signatures"}},
     {NS ".DsseSignature", {"keyid", "sig"}},
     {NS ".TreeCheckpoint", {"origin", "treeSize", "rootHash", "note"}},
+    {NS ".TenantActionRequest",
+     {"requestId", "idempotencyKey", "source", "actor", "tenantSlug", "action", "plan",
+      "requestedSeats", "storageEstimateBytes", "reason", "retentionDays", "correlationId",
+      "submittedAt"}},
 };
 
 static const baseline *find_baseline(const char *record) {
