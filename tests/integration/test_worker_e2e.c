@@ -131,6 +131,33 @@ static void test_slug_taken(void **state) {
     assert_int_equal(e2e_int(e, "SELECT count(*) FROM receipt_outbox WHERE request_id = '%s'", second.request_id), 0);
 }
 
+/* Bytes today's producers wrote before the tenant lifecycle existed (tests/fixtures/avro, written by
+ * a45bd5e's encoder) still provision, field for field. */
+static void test_old_format_fixtures_provision(void **state) {
+    e2e *e = *state;
+    static const char *const files[2] = {"ProvisioningRequest-a45bd5e-full.bin",
+                                         "ProvisioningRequest-a45bd5e-minimal.bin"};
+    static const char *const slugs[2] = {"fixture-full", "fixture-minimal"};
+    for (int i = 0; i < 2; i++) {
+        unsigned char buf[1024];
+        char path[512];
+        size_t n;
+        FILE *f;
+        snprintf(path, sizeof(path), "%s/tests/fixtures/avro/%s", TP_SOURCE_DIR, files[i]);
+        f = fopen(path, "rb");
+        assert_non_null(f);
+        n = fread(buf, 1, sizeof(buf), f);
+        fclose(f);
+        assert_int_equal(e2e_produce_raw(e, buf, n, slugs[i], -1), 0);
+    }
+    assert_int_equal(e2e_wait_int(e, 2, 60, "SELECT count(*) FROM provisioning_requests WHERE request_id IN ('billing-evt-20261201-0001', 'billing-evt-20261201-0002') AND state = 'SUCCEEDED' AND action = 'PROVISION'"), 2);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenants WHERE slug = 'fixture-full' AND name = 'Fixture Full Corp' AND residency = 'EU' AND region = 'eu-central-1' AND plan = 'PRO' AND environment = 'prod' AND requested_seats = 25 AND storage_estimate_bytes = 5000000000 AND status = 'active'"), 1);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tenants WHERE slug = 'fixture-minimal' AND region = 'us-east-1' AND plan = 'FREE' AND environment = 'dev' AND requested_seats IS NULL AND status = 'active'"), 1);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM provisioning_requests WHERE request_id = 'billing-evt-20261201-0001' AND idempotency_key = 'idem-fixture-full' AND payload->>'correlationId' = 'corr-fixture-full'"), 1);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM receipt_outbox o JOIN tenants t ON t.id = o.tenant_id WHERE t.slug IN ('fixture-full', 'fixture-minimal')"), 6);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM dead_letters"), 0);
+}
+
 static void test_policy_deny(void **state) {
     e2e *e = *state;
     tp_request req;
@@ -292,6 +319,8 @@ int main(void) {
         cmocka_unit_test_prestate_setup_teardown(test_same_record_three_times, setup, teardown, "dup"),
         cmocka_unit_test_prestate_setup_teardown(test_slug_taken, setup, teardown, "slug"),
         cmocka_unit_test_prestate_setup_teardown(test_policy_deny, setup, teardown, "deny"),
+        cmocka_unit_test_prestate_setup_teardown(test_old_format_fixtures_provision, setup, teardown,
+                                                 "fixtures"),
         cmocka_unit_test_prestate_setup_teardown(test_poison_records_to_dlq, setup, teardown, "poison"),
         cmocka_unit_test_prestate_setup_teardown(test_permanent_bookkeeping_error_dead_lettered, setup,
                                                  teardown, "refused"),
