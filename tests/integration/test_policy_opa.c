@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "support/e2e.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -354,6 +356,7 @@ static void test_bad_arguments(void **state) {
 }
 
 int main(void) {
+    e2e_stack_share(); /* a fault test elsewhere must not restart OPA under us */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ping),
         cmocka_unit_test(test_allow),

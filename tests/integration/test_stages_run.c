@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "support/e2e.h"
+
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -825,6 +827,7 @@ static void test_retry_budget_is_also_time(void **state) {
 }
 
 int main(void) {
+    e2e_stack_share(); /* a fault test elsewhere must not restart OPA under us */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_happy_path_each_plan, setup, teardown),
         cmocka_unit_test_setup_teardown(test_same_request_three_times, setup, teardown),

@@ -89,6 +89,7 @@ int e2e_setup(e2e *e, const char *name, const char *extra_config) {
     char err[512], uuid[TP_UUID_LEN + 1];
     FILE *f;
     memset(e, 0, sizeof(*e));
+    e2e_stack_share();
     if (!pgtest_env("TP_KAFKA_BOOTSTRAP") || !pgtest_env("TP_PG_DSN") || !pgtest_env("TP_OPA_URL")) {
         fprintf(stderr, "e2e: TP_KAFKA_BOOTSTRAP, TP_PG_DSN and TP_OPA_URL are needed: scripts/stack up\n");
         return -1;
@@ -474,12 +475,39 @@ int e2e_free_port(void) {
     return port;
 }
 
-int e2e_faults_lock(void) {
+/* The stack lock (/tmp/tp-stack-faults.lock): tests that stop, freeze or restart shared services
+ * hold it exclusively (e2e_faults_lock); every other test that uses the stack holds it shared for
+ * its whole process (e2e_stack_share, called by e2e_setup), so a broker restarted by a fault test
+ * never fails an unrelated test run at the same time by someone else on the same stack. One
+ * process holds at most one of the two at a time: taking the exclusive lock drops the shared one
+ * first (two fault tests never wait on each other's shared lock), and unlocking takes it back. */
+static int share_fd = -1;   /* open while this process wants the shared lock */
+static int faults_held = 0; /* this process holds the exclusive lock */
+
+static int lock_file_open(void) {
     /* O_CLOEXEC: `scripts/stack start kafka` under the lock must not hand it to the broker, which
      * would hold it for good if this test died before unlocking (it did, under TSan). */
-    int fd = open("/tmp/tp-stack-faults.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    return open("/tmp/tp-stack-faults.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+}
+
+void e2e_stack_share(void) {
+    if (share_fd >= 0)
+        return;
+    share_fd = lock_file_open();
+    if (share_fd >= 0 && !faults_held && flock(share_fd, LOCK_SH | LOCK_NB) != 0) {
+        fprintf(stderr, "e2e: waiting for /tmp/tp-stack-faults.lock (a fault test or scripts/bench "
+                        "holds the stack)\n");
+        flock(share_fd, LOCK_SH);
+    }
+}
+
+int e2e_faults_lock(void) {
+    int fd = lock_file_open();
+    if (share_fd >= 0)
+        flock(share_fd, LOCK_UN);
     if (fd >= 0)
         flock(fd, LOCK_EX);
+    faults_held = 1;
     return fd;
 }
 
@@ -488,6 +516,9 @@ void e2e_faults_unlock(int fd) {
         flock(fd, LOCK_UN);
         close(fd);
     }
+    faults_held = 0;
+    if (share_fd >= 0)
+        flock(share_fd, LOCK_SH);
 }
 
 /* ---- added for the receipts tests ------------------------------------------------------------ */

@@ -78,8 +78,11 @@ int e2e_submit_batch(e2e *e, const tp_request *reqs, int n);
  * processes: an exclusive flock on /tmp/tp-stack-faults.lock. lock returns the fd to unlock. */
 /* A loopback TCP port nobody listens on right now (for a daemon to bind a moment later). */
 int e2e_free_port(void);
+/* The stack lock: exclusive for tests that stop, freeze or restart shared services; shared (for the
+ * whole process, taken by e2e_setup) for every other test of the stack. See e2e.c. */
 int e2e_faults_lock(void);
 void e2e_faults_unlock(int fd);
+void e2e_stack_share(void);
 
 /* For a forked child about to exec a daemon with a test config: drops the TP_* variables of
  * .stack/env (scripts/test exports them), which would override the config's pg.dsn and topics and
