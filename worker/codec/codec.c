@@ -230,6 +230,19 @@ int tp_codec__read_value(const tp_codec *codec, tp_codec_schema which, const uns
     return rc;
 }
 
+int tp_codec__open(const tp_codec *codec, tp_codec_schema which, size_t max, const tp_codec_cap *caps,
+                   size_t n_caps, const unsigned char *buf, size_t len, avro_value_t *value,
+                   char *errstr, size_t errstr_size) {
+    const unsigned char *body;
+    size_t body_len;
+    int rc = tp_codec__unframe(codec, which, false, max, buf, len, &body, &body_len, errstr,
+                               errstr_size);
+    if (rc)
+        return rc;
+    return tp_codec__read_value(codec, which, body, body_len, caps, n_caps, value, errstr,
+                                errstr_size);
+}
+
 int tp_codec__write_value(const tp_codec *codec, tp_codec_schema which, avro_value_t *value,
                           unsigned char **out, size_t *out_len) {
     uint64_t fp = codec->slots[which].fingerprint;

@@ -64,6 +64,12 @@ int tp_codec__unframe(const tp_codec *codec, tp_codec_schema which, bool allow_c
 int tp_codec__read_value(const tp_codec *codec, tp_codec_schema which, const unsigned char *body,
                          size_t body_len, const tp_codec_cap *caps, size_t n_caps,
                          avro_value_t *value, char *errstr, size_t errstr_size);
+/* The first steps of every decoder: clears errstr, checks the framing (tp_codec__unframe, no
+ * Confluent framing) and reads the body (tp_codec__read_value) into a new generic *value the caller
+ * releases with avro_value_decref (only on success). */
+int tp_codec__open(const tp_codec *codec, tp_codec_schema which, size_t max, const tp_codec_cap *caps,
+                   size_t n_caps, const unsigned char *buf, size_t len, avro_value_t *value,
+                   char *errstr, size_t errstr_size);
 /* Writes value as a single object of schema `which` into a new buffer (*out, caller frees). */
 int tp_codec__write_value(const tp_codec *codec, tp_codec_schema which, avro_value_t *value,
                           unsigned char **out, size_t *out_len);

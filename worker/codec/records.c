@@ -115,8 +115,6 @@ static int extract_dead_letter(avro_value_t *v, tp_dead_letter *out) {
 
 int tp_codec_decode_dead_letter(tp_codec *codec, const unsigned char *buf, size_t len,
                                 tp_dead_letter *out, char *errstr, size_t errstr_size) {
-    const unsigned char *body;
-    size_t body_len;
     avro_value_t v;
     int rc;
 
@@ -125,12 +123,8 @@ int tp_codec_decode_dead_letter(tp_codec *codec, const unsigned char *buf, size_
     if (!codec || !out)
         return TP_EINVAL;
     memset(out, 0, sizeof(*out));
-    rc = tp_codec__unframe(codec, TP_CODEC_SCHEMA_DEAD_LETTER, false, TP_CODEC_DEAD_LETTER_MAX, buf,
-                           len, &body, &body_len, errstr, errstr_size);
-    if (rc)
-        return rc;
-    rc = tp_codec__read_value(codec, TP_CODEC_SCHEMA_DEAD_LETTER, body, body_len, dead_letter_caps,
-                              N_OF(dead_letter_caps), &v, errstr, errstr_size);
+    rc = tp_codec__open(codec, TP_CODEC_SCHEMA_DEAD_LETTER, TP_CODEC_DEAD_LETTER_MAX, dead_letter_caps, N_OF(dead_letter_caps), buf, len, &v,
+                        errstr, errstr_size);
     if (rc)
         return rc;
     rc = extract_dead_letter(&v, out);
@@ -256,8 +250,6 @@ static int extract_receipt(avro_value_t *v, tp_receipt_record *out) {
 
 int tp_codec_decode_receipt(tp_codec *codec, const unsigned char *buf, size_t len,
                             tp_receipt_record *out, char *errstr, size_t errstr_size) {
-    const unsigned char *body;
-    size_t body_len;
     avro_value_t v;
     int rc;
 
@@ -266,12 +258,8 @@ int tp_codec_decode_receipt(tp_codec *codec, const unsigned char *buf, size_t le
     if (!codec || !out)
         return TP_EINVAL;
     memset(out, 0, sizeof(*out));
-    rc = tp_codec__unframe(codec, TP_CODEC_SCHEMA_RECEIPT, false, TP_CODEC_RECEIPT_MAX, buf, len,
-                           &body, &body_len, errstr, errstr_size);
-    if (rc)
-        return rc;
-    rc = tp_codec__read_value(codec, TP_CODEC_SCHEMA_RECEIPT, body, body_len, receipt_caps,
-                              N_OF(receipt_caps), &v, errstr, errstr_size);
+    rc = tp_codec__open(codec, TP_CODEC_SCHEMA_RECEIPT, TP_CODEC_RECEIPT_MAX, receipt_caps, N_OF(receipt_caps), buf, len, &v,
+                        errstr, errstr_size);
     if (rc)
         return rc;
     rc = extract_receipt(&v, out);
@@ -457,9 +445,8 @@ int tp_codec_encode_checkpoint(tp_codec *codec, const tp_checkpoint_record *c, u
 
 int tp_codec_decode_checkpoint(tp_codec *codec, const unsigned char *buf, size_t len,
                                tp_checkpoint_record *out, char *errstr, size_t errstr_size) {
-    const unsigned char *body;
     const void *p;
-    size_t body_len, n;
+    size_t n;
     avro_value_t v, f;
     int rc;
 
@@ -468,12 +455,8 @@ int tp_codec_decode_checkpoint(tp_codec *codec, const unsigned char *buf, size_t
     if (!codec || !out)
         return TP_EINVAL;
     memset(out, 0, sizeof(*out));
-    rc = tp_codec__unframe(codec, TP_CODEC_SCHEMA_CHECKPOINT, false, TP_CODEC_CHECKPOINT_MAX, buf,
-                           len, &body, &body_len, errstr, errstr_size);
-    if (rc)
-        return rc;
-    rc = tp_codec__read_value(codec, TP_CODEC_SCHEMA_CHECKPOINT, body, body_len, checkpoint_caps,
-                              N_OF(checkpoint_caps), &v, errstr, errstr_size);
+    rc = tp_codec__open(codec, TP_CODEC_SCHEMA_CHECKPOINT, TP_CODEC_CHECKPOINT_MAX, checkpoint_caps, N_OF(checkpoint_caps), buf, len, &v,
+                        errstr, errstr_size);
     if (rc)
         return rc;
     if ((rc = dup_string(&v, "origin", &out->origin)) == 0 &&
