@@ -345,7 +345,7 @@ static int teardown(void **state) {
         free(g->load);
     }
     if (g->fault_fd >= 0) { /* a failed outage test: the broker must come back */
-        e2e_sh("scripts/stack start kafka >/dev/null");
+        e2e_stack_cmd("start", "kafka");
         e2e_faults_unlock(g->fault_fd);
     }
     int st = ingress_stop(&g->main_ingress);
@@ -1052,7 +1052,7 @@ static void test_kafka_outage(void **state) {
     assert_int_equal(pthread_create(&g->load_th, NULL, load_main, load), 0);
     g->load = load;
     usleep(500000); /* some 202s before the outage */
-    assert_int_equal(e2e_sh("scripts/stack stop kafka >/dev/null"), 0);
+    assert_int_equal(e2e_stack_cmd("stop", "kafka"), 0);
     int64_t stopped = now_ms();
     char crash_id[TP_REQUEST_ID_MAX + 1] = "";
     ingress_proc crashed = {0};
@@ -1071,7 +1071,7 @@ static void test_kafka_outage(void **state) {
     assert_int_equal(get(&r, "/readyz", NULL), 503);
     assert_non_null(strstr(r.body, "kafka"));
     assert_int_equal(e2e_int(&g->e, "SELECT count(*) FROM provisioning_requests WHERE tenant_slug LIKE 'down-%%'"), 0);
-    assert_int_equal(e2e_sh("scripts/stack start kafka >/dev/null"), 0);
+    assert_int_equal(e2e_stack_cmd("start", "kafka"), 0);
     fprintf(stderr, "kafka was down for %lld ms\n", (long long)(now_ms() - stopped));
     /* After the restart new POSTs succeed (the producer reconnects by itself). */
     int64_t back = now_ms();

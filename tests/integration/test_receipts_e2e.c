@@ -91,7 +91,7 @@ static int setup_outage(void **state) { return setup_with(state, false); }
 static int teardown(void **state) {
     rstate *s = *state;
     if (s->kafka_stopped) { /* an assertion failed mid-outage: always bring Kafka back */
-        e2e_sh("scripts/stack start kafka >/dev/null");
+        e2e_stack_cmd("start", "kafka");
         s->kafka_stopped = false;
     }
     for (int i = 0; i < s->n_extra; i++)
@@ -508,7 +508,7 @@ static void test_broker_outage_20s(void **state) {
     assert_true(wait_published_at_least(e, 30, 120) >= 30);
     s->kafka_stopped = true;
     at_stop = published(e);
-    stop_rc = e2e_sh("scripts/stack stop kafka >/dev/null");
+    stop_rc = e2e_stack_cmd("stop", "kafka");
     t_stopped = wall_ms();
     /* No assertion until Kafka is back (the teardown restarts it if one fails anyway). */
     while (wall_ms() - t_stopped < 20000)
@@ -517,7 +517,7 @@ static void test_broker_outage_20s(void **state) {
     unfinished_before_start = N - e2e_int(e, "SELECT count(*) FROM provisioning_requests WHERE state = 'SUCCEEDED'");
     created_during = e2e_int(e, "SELECT count(*) FROM receipt_outbox WHERE created_at > now() - interval '20 seconds'");
     t_down = wall_ms() - t_stopped;
-    start_rc = e2e_sh("scripts/stack start kafka >/dev/null");
+    start_rc = e2e_stack_cmd("start", "kafka");
     s->kafka_stopped = false;
     e2e_faults_unlock(s->lock_fd);
     s->lock_fd = -1;

@@ -20,8 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <libgen.h>
-#include <limits.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -72,26 +70,12 @@ static int setup(void **state) {
     return 0;
 }
 
-/* Runs scripts/stack of the checkout that owns the stack: .stack may be a symlink to another
- * checkout's (a shared stack), whose services must come back serving that checkout's policies
- * and data paths, not this one's. Returns its exit status. */
-static int stack_cmd(const char *verb, const char *svc) {
-    char real[PATH_MAX], cmd[PATH_MAX + 64];
-    if (!realpath(".stack", real))
-        snprintf(real, sizeof(real), "%s", ".stack");
-    snprintf(cmd, sizeof(cmd), "%s/scripts/stack %s %s >/dev/null", dirname(real), verb, svc);
-    int rc = e2e_sh(cmd);
-    if (rc != 0)
-        fprintf(stderr, "chaos: `%s` failed\n", cmd);
-    return rc;
-}
-
 static int teardown(void **state) {
     chaos *c = *state;
     if (c->frozen > 0)
         kill(c->frozen, SIGCONT);
     if (c->down) /* an assertion failed mid-outage: the shared stack always comes back */
-        stack_cmd("start", c->down);
+        e2e_stack_cmd("start", c->down);
     e2e_faults_unlock(c->lock_fd);
     e2e_teardown(&c->e);
     free(c);
@@ -138,8 +122,8 @@ static void inject(chaos *c, fault f, int nth) {
         break;
     case PG_RESTART: /* fast shutdown (every session ended), then a cold start */
         c->down = "pg";
-        assert_int_equal(stack_cmd("stop", "pg"), 0);
-        assert_int_equal(stack_cmd("start", "pg"), 0);
+        assert_int_equal(e2e_stack_cmd("stop", "pg"), 0);
+        assert_int_equal(e2e_stack_cmd("start", "pg"), 0);
         c->down = NULL;
         reconnect(c);
         break;
@@ -147,9 +131,9 @@ static void inject(chaos *c, fault f, int nth) {
     case OPA_OUT: {
         const char *svc = f == KAFKA_OUT ? "kafka" : "opa";
         c->down = svc;
-        assert_int_equal(stack_cmd("stop", svc), 0);
+        assert_int_equal(e2e_stack_cmd("stop", svc), 0);
         sleep(OUTAGE_S);
-        int rc = stack_cmd("start", svc);
+        int rc = e2e_stack_cmd("start", svc);
         if (rc == 0)
             c->down = NULL;
         assert_int_equal(rc, 0);

@@ -45,7 +45,7 @@ static int setup_short_budget(void **state) {
 
 static void opa_stop(fault_state *f) {
     f->lock_fd = e2e_faults_lock();
-    assert_int_equal(e2e_sh("scripts/stack stop opa >/dev/null"), 0);
+    assert_int_equal(e2e_stack_cmd("stop", "opa"), 0);
     f->opa_stopped = true;
 }
 
@@ -53,7 +53,7 @@ static void opa_start(fault_state *f) {
     if (!f->opa_stopped)
         return;
     f->opa_stopped = false;
-    assert_int_equal(e2e_sh("scripts/stack start opa >/dev/null"), 0);
+    assert_int_equal(e2e_stack_cmd("start", "opa"), 0);
     e2e_faults_unlock(f->lock_fd);
     f->lock_fd = -1;
 }
@@ -61,7 +61,7 @@ static void opa_start(fault_state *f) {
 static int teardown(void **state) {
     fault_state *f = *state;
     if (f->opa_stopped) { /* an assertion failed mid-outage: always bring OPA back */
-        e2e_sh("scripts/stack start opa >/dev/null");
+        e2e_stack_cmd("start", "opa");
         e2e_faults_unlock(f->lock_fd);
     }
     e2e_teardown(&f->e);

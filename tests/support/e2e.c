@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <librdkafka/rdkafka.h>
 #include <libgen.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -519,6 +520,18 @@ void e2e_faults_unlock(int fd) {
     faults_held = 0;
     if (share_fd >= 0)
         flock(share_fd, LOCK_SH);
+}
+
+int e2e_stack_cmd(const char *verb, const char *svc) {
+    char real[PATH_MAX], cmd[PATH_MAX + 64];
+    int rc;
+    if (!realpath(".stack", real))
+        snprintf(real, sizeof(real), "%s", ".stack");
+    snprintf(cmd, sizeof(cmd), "%s/scripts/stack %s %s >/dev/null", dirname(real), verb, svc);
+    rc = e2e_sh(cmd);
+    if (rc != 0)
+        fprintf(stderr, "e2e: `%s` failed\n", cmd);
+    return rc;
 }
 
 /* ---- added for the receipts tests ------------------------------------------------------------ */

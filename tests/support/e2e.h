@@ -83,6 +83,10 @@ int e2e_free_port(void);
 int e2e_faults_lock(void);
 void e2e_faults_unlock(int fd);
 void e2e_stack_share(void);
+/* Runs `scripts/stack VERB SVC` of the checkout that owns the stack: .stack may be a symlink to
+ * another checkout's (a shared stack), whose services must come back serving that checkout's
+ * policies and data paths, not this one's. Returns its exit status (and says which failed). */
+int e2e_stack_cmd(const char *verb, const char *svc);
 
 /* For a forked child about to exec a daemon with a test config: drops the TP_* variables of
  * .stack/env (scripts/test exports them), which would override the config's pg.dsn and topics and
