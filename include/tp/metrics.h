@@ -32,7 +32,7 @@ char *tp_metrics_buf_take(tp_metrics_buf *b, size_t *len);
 
 /* ---- the registry (any thread) --------------------------------------------------------------- */
 
-#define TP_METRICS_STAGES 7 /* the seven stages of include/tp/stages.h, by tp_stage_id */
+#define TP_METRICS_STAGES 8 /* the stages of include/tp/stages.h (seven + state), by tp_stage_id */
 
 typedef enum tp_metrics_state {
     TP_METRICS_SUCCEEDED = 0,

@@ -52,6 +52,25 @@ typedef struct tp_policy_context {
  * tiers_json is not a JSON object or when a string of req is not valid UTF-8. Any thread. */
 char *tp_policy_build_input_ctx(const tp_request *req, const char *action, const tp_policy_context *ctx);
 
+/* A tenant as it is now (read from PostgreSQL), the part of an action's OPA input the request does
+ * not carry. Strings may be NULL (sent as null). */
+typedef struct tp_policy_tenant {
+    const char *id, *slug, *status, *plan, *owner_id, *residency, *region, *environment;
+    bool has_seats;
+    int64_t seats;
+    bool has_storage;
+    int64_t storage_estimate_bytes;
+} tp_policy_tenant;
+
+/* Builds the OPA input of an action (req->action != PROVISION): {action ("change_plan",
+ * "suspend", "resume", "deprovision"), source, actor, tenant (the current state: id, slug, status,
+ * plan, ownerId, seats, storageEstimateBytes, residency, region, environment), plan (CHANGE_PLAN),
+ * requestedSeats / storageEstimateBytes (when given), reason (when given), retentionDays
+ * (DEPROVISION: the given or the default), context {tiers, adminRole}}. Returns a new malloc'd
+ * JSON string, or NULL (out of memory, tiers_json not an object, a string not UTF-8). Any thread. */
+char *tp_policy_build_action_input(const tp_request *req, const tp_policy_tenant *tenant,
+                                   const tp_policy_context *ctx);
+
 typedef struct tp_policy_client tp_policy_client;
 
 /* One client per thread (one curl easy handle, keep-alive). base_url like http://127.0.0.1:8181.
@@ -61,8 +80,15 @@ tp_policy_client *tp_policy_client_new(const char *base_url, long timeout_ms);
 void tp_policy_client_free(tp_policy_client *pc);
 
 /* Asks OPA. Fail-closed: unreachable/timeout → TP_EOPA_UNAVAILABLE, garbage → TP_EOPA_BAD_RESPONSE
- * (both transient: never an allow). Returns 0 with out filled (allow or deny). */
+ * (both transient: never an allow). Returns 0 with out filled (allow or deny). Asks the
+ * provisioning package (tenants/provision). */
 int tp_policy_decide(tp_policy_client *pc, const char *input_json, tp_policy_decision *out);
+/* The same for any action: POST {base}/v1/data/{tp_policy_package(action)}. */
+int tp_policy_decide_action(tp_policy_client *pc, tp_action action, const char *input_json,
+                            tp_policy_decision *out);
+/* The policy package of an action, as a data path: "tenants/provision", "tenants/change_plan",
+ * "tenants/suspend", "tenants/resume", "tenants/deprovision" (config/policies/tenants/). */
+const char *tp_policy_package(tp_action action);
 
 /* Readiness: GET {base}/health. Returns 0 when OPA answers 200, else TP_EOPA_UNAVAILABLE. */
 int tp_policy_ping(tp_policy_client *pc);

@@ -1,4 +1,6 @@
 /* stages.h: the seven provisioning stages (policy → tenant → namespace → partitions → quota →
+ * receipts → isolation), the stages of a tenant action (CHANGE_PLAN: policy → state → quota →
+ * receipts → isolation; SUSPEND, DEPROVISION: policy → state → receipts; RESUME: policy → state →
  * receipts → isolation) and their runner. Each stage commits its effects and its stage marker in
  * one PostgreSQL transaction; re-running a completed stage is a no-op. The runner is synchronous,
  * never sleeps and keeps no global state: call it from any thread with that thread's tp_db; the
@@ -22,10 +24,12 @@ typedef enum tp_stage_id {
     TP_STAGE_QUOTA,
     TP_STAGE_RECEIPTS,
     TP_STAGE_ISOLATION,
+    TP_STAGE_STATE, /* tenant actions only: the tenant's state change */
     TP_STAGE_COUNT_
 } tp_stage_id;
 
-/* "policy", "tenant", "namespace", "partitions", "quota", "receipts", "isolation"; "?" otherwise. */
+/* "policy", "tenant", "namespace", "partitions", "quota", "receipts", "isolation", "state"; "?"
+ * otherwise. */
 const char *tp_stage_name(tp_stage_id id);
 /* Returns 0 with *out set, or TP_EINVAL. */
 int tp_stage_parse(const char *name, tp_stage_id *out);
@@ -48,7 +52,9 @@ typedef struct tp_stage_env {
                                       before the request fails; <= 0: attempts alone decide */
     int max_tenants_per_user;      /* informational: the policy enforces the cap */
     bool kill_switch;              /* when true the isolation guard fails (as does the
-                                      provisioning.kill_switch row of tp_flags) */
+                                      provisioning.kill_switch row of tp_flags); provisioning
+                                      only: tenant actions ignore it */
+    const char *admin_role;        /* input.context.adminRole (jwt.admin_role); NULL: "admin" */
 } tp_stage_env;
 
 typedef enum tp_run_status {
@@ -99,7 +105,63 @@ int tp_stages_prepare_replay(tp_db *db, const char *request_id);
  * error. */
 char *tp_stages_status_json(tp_db *db, const char *request_id);
 
-/* The request as JSON (DESIGN §5 field names, no secrets); a new malloc'd string or NULL. */
+/* --- tenant actions ------------------------------------------------------------------------
+ *
+ * Lifecycle: provisioning → active ↔ suspended → deprovisioned, and quarantined (the isolation
+ * guard failed). Which action is valid from which state (anything else ends FAILED/INVALID_STATE,
+ * no row of the tenant changed):
+ *   CHANGE_PLAN  from active or suspended (the status is kept)
+ *   SUSPEND      from active
+ *   RESUME       from suspended
+ *   DEPROVISION  from active, suspended or quarantined
+ * provisioning (not finished) and deprovisioned (soft-deleted) accept no action. */
+
+/* True when action may run on a tenant whose status is status. */
+bool tp_action_valid_in(tp_action action, const char *status);
+
+/* Why an action would not run (or TP_PREVIEW_ALLOWED). The names are the failure reasons a real
+ * run records: "ALLOWED", "TENANT_NOT_FOUND", "INVALID_STATE", "POLICY_DENIED", "NOT_AN_ACTION". */
+typedef enum tp_preview_reason {
+    TP_PREVIEW_ALLOWED = 0,
+    TP_PREVIEW_TENANT_NOT_FOUND, /* no tenant has the slug */
+    TP_PREVIEW_INVALID_STATE,    /* the tenant's status does not allow the action */
+    TP_PREVIEW_POLICY_DENIED,    /* OPA said no: decision.reasons */
+    TP_PREVIEW_NOT_AN_ACTION     /* req->action is PROVISION (or unknown) */
+} tp_preview_reason;
+
+const char *tp_preview_reason_name(tp_preview_reason r);
+
+typedef struct tp_action_preview {
+    bool allowed;                 /* reason == TP_PREVIEW_ALLOWED */
+    tp_preview_reason reason;
+    char message[512];            /* human words for a refusal, "" when allowed */
+    bool policy_asked;            /* decision is filled (found, valid state: OPA was asked) */
+    tp_policy_decision decision;  /* allow, reasons, decision id, policy revision */
+    char tenant_id[64];           /* "" when not found */
+    char tenant_status[16];       /* the tenant's status as read, "" when not found */
+    /* The changes the action would make, a JSON array of {"field","from","to"} (malloc'd; "[]"
+     * when the tenant was not found or the state is invalid), e.g. [{"field":"plan","from":"PRO",
+     * "to":"STARTER"},{"field":"quota.seatCap","from":150,"to":50},{"field":
+     * "partitions.primary.isolation","from":"dedicated","to":"shared"}, ...]. Filled on a policy
+     * deny too (what was asked). */
+    char *changes_json;
+} tp_action_preview;
+
+/* The dry run of an action (tp-ingress's ?dryRun=true and pre-check): reads the tenant by slug,
+ * checks the action is valid for its state, asks OPA (the action's package, with ctx's tiers and
+ * admin role) and fills out, writing nothing. The worker's policy stage runs the same code, so a
+ * dry run and a real run decide alike (given the same tenant state and policies). Returns 0 when
+ * out describes the verdict (allowed or not; release it with tp_action_preview_release), or a
+ * TP_E* error when no verdict could be reached: TP_EDB / TP_EOPA_UNAVAILABLE /
+ * TP_EOPA_BAD_RESPONSE (transient: try again), TP_ECONFIG (no tier for the new plan), TP_ENOMEM,
+ * TP_EINVAL (NULL arguments). Any thread, with that thread's db and policy client. */
+int tp_stages_action_preview(tp_db *db, tp_policy_client *pc, const tp_policy_context *ctx,
+                             const tp_request *req, tp_action_preview *out);
+/* Frees out->changes_json (safe on a zeroed or already released preview). */
+void tp_action_preview_release(tp_action_preview *out);
+
+/* The request as JSON (DESIGN §5 field names, no secrets); a new malloc'd string or NULL. An
+ * action's payload uses TenantActionRequest's names (tenantSlug, action, plan, reason, ...). */
 char *tp_stages_request_json(const tp_request *req);
 /* Parses what tp_stages_request_json wrote (e.g. the stored payload, for a replay).
  * Returns 0 or TP_EINVAL / TP_EDECODE_TOO_LARGE. */

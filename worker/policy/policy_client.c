@@ -1,5 +1,6 @@
 /* policy_client.c: the OPA client. One libcurl easy handle per client (one client per thread),
- * reused for keep-alive; explicit connect and total timeouts; fail-closed on every error. */
+ * reused for keep-alive; explicit connect and total timeouts; fail-closed on every error. Each
+ * action has its policy package (tenants/provision, tenants/change_plan, ...), one URL each. */
 #include "tp/policy.h"
 #include "tp/error.h"
 #include "tp/log.h"
@@ -17,7 +18,7 @@
 struct tp_policy_client {
     CURL *curl;
     struct curl_slist *headers;
-    char *url_decide;
+    char *url_decide[TP_ACTION_DEPROVISION + 1]; /* by tp_action */
     char *url_health;
     long timeout_ms;
     char *body; /* response buffer, reused */
@@ -98,10 +99,15 @@ tp_policy_client *tp_policy_client_new(const char *base_url, long timeout_ms) {
     if (!pc)
         return NULL;
     pc->timeout_ms = timeout_ms;
-    pc->url_decide = join_url(base_url, "/v1/data/tenants/provision");
+    for (int a = 0; a <= TP_ACTION_DEPROVISION; a++) {
+        char path[64];
+        snprintf(path, sizeof(path), "/v1/data/%s", tp_policy_package((tp_action)a));
+        if (!(pc->url_decide[a] = join_url(base_url, path)))
+            goto out_free;
+    }
     pc->url_health = join_url(base_url, "/health");
     pc->curl = curl_easy_init();
-    if (!pc->url_decide || !pc->url_health || !pc->curl)
+    if (!pc->url_health || !pc->curl)
         goto out_free;
     h = curl_slist_append(NULL, "Content-Type: application/json");
     if (!h)
@@ -129,7 +135,8 @@ void tp_policy_client_free(tp_policy_client *pc) {
     if (pc->curl)
         curl_easy_cleanup(pc->curl);
     curl_slist_free_all(pc->headers);
-    free(pc->url_decide);
+    for (int a = 0; a <= TP_ACTION_DEPROVISION; a++)
+        free(pc->url_decide[a]);
     free(pc->url_health);
     free(pc->body);
     free(pc);
@@ -162,7 +169,22 @@ static void clear_decision(tp_policy_decision *out) {
     memset(out, 0, sizeof(*out));
 }
 
+const char *tp_policy_package(tp_action action) {
+    switch (action) {
+    case TP_ACTION_CHANGE_PLAN: return "tenants/change_plan";
+    case TP_ACTION_SUSPEND: return "tenants/suspend";
+    case TP_ACTION_RESUME: return "tenants/resume";
+    case TP_ACTION_DEPROVISION: return "tenants/deprovision";
+    default: return "tenants/provision";
+    }
+}
+
 int tp_policy_decide(tp_policy_client *pc, const char *input_json, tp_policy_decision *out) {
+    return tp_policy_decide_action(pc, TP_ACTION_PROVISION, input_json, out);
+}
+
+int tp_policy_decide_action(tp_policy_client *pc, tp_action action, const char *input_json,
+                            tp_policy_decision *out) {
     static const char prefix[] = "{\"input\":", suffix[] = "}";
     size_t in_len;
     char *payload;
@@ -172,7 +194,7 @@ int tp_policy_decide(tp_policy_client *pc, const char *input_json, tp_policy_dec
     if (!out)
         return TP_EINVAL;
     clear_decision(out);
-    if (!pc || !input_json)
+    if (!pc || !input_json || (unsigned)action > TP_ACTION_DEPROVISION)
         return TP_EINVAL;
     in_len = strlen(input_json);
     payload = malloc(sizeof(prefix) - 1 + in_len + sizeof(suffix));
@@ -181,7 +203,7 @@ int tp_policy_decide(tp_policy_client *pc, const char *input_json, tp_policy_dec
     memcpy(payload, prefix, sizeof(prefix) - 1);
     memcpy(payload + sizeof(prefix) - 1, input_json, in_len);
     memcpy(payload + sizeof(prefix) - 1 + in_len, suffix, sizeof(suffix));
-    if (curl_easy_setopt(pc->curl, CURLOPT_URL, pc->url_decide) != CURLE_OK ||
+    if (curl_easy_setopt(pc->curl, CURLOPT_URL, pc->url_decide[action]) != CURLE_OK ||
         curl_easy_setopt(pc->curl, CURLOPT_POST, 1L) != CURLE_OK ||
         curl_easy_setopt(pc->curl, CURLOPT_POSTFIELDS, payload) != CURLE_OK ||
         curl_easy_setopt(pc->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(payload)) != CURLE_OK) {

@@ -1,6 +1,7 @@
 /* policy_input.c: builds the OPA input document of a ProvisioningRequest (DESIGN §6 stage 1)
  * with jansson: the request as the policy sees it plus its context (owned tenants, quota tiers,
- * region allow-list, tenant cap, admin role). */
+ * region allow-list, tenant cap, admin role); and that of a tenant action, which also carries the
+ * tenant's current state. */
 #include "tp/policy.h"
 
 #include <jansson.h>
@@ -144,4 +145,71 @@ char *tp_policy_build_input(const tp_request *req, const char *action, int owned
         .max_tenants_per_user = TP_POLICY_MAX_TENANTS_PER_USER_DEFAULT,
     };
     return tp_policy_build_input_ctx(req, action, &ctx);
+}
+
+/* A string or JSON null. */
+static json_t *str_or_null(const char *s) { return s ? json_string(s) : json_null(); }
+
+static json_t *build_tenant_state(const tp_policy_tenant *t) {
+    json_t *obj = json_object();
+    if (!obj)
+        return NULL;
+    /* json_string of a non-UTF-8 string is NULL, which json_object_set_new refuses: caught. */
+    if (json_object_set_new(obj, "id", str_or_null(t->id)) != 0 ||
+        json_object_set_new(obj, "slug", str_or_null(t->slug)) != 0 ||
+        json_object_set_new(obj, "status", str_or_null(t->status)) != 0 ||
+        json_object_set_new(obj, "plan", str_or_null(t->plan)) != 0 ||
+        json_object_set_new(obj, "ownerId", str_or_null(t->owner_id)) != 0 ||
+        json_object_set_new(obj, "residency", str_or_null(t->residency)) != 0 ||
+        json_object_set_new(obj, "region", str_or_null(t->region)) != 0 ||
+        json_object_set_new(obj, "environment", str_or_null(t->environment)) != 0 ||
+        json_object_set_new(obj, "seats", t->has_seats ? json_integer(t->seats) : json_null()) != 0 ||
+        json_object_set_new(obj, "storageEstimateBytes",
+                            t->has_storage ? json_integer(t->storage_estimate_bytes) : json_null()) != 0) {
+        json_decref(obj);
+        return NULL;
+    }
+    return obj;
+}
+
+char *tp_policy_build_action_input(const tp_request *req, const tp_policy_tenant *tenant,
+                                   const tp_policy_context *ctx) {
+    static const tp_policy_context no_ctx = {0};
+    static const char *const names[] = {"provision", "change_plan", "suspend", "resume",
+                                        "deprovision"};
+    json_t *doc;
+    char *text = NULL;
+    if (!req || !tenant || req->action == TP_ACTION_PROVISION || (unsigned)req->action > TP_ACTION_DEPROVISION)
+        return NULL;
+    if (!ctx)
+        ctx = &no_ctx;
+    if (!(doc = json_object()))
+        return NULL;
+    if (!set_str(doc, "action", names[req->action]) ||
+        !set_str(doc, "source", tp_source_name(req->source)) ||
+        json_object_set_new(doc, "actor", build_actor(&req->actor)) != 0 ||
+        json_object_set_new(doc, "tenant", build_tenant_state(tenant)) != 0)
+        goto out;
+    if (req->action == TP_ACTION_CHANGE_PLAN && req->has_plan &&
+        !set_str(doc, "plan", tp_plan_name(req->plan)))
+        goto out;
+    if (req->has_requested_seats &&
+        json_object_set_new(doc, "requestedSeats", json_integer(req->requested_seats)) != 0)
+        goto out;
+    if (req->has_storage_estimate &&
+        json_object_set_new(doc, "storageEstimateBytes", json_integer(req->storage_estimate_bytes)) != 0)
+        goto out;
+    if (req->reason[0] && !set_str(doc, "reason", req->reason))
+        goto out;
+    if (req->action == TP_ACTION_DEPROVISION &&
+        json_object_set_new(doc, "retentionDays",
+                            json_integer(req->has_retention_days ? req->retention_days
+                                                                 : TP_RETENTION_DAYS_DEFAULT)) != 0)
+        goto out;
+    if (json_object_set_new(doc, "context", build_context(ctx)) != 0)
+        goto out;
+    text = json_dumps(doc, JSON_COMPACT);
+out:
+    json_decref(doc);
+    return text;
 }

@@ -12,7 +12,11 @@
 #include <string.h>
 #include <time.h>
 
-const tp_stage_def tp_stage_table[TP_STAGE_COUNT_] = {
+static const char *const stage_names[TP_STAGE_COUNT_] = {
+    "policy", "tenant", "namespace", "partitions", "quota", "receipts", "isolation", "state",
+};
+
+const tp_stage_def tp_stage_table[TP_PROVISION_STAGES] = {
     {TP_STAGE_POLICY, "policy", tp_stage_policy_prepare, tp_stage_policy_run},
     {TP_STAGE_TENANT, "tenant", NULL, tp_stage_tenant_run},
     {TP_STAGE_NAMESPACE, "namespace", NULL, tp_stage_namespace_run},
@@ -25,12 +29,12 @@ const tp_stage_def tp_stage_table[TP_STAGE_COUNT_] = {
 const char *tp_stage_name(tp_stage_id id) {
     if ((unsigned)id >= TP_STAGE_COUNT_)
         return "?";
-    return tp_stage_table[id].name;
+    return stage_names[id];
 }
 
 int tp_stage_parse(const char *name, tp_stage_id *out) {
     for (int i = 0; name && i < TP_STAGE_COUNT_; i++) {
-        if (strcmp(tp_stage_table[i].name, name) == 0) {
+        if (strcmp(stage_names[i], name) == 0) {
             *out = (tp_stage_id)i;
             return 0;
         }
@@ -553,9 +557,9 @@ static int run_single_tx(tp_stage_ctx *ctx, bool need_policy, tp_run_result *out
                      "provisioning_requests r WHERE r.request_id = $1), '') FROM "
                      "provisioning_stages s WHERE s.request_id = $1 ORDER BY s.ordinal FOR UPDATE",
                      1, params, &res);
-    if (rc != 0 || tp_res_nrows(res) != TP_STAGE_COUNT_)
+    if (rc != 0 || tp_res_nrows(res) != TP_PROVISION_STAGES)
         goto out_fallback;
-    for (int r = 0; r < TP_STAGE_COUNT_; r++) {
+    for (int r = 0; r < TP_PROVISION_STAGES; r++) {
         tp_stage_id id;
         int64_t a = 0;
         if (tp_stage_parse(tp_res_get(res, r, 0), &id) != 0)
@@ -569,7 +573,7 @@ static int run_single_tx(tp_stage_ctx *ctx, bool need_policy, tp_run_result *out
     tp_res_free(res);
     res = NULL;
 
-    for (int i = 0; i < TP_STAGE_COUNT_; i++) {
+    for (int i = 0; i < TP_PROVISION_STAGES; i++) {
         const tp_stage_def *def = &tp_stage_table[i];
         tp_log_ctx lctx = {ctx->req->request_id, def->name, attempts[i] + 1, ctx->req->traceparent};
         if (done[i])
@@ -678,7 +682,7 @@ int tp_stages_run(tp_stage_env *env, const tp_request *req, tp_run_result *out) 
     snprintf(ctx.tenant_id, sizeof(ctx.tenant_id), "%s", row.tenant_id);
 
     bool all_done = true;
-    for (int i = 0; i < TP_STAGE_COUNT_; i++)
+    for (int i = 0; i < TP_PROVISION_STAGES; i++)
         all_done = all_done && row.done[i];
     if (!all_done && !env->per_stage_tx && run_single_tx(&ctx, !row.done[TP_STAGE_POLICY], out) == STAGE_STOP) {
         snprintf(out->tenant_id, sizeof(out->tenant_id), "%s", ctx.tenant_id);
@@ -691,7 +695,7 @@ int tp_stages_run(tp_stage_env *env, const tp_request *req, tp_run_result *out) 
         ctx.output = NULL;
     }
 
-    for (int i = 0; i < TP_STAGE_COUNT_; i++) {
+    for (int i = 0; i < TP_PROVISION_STAGES; i++) {
         if (row.done[i])
             continue;
         rc = run_stage(&ctx, &tp_stage_table[i], row.attempts[i], out);

@@ -46,7 +46,9 @@ typedef struct tp_stage_def {
     int (*run)(tp_stage_ctx *ctx);
 } tp_stage_def;
 
-extern const tp_stage_def tp_stage_table[TP_STAGE_COUNT_];
+/* The seven stages of a provisioning, in order (indexed by tp_stage_id). */
+#define TP_PROVISION_STAGES 7
+extern const tp_stage_def tp_stage_table[TP_PROVISION_STAGES];
 
 int tp_stage_policy_prepare(tp_stage_ctx *ctx);
 int tp_stage_policy_run(tp_stage_ctx *ctx);
@@ -119,5 +121,52 @@ bool tp_isolation_evaluate(const tp_isolation_facts *f, tp_isolation_check check
  * (namespace/quota null when absent). Returns 0 with *out a new reference, or TP_E*
  * (TP_ENOT_FOUND for an unknown tenant). */
 int tp_stages_tenant_view(tp_db *db, const char *tenant_id, json_t **out);
+
+/* --- tenant actions (actions.c, stage_action.c) ------------------------------------------- */
+
+/* The tenant of a slug as one JSON object: id, slug, name, status, plan, ownerId, residency,
+ * region, environment, seats, storageEstimateBytes, suspendedReason, deprovisionedAt, purgeAfter,
+ * quota {tier, requestsPerMinute, ...} (null when absent), partitions [{id, name, isolation,
+ * region, purgeAfter}] in their fixed order. Timestamps are ISO 8601 UTC with milliseconds. */
+#define TP_ACTION_TENANT_SQL                                                                        \
+    "SELECT json_build_object('id', t.id, 'slug', t.slug, 'name', t.name, 'status', t.status, "    \
+    "'plan', t.plan, 'ownerId', t.owner_id, 'residency', t.residency, 'region', t.region, "       \
+    "'environment', t.environment, 'seats', t.requested_seats, 'storageEstimateBytes', "           \
+    "t.storage_estimate_bytes, 'suspendedReason', t.suspended_reason, 'deprovisionedAt', "          \
+    "to_char(t.deprovisioned_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "         \
+    "'purgeAfter', to_char(t.purge_after AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), " \
+    "'quota', (SELECT json_build_object('tier', q.tier, 'requestsPerMinute', "                      \
+    "q.requests_per_minute, 'requestsPerDay', q.requests_per_day, 'ingestEventsPerMinute', "        \
+    "q.ingest_events_per_minute, 'maxTokensPerRequest', q.max_tokens_per_request, "                \
+    "'storageBytes', q.storage_bytes, 'seatCap', q.seat_cap, 'burstMultiplier', "                  \
+    "q.burst_multiplier::float8) FROM tenant_quotas q WHERE q.tenant_id = t.id), "                 \
+    "'partitions', coalesce((SELECT json_agg(json_build_object('id', p.id, 'name', p.name, "       \
+    "'isolation', p.isolation, 'region', p.region, 'purgeAfter', to_char(p.purge_after AT TIME "   \
+    "ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')) ORDER BY array_position(ARRAY['primary',"  \
+    "'analytics','audit'], p.name), p.id) FROM tenant_partitions p WHERE p.tenant_id = t.id), "     \
+    "'[]'::json))::text FROM tenants t WHERE t.slug = $1"
+
+/* Reads the tenant of slug (see TP_ACTION_TENANT_SQL); lock: FOR UPDATE of the tenant row (inside
+ * a transaction). Returns 0 with *out a new reference, TP_ENOT_FOUND, or TP_E*. */
+int tp_action_read_tenant(tp_db *db, const char *slug, bool lock, json_t **out);
+
+/* The changes req makes to the tenant snapshot before (a JSON array of {field, from, to}; see
+ * tp_action_preview.changes_json); new_tier: the new plan's tier (CHANGE_PLAN); now_ms: the time
+ * a DEPROVISION takes effect (deprovisionedAt; purgeAfter is that plus the retention days).
+ * Pure. Returns a new reference or NULL (out of memory). */
+json_t *tp_action_changes(const tp_request *req, json_t *before, const tp_quota_tier *new_tier,
+                          int64_t now_ms);
+
+/* The retention of a DEPROVISION: the request's, else TP_RETENTION_DAYS_DEFAULT. */
+int32_t tp_action_retention_days(const tp_request *req);
+
+/* "2026-12-02T04:12:18.000Z" for ms since the epoch. */
+void tp_action_iso_time(int64_t ms, char *buf, size_t cap);
+
+/* tp_stages_action_preview with a parsed tiers table (may be NULL) and a given clock: the worker's
+ * action policy stage and the dry run share it. */
+int tp_action_evaluate(tp_db *db, tp_policy_client *pc, const tp_policy_context *pctx,
+                       const tp_quota_tier *tiers, const tp_request *req, int64_t now_ms,
+                       tp_action_preview *out);
 
 #endif

@@ -19,7 +19,7 @@ static void test_stage_table(void **state) {
                                   "receipts", "isolation"};
     tp_stage_id id;
     (void)state;
-    for (int i = 0; i < TP_STAGE_COUNT_; i++) {
+    for (int i = 0; i < TP_PROVISION_STAGES; i++) {
         assert_string_equal(tp_stage_name((tp_stage_id)i), order[i]);
         assert_int_equal(tp_stage_table[i].id, i);
         assert_non_null(tp_stage_table[i].run);
@@ -28,6 +28,9 @@ static void test_stage_table(void **state) {
     }
     assert_non_null(tp_stage_table[TP_STAGE_POLICY].prepare); /* OPA outside the transaction */
     assert_null(tp_stage_table[TP_STAGE_TENANT].prepare);
+    assert_string_equal(tp_stage_name(TP_STAGE_STATE), "state"); /* tenant actions only */
+    assert_int_equal(tp_stage_parse("state", &id), 0);
+    assert_int_equal(id, TP_STAGE_STATE);
     assert_string_equal(tp_stage_name(TP_STAGE_COUNT_), "?");
     assert_int_equal(tp_stage_parse("nope", &id), TP_EINVAL);
     assert_int_equal(tp_stage_parse(NULL, &id), TP_EINVAL);
