@@ -1,6 +1,9 @@
 /* test_stages_lifecycle.c: tenant actions (CHANGE_PLAN, SUSPEND, RESUME, DEPROVISION) on the real
  * stack (PostgreSQL scratch database, OPA serving config/policies, real Ed25519 sealing): the dry
- * run (tp_stages_action_preview) decides and lists changes without writing. */
+ * run (tp_stages_action_preview) decides and lists changes without writing; the runner takes a
+ * tenant through its life (rows and receipts after each step, one chain), refuses invalid states
+ * and unknown slugs with no change, records denies, applies duplicates once, and a fault in each
+ * action stage leaves the one-transaction path exactly where the per-stage path is. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -315,9 +318,569 @@ static void test_preview(void **state) {
     assert_string_equal(before, after);
 }
 
+
+static int64_t qint(tp_db *db, const char *sql, const char *p1) {
+    int64_t v = -1;
+    const char *params[1] = {p1};
+    assert_int_equal(pgtest_query_int_p(db, sql, p1 ? 1 : 0, params, &v), 0);
+    return v;
+}
+
+static void qtext(tp_db *db, const char *sql, const char *p1, char *buf, size_t cap) {
+    const char *params[1] = {p1};
+    assert_int_equal(tp_db_query_text(db, sql, 1, params, buf, cap, NULL), 0);
+}
+
+static tp_run_result run(fixture *f, const tp_request *req) {
+    tp_run_result out;
+    assert_int_equal(tp_stages_run(&f->env, req, &out), 0);
+    return out;
+}
+
+/* The tenant's outbox rows form one chain: sequence 1..n, each previous_hash the prior hash, every
+ * one numbered in the transparency log. */
+static void assert_chain(tp_db *db, const char *tenant_id, int want) {
+    tp_res *res = NULL;
+    const char *p[1] = {tenant_id};
+    assert_int_equal(tp_db_query(db, "SELECT sequence, previous_hash, hash, leaf_index IS NOT NULL "
+                                     "FROM receipt_outbox WHERE tenant_id = $1 ORDER BY sequence",
+                                 1, p, &res),
+                     0);
+    assert_int_equal(tp_res_nrows(res), want);
+    for (int r = 0; r < tp_res_nrows(res); r++) {
+        int64_t seq = 0;
+        assert_int_equal(tp_res_get_int64(res, r, 0, &seq), 0);
+        assert_int_equal(seq, r + 1);
+        if (r == 0)
+            assert_string_equal(tp_res_get(res, r, 1), TP_RECEIPT_ZERO_HASH);
+        else
+            assert_string_equal(tp_res_get(res, r, 1), tp_res_get(res, r - 1, 2));
+        assert_string_equal(tp_res_get(res, r, 3), "t");
+    }
+    tp_res_free(res);
+}
+
+/* A digest of one tenant's own rows (tenant, quota, partitions, namespace, receipts). */
+static void tenant_digest(tp_db *db, const char *slug, char *buf, size_t cap) {
+    qtext(db,
+          "SELECT md5(string_agg(x, '|' ORDER BY x)) FROM (SELECT t::text x FROM tenants t WHERE "
+          "t.slug = $1 UNION ALL SELECT q::text FROM tenant_quotas q JOIN tenants t ON t.id = "
+          "q.tenant_id WHERE t.slug = $1 UNION ALL SELECT p::text FROM tenant_partitions p JOIN "
+          "tenants t ON t.id = p.tenant_id WHERE t.slug = $1 UNION ALL SELECT n::text FROM "
+          "tenant_namespaces n JOIN tenants t ON t.id = n.tenant_id WHERE t.slug = $1 UNION ALL "
+          "SELECT o.receipt_id FROM receipt_outbox o JOIN tenants t ON t.id = o.tenant_id WHERE "
+          "t.slug = $1) u",
+          slug, buf, cap);
+}
+
+/* The tenant's quota row holds exactly plan's vector. */
+static void assert_quota(fixture *f, const char *tid, tp_plan plan) {
+    tp_quota_tier q;
+    char buf[32];
+    assert_int_equal(tp_quota_tiers_get(f->tiers, plan, &q), 0);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenant_quotas WHERE tenant_id = $1", tid), 1);
+    qtext(f->db, "SELECT tier FROM tenant_quotas WHERE tenant_id = $1", tid, buf, sizeof(buf));
+    assert_string_equal(buf, tp_plan_name(plan));
+    assert_int_equal(qint(f->db, "SELECT requests_per_minute FROM tenant_quotas WHERE tenant_id = $1", tid), q.requests_per_minute);
+    assert_int_equal(qint(f->db, "SELECT requests_per_day FROM tenant_quotas WHERE tenant_id = $1", tid), q.requests_per_day);
+    assert_int_equal(qint(f->db, "SELECT ingest_events_per_minute FROM tenant_quotas WHERE tenant_id = $1", tid), q.ingest_events_per_minute);
+    assert_int_equal(qint(f->db, "SELECT max_tokens_per_request FROM tenant_quotas WHERE tenant_id = $1", tid), q.max_tokens_per_request);
+    assert_int_equal(qint(f->db, "SELECT storage_bytes FROM tenant_quotas WHERE tenant_id = $1", tid), q.storage_bytes);
+    assert_int_equal(qint(f->db, "SELECT seat_cap FROM tenant_quotas WHERE tenant_id = $1", tid), q.seat_cap);
+    assert_int_equal(qint(f->db, "SELECT round(burst_multiplier * 1000) FROM tenant_quotas WHERE tenant_id = $1", tid),
+                     (int64_t)(q.burst_multiplier * 1000 + 0.5));
+}
+
+static void assert_status(fixture *f, const char *tid, const char *want) {
+    char buf[32];
+    qtext(f->db, "SELECT status FROM tenants WHERE id = $1", tid, buf, sizeof(buf));
+    assert_string_equal(buf, want);
+}
+
+/* An action request ended SUCCEEDED with every stage of its list done once, in one transaction,
+ * with its action recorded and its decision stored. */
+static void assert_action_done(fixture *f, const tp_request *req, int stages) {
+    char buf[64];
+    qtext(f->db, "SELECT state || '/' || action FROM provisioning_requests WHERE request_id = $1",
+          req->request_id, buf, sizeof(buf));
+    char want[64];
+    snprintf(want, sizeof(want), "SUCCEEDED/%s", tp_action_name(req->action));
+    assert_string_equal(buf, want);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM provisioning_stages WHERE request_id = $1 AND "
+                                 "status = 'SUCCEEDED' AND attempts = 1", req->request_id), stages);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM provisioning_stages WHERE request_id = $1",
+                          req->request_id), stages);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM policy_decisions WHERE request_id = $1 AND "
+                                 "allow AND decision_id <> ''", req->request_id), 1);
+    /* One durable commit: every marker and the decision share one xmin. */
+    assert_int_equal(qint(f->db, "SELECT count(DISTINCT x) FROM (SELECT xmin::text x FROM "
+                                 "provisioning_stages WHERE request_id = $1 UNION ALL SELECT "
+                                 "xmin::text FROM policy_decisions WHERE request_id = $1 UNION ALL "
+                                 "SELECT xmin::text FROM receipt_outbox WHERE request_id = $1) w",
+                          req->request_id), 1);
+}
+
+/* A field of the in-toto statement of the request's receipt of type, as text. */
+static void receipt_field(fixture *f, const char *rid, const char *type, const char *path, char *buf,
+                          size_t cap) {
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "SELECT coalesce(convert_from(payload, 'UTF8')::jsonb #>> '%s', '<none>') FROM "
+             "receipt_outbox WHERE request_id = $1 AND action_type = '%s'",
+             path, type);
+    qtext(f->db, sql, rid, buf, cap);
+}
+
+static void test_lifecycle(void **state) {
+    fixture *f = *state;
+    tp_request prov, req;
+    tp_run_result out;
+    char tid[64], buf[256];
+
+    make_provision(&prov, "req-lc-prov", "lc-co", TP_SOURCE_ADMIN_API, TP_PLAN_PRO);
+    run_ok(f, &prov);
+    qtext(f->db, "SELECT id FROM tenants WHERE slug = 'lc-co' AND $1 <> ''", "x", tid, sizeof(tid));
+    assert_chain(f->db, tid, 3);
+
+    /* Upgrade PRO → ENTERPRISE (admin): plan, the ENTERPRISE vector, dedicated partitions,
+     * PLAN_CHANGED + QUOTA_ASSIGNED + ISOLATION_VERIFIED in the chain. */
+    make_plan_change(&req, "req-lc-up", "lc-co", TP_SOURCE_ADMIN_API, TP_PLAN_ENTERPRISE);
+    run_ok(f, &req);
+    assert_action_done(f, &req, 5);
+    qtext(f->db, "SELECT plan || '/' || status || '/' || requested_seats FROM tenants WHERE id = $1",
+          tid, buf, sizeof(buf));
+    assert_string_equal(buf, "ENTERPRISE/active/40");
+    assert_quota(f, tid, TP_PLAN_ENTERPRISE);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenant_partitions WHERE tenant_id = $1 AND "
+                                 "isolation = 'dedicated'", tid), 3);
+    qtext(f->db, "SELECT tenant_id FROM provisioning_requests WHERE request_id = $1", req.request_id,
+          buf, sizeof(buf));
+    assert_string_equal(buf, tid);
+    receipt_field(f, req.request_id, "TENANT_PLAN_CHANGED", "{predicate,data,before,plan}", buf, sizeof(buf));
+    assert_string_equal(buf, "PRO");
+    receipt_field(f, req.request_id, "TENANT_PLAN_CHANGED", "{predicate,data,after,plan}", buf, sizeof(buf));
+    assert_string_equal(buf, "ENTERPRISE");
+    receipt_field(f, req.request_id, "TENANT_PLAN_CHANGED", "{predicate,policy,revision}", buf, sizeof(buf));
+    assert_string_equal(buf, "tenants.change_plan/2026-12.1");
+    receipt_field(f, req.request_id, "TENANT_QUOTA_ASSIGNED", "{predicate,data,previous,tier}", buf, sizeof(buf));
+    assert_string_equal(buf, "PRO");
+    receipt_field(f, req.request_id, "TENANT_QUOTA_ASSIGNED", "{predicate,data,quota,seatCap}", buf, sizeof(buf));
+    assert_string_equal(buf, "500");
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM receipt_outbox WHERE request_id = $1 AND "
+                                 "action_type = 'TENANT_ISOLATION_VERIFIED'", req.request_id), 1);
+    assert_chain(f->db, tid, 6);
+
+    /* Suspend (billing, payment failed). */
+    make_action(&req, "req-lc-susp", "lc-co", TP_ACTION_SUSPEND, TP_SOURCE_BILLING);
+    run_ok(f, &req);
+    assert_action_done(f, &req, 3);
+    qtext(f->db, "SELECT status || '/' || suspended_reason FROM tenants WHERE id = $1", tid, buf, sizeof(buf));
+    assert_string_equal(buf, "suspended/PAYMENT_FAILED");
+    receipt_field(f, req.request_id, "TENANT_SUSPENDED", "{predicate,data,before,status}", buf, sizeof(buf));
+    assert_string_equal(buf, "active");
+    receipt_field(f, req.request_id, "TENANT_SUSPENDED", "{predicate,data,reason}", buf, sizeof(buf));
+    assert_string_equal(buf, "PAYMENT_FAILED");
+    assert_chain(f->db, tid, 7);
+
+    /* A plan change of a suspended tenant is valid and keeps it suspended: down to STARTER with
+     * 45 seats; the partitions go back to shared. */
+    make_plan_change(&req, "req-lc-down1", "lc-co", TP_SOURCE_BILLING, TP_PLAN_STARTER);
+    req.has_requested_seats = true;
+    req.requested_seats = 45;
+    run_ok(f, &req);
+    assert_action_done(f, &req, 5);
+    qtext(f->db, "SELECT plan || '/' || status || '/' || requested_seats FROM tenants WHERE id = $1",
+          tid, buf, sizeof(buf));
+    assert_string_equal(buf, "STARTER/suspended/45");
+    assert_quota(f, tid, TP_PLAN_STARTER);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenant_partitions WHERE tenant_id = $1 AND "
+                                 "isolation = 'shared'", tid), 3);
+    assert_chain(f->db, tid, 10);
+
+    /* Resume (admin): active again, the guard re-run. */
+    make_action(&req, "req-lc-resume", "lc-co", TP_ACTION_RESUME, TP_SOURCE_ADMIN_API);
+    run_ok(f, &req);
+    assert_action_done(f, &req, 4);
+    assert_status(f, tid, "active");
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenants WHERE id = $1 AND suspended_reason "
+                                 "IS NULL", tid), 1);
+    receipt_field(f, req.request_id, "TENANT_RESUMED", "{predicate,data,before,suspendedReason}", buf, sizeof(buf));
+    assert_string_equal(buf, "PAYMENT_FAILED");
+    assert_chain(f->db, tid, 12);
+
+    /* Downgrade to FREE with 5 seats (the current 45 would not fit). */
+    make_plan_change(&req, "req-lc-down2", "lc-co", TP_SOURCE_ADMIN_API, TP_PLAN_FREE);
+    req.has_requested_seats = true;
+    req.requested_seats = 5;
+    run_ok(f, &req);
+    assert_quota(f, tid, TP_PLAN_FREE);
+    assert_chain(f->db, tid, 15);
+
+    /* Deprovision with 7 days of retention: a soft delete, every row kept. */
+    make_action(&req, "req-lc-deprov", "lc-co", TP_ACTION_DEPROVISION, TP_SOURCE_BILLING);
+    req.has_retention_days = true;
+    req.retention_days = 7;
+    run_ok(f, &req);
+    assert_action_done(f, &req, 3);
+    assert_status(f, tid, "deprovisioned");
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenants WHERE id = $1 AND deprovisioned_at "
+                                 "IS NOT NULL AND purge_after = deprovisioned_at + interval '7 days' "
+                                 "AND deprovisioned_at > now() - interval '1 minute'", tid), 1);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenant_partitions p JOIN tenants t ON "
+                                 "t.id = p.tenant_id WHERE t.id = $1 AND p.purge_after = t.purge_after",
+                          tid), 3);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenant_namespaces WHERE tenant_id = $1", tid), 1);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenant_quotas WHERE tenant_id = $1", tid), 1);
+    receipt_field(f, req.request_id, "TENANT_DEPROVISIONED", "{predicate,data,retentionDays}", buf, sizeof(buf));
+    assert_string_equal(buf, "7");
+    /* The state stage's output lists the changes the dry run showed. */
+    receipt_field(f, req.request_id, "TENANT_DEPROVISIONED", "{predicate,data,after,purgeAfter}", buf, sizeof(buf));
+    char purge[64];
+    qtext(f->db, "SELECT to_char(purge_after AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') "
+                 "FROM tenants WHERE id = $1", tid, purge, sizeof(purge));
+    assert_string_equal(buf, purge);
+    assert_chain(f->db, tid, 16);
+
+    /* The slug stays taken; nothing acts on an offboarded tenant. */
+    make_provision(&req, "req-lc-again", "lc-co", TP_SOURCE_ADMIN_API, TP_PLAN_PRO);
+    out = run(f, &req);
+    assert_int_equal(out.status, TP_RUN_FAILED);
+    assert_string_equal(out.failure_reason, "SLUG_TAKEN");
+    make_plan_change(&req, "req-lc-late", "lc-co", TP_SOURCE_ADMIN_API, TP_PLAN_PRO);
+    out = run(f, &req);
+    assert_int_equal(out.status, TP_RUN_FAILED);
+    assert_string_equal(out.failure_reason, "INVALID_STATE");
+    assert_chain(f->db, tid, 16);
+
+    /* The status view shows the action, its receipts and the tenant as it is now. */
+    char *js = tp_stages_status_json(f->db, "req-lc-deprov");
+    assert_non_null(js);
+    json_t *st = json_loads(js, 0, NULL);
+    free(js);
+    assert_string_equal(json_string_value(json_object_get(st, "action")), "DEPROVISION");
+    assert_string_equal(json_string_value(json_object_get(st, "state")), "SUCCEEDED");
+    assert_int_equal(json_array_size(json_object_get(st, "conditions")), 3);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(st, "conditions"), 1), "stage")), "state");
+    json_t *tenant = json_object_get(st, "tenant");
+    assert_string_equal(json_string_value(json_object_get(tenant, "status")), "deprovisioned");
+    assert_string_equal(json_string_value(json_object_get(tenant, "purgeAfter")), purge);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(st, "partitions"), 0), "purgeAfter")), purge);
+    assert_non_null(json_object_get(json_object_get(st, "receipts"), "deprovisioned"));
+    json_decref(st);
+}
+
+/* Resume an active tenant, suspend a suspended one, act on an unknown slug: FAILED with the
+ * enumerated reason, OPA not asked, not one row of the tenant changed. */
+static void test_invalid_state_and_unknown_slug(void **state) {
+    fixture *f = *state;
+    tp_request prov, req;
+    tp_run_result out;
+    char before[64], after[64], buf[128];
+
+    make_provision(&prov, "req-inv-prov", "inv-co", TP_SOURCE_ADMIN_API, TP_PLAN_PRO);
+    run_ok(f, &prov);
+    tenant_digest(f->db, "inv-co", before, sizeof(before));
+
+    for (int per_stage = 0; per_stage <= 1; per_stage++) {
+        char rid[64];
+        f->env.per_stage_tx = per_stage;
+        snprintf(rid, sizeof(rid), "req-inv-resume-%d", per_stage);
+        make_action(&req, rid, "inv-co", TP_ACTION_RESUME, TP_SOURCE_ADMIN_API);
+        out = run(f, &req);
+        assert_int_equal(out.status, TP_RUN_FAILED);
+        assert_string_equal(out.failure_reason, "INVALID_STATE");
+        assert_int_equal(out.stage, TP_STAGE_POLICY);
+        qtext(f->db, "SELECT state || '/' || failure_reason || '/' || action FROM provisioning_requests "
+                     "WHERE request_id = $1", rid, buf, sizeof(buf));
+        assert_string_equal(buf, "FAILED/INVALID_STATE/RESUME");
+        qtext(f->db, "SELECT string_agg(stage || ':' || status || ':' || coalesce(reason, '-'), ' ' "
+                     "ORDER BY ordinal) FROM provisioning_stages WHERE request_id = $1", rid, buf, sizeof(buf));
+        assert_string_equal(buf, "policy:FAILED:INVALID_STATE state:PENDING:- receipts:PENDING:- "
+                                 "isolation:PENDING:-");
+        assert_int_equal(qint(f->db, "SELECT count(*) FROM policy_decisions WHERE request_id = $1", rid), 0);
+        assert_int_equal(qint(f->db, "SELECT count(*) FROM receipt_outbox WHERE request_id = $1", rid), 0);
+
+        snprintf(rid, sizeof(rid), "req-inv-ghost-%d", per_stage);
+        make_action(&req, rid, "ghost-co", TP_ACTION_SUSPEND, TP_SOURCE_BILLING);
+        out = run(f, &req);
+        assert_int_equal(out.status, TP_RUN_FAILED);
+        assert_string_equal(out.failure_reason, "TENANT_NOT_FOUND");
+        assert_int_equal(qint(f->db, "SELECT count(*) FROM provisioning_requests WHERE request_id = $1 "
+                                     "AND tenant_id IS NULL AND state = 'FAILED'", rid), 1);
+    }
+    f->env.per_stage_tx = false;
+    tenant_digest(f->db, "inv-co", after, sizeof(after));
+    assert_string_equal(before, after);
+
+    /* Suspend twice (two billing events): the second finds the tenant suspended. */
+    make_action(&req, "req-inv-s1", "inv-co", TP_ACTION_SUSPEND, TP_SOURCE_BILLING);
+    run_ok(f, &req);
+    tenant_digest(f->db, "inv-co", before, sizeof(before));
+    make_action(&req, "req-inv-s2", "inv-co", TP_ACTION_SUSPEND, TP_SOURCE_BILLING);
+    out = run(f, &req);
+    assert_int_equal(out.status, TP_RUN_FAILED);
+    assert_string_equal(out.failure_reason, "INVALID_STATE");
+    tenant_digest(f->db, "inv-co", after, sizeof(after));
+    assert_string_equal(before, after);
+}
+
+/* The state stage checks the state again under the tenant lock: a tenant that changed between the
+ * policy decision and the change (another worker's action committed meanwhile) is not changed. */
+static void test_state_changed_after_policy(void **state) {
+    fixture *f = *state;
+    tp_request prov, req, other;
+    tp_run_result out;
+    char before[64], after[64], buf[128];
+
+    make_provision(&prov, "req-race-prov", "race-co", TP_SOURCE_ADMIN_API, TP_PLAN_PRO);
+    run_ok(f, &prov);
+    /* The suspend's policy stage commits alone (a fault in its state stage stops it there) ... */
+    assert_int_equal(tp_db_exec_script(f->db,
+                                       "CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                                       "BEGIN RAISE EXCEPTION 'injected fault' USING ERRCODE = '40001'; "
+                                       "END $$; CREATE TRIGGER fault BEFORE UPDATE ON tenants FOR EACH "
+                                       "ROW EXECUTE FUNCTION fault();"),
+                     0);
+    make_action(&req, "req-race-susp", "race-co", TP_ACTION_SUSPEND, TP_SOURCE_BILLING);
+    out = run(f, &req);
+    assert_int_equal(out.status, TP_RUN_RETRY);
+    assert_int_equal(out.stage, TP_STAGE_STATE);
+    assert_int_equal(tp_db_exec_script(f->db, "DROP TRIGGER fault ON tenants; DROP FUNCTION fault();"), 0);
+    /* ... then someone else deprovisions the tenant ... */
+    make_action(&other, "req-race-deprov", "race-co", TP_ACTION_DEPROVISION, TP_SOURCE_BILLING);
+    run_ok(f, &other);
+    tenant_digest(f->db, "race-co", before, sizeof(before));
+    /* ... and the suspend's retry finds a deprovisioned tenant. */
+    out = run(f, &req);
+    assert_int_equal(out.status, TP_RUN_FAILED);
+    assert_string_equal(out.failure_reason, "INVALID_STATE");
+    assert_int_equal(out.stage, TP_STAGE_STATE);
+    qtext(f->db, "SELECT failure_message FROM provisioning_requests WHERE request_id = $1",
+          req.request_id, buf, sizeof(buf));
+    assert_non_null(strstr(buf, "deprovisioned"));
+    tenant_digest(f->db, "race-co", after, sizeof(after));
+    assert_string_equal(before, after);
+}
+
+/* Denies end DENIED/POLICY_DENIED with the decision stored and the tenant untouched. */
+static void test_denies(void **state) {
+    fixture *f = *state;
+    tp_request prov, req;
+    tp_run_result out;
+    char before[64], after[64], buf[256];
+
+    make_provision(&prov, "req-deny-prov", "deny-co", TP_SOURCE_SELF_SERVE_API, TP_PLAN_PRO);
+    run_ok(f, &prov);
+    tenant_digest(f->db, "deny-co", before, sizeof(before));
+    static const struct {
+        const char *rid;
+        tp_action action;
+        tp_source source;
+        tp_plan plan;
+        const char *actor, *reason;
+    } cases[] = {
+        {"req-deny-seats", TP_ACTION_CHANGE_PLAN, TP_SOURCE_BILLING, TP_PLAN_FREE, NULL, "[\"SEATS_OVER_PLAN_CAP\"]"},
+        {"req-deny-ent", TP_ACTION_CHANGE_PLAN, TP_SOURCE_SELF_SERVE_API, TP_PLAN_ENTERPRISE, NULL, "[\"ENTERPRISE_NOT_SELF_SERVE\"]"},
+        {"req-deny-other", TP_ACTION_CHANGE_PLAN, TP_SOURCE_SELF_SERVE_API, TP_PLAN_STARTER, "user-99", "[\"NOT_TENANT_OWNER\"]"},
+        {"req-deny-offboard-other", TP_ACTION_DEPROVISION, TP_SOURCE_SELF_SERVE_API, TP_PLAN_FREE, "user-99", "[\"NOT_TENANT_OWNER\"]"},
+        {"req-deny-susp", TP_ACTION_SUSPEND, TP_SOURCE_SELF_SERVE_API, TP_PLAN_FREE, NULL, "[\"SELF_SERVE_NOT_ALLOWED\"]"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (cases[i].action == TP_ACTION_CHANGE_PLAN)
+            make_plan_change(&req, cases[i].rid, "deny-co", cases[i].source, cases[i].plan);
+        else
+            make_action(&req, cases[i].rid, "deny-co", cases[i].action, cases[i].source);
+        if (cases[i].actor)
+            snprintf(req.actor.id, sizeof(req.actor.id), "%s", cases[i].actor);
+        out = run(f, &req);
+        assert_int_equal(out.status, TP_RUN_DENIED);
+        assert_string_equal(out.failure_reason, "POLICY_DENIED");
+        qtext(f->db, "SELECT d.reasons::text || '/' || d.allow || '/' || r.state FROM policy_decisions d "
+                     "JOIN provisioning_requests r USING (request_id) WHERE d.request_id = $1",
+              cases[i].rid, buf, sizeof(buf));
+        char want[256];
+        snprintf(want, sizeof(want), "%s/false/DENIED", cases[i].reason);
+        assert_string_equal(buf, want);
+        assert_int_equal(qint(f->db, "SELECT count(*) FROM receipt_outbox WHERE request_id = $1",
+                              cases[i].rid), 0);
+    }
+    tenant_digest(f->db, "deny-co", after, sizeof(after));
+    assert_string_equal(before, after);
+    /* The owner may downgrade within self-serve limits and offboard its own tenant. */
+    make_plan_change(&req, "req-deny-ok", "deny-co", TP_SOURCE_SELF_SERVE_API, TP_PLAN_STARTER);
+    run_ok(f, &req);
+    make_action(&req, "req-deny-bye", "deny-co", TP_ACTION_DEPROVISION, TP_SOURCE_SELF_SERVE_API);
+    run_ok(f, &req);
+    /* Offboarded tenants no longer count against the owner's tenant limit. */
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenants WHERE owner_id = $1 AND status = "
+                                 "'deprovisioned'", "user-42"), 1);
+}
+
+/* The same action request again (redelivery, replay): applied once. */
+static void test_duplicates_apply_once(void **state) {
+    fixture *f = *state;
+    tp_request prov, req;
+    tp_run_result out;
+    char tid[64], before[64], after[64];
+
+    make_provision(&prov, "req-dup-prov", "dup-co", TP_SOURCE_ADMIN_API, TP_PLAN_STARTER);
+    run_ok(f, &prov);
+    qtext(f->db, "SELECT tenant_id FROM provisioning_requests WHERE request_id = $1", prov.request_id,
+          tid, sizeof(tid));
+    make_plan_change(&req, "req-dup-plan", "dup-co", TP_SOURCE_BILLING, TP_PLAN_PRO);
+    assert_int_equal(tp_stages_accept(f->db, &req, NULL, "tenant.provisioning.requests.v1", 0, 9), 0);
+    assert_int_equal(tp_stages_accept(f->db, &req, NULL, "tenant.provisioning.requests.v1", 0, 9), 0);
+    run_ok(f, &req);
+    tenant_digest(f->db, "dup-co", before, sizeof(before));
+    for (int i = 0; i < 3; i++) {
+        out = run(f, &req);
+        assert_int_equal(out.status, TP_RUN_SUCCEEDED);
+        f->env.per_stage_tx = !f->env.per_stage_tx;
+    }
+    f->env.per_stage_tx = false;
+    assert_int_equal(tp_stages_accept(f->db, &req, NULL, NULL, 0, 0), 0);
+    out = run(f, &req);
+    assert_int_equal(out.status, TP_RUN_SUCCEEDED);
+    tenant_digest(f->db, "dup-co", after, sizeof(after));
+    assert_string_equal(before, after);
+    assert_action_done(f, &req, 5);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM receipt_outbox WHERE request_id = $1",
+                          req.request_id), 3);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM provisioning_requests WHERE request_id = $1 "
+                                 "AND origin_offset = 9 AND action = 'CHANGE_PLAN'", req.request_id), 1);
+    assert_chain(f->db, tid, 6);
+    /* The stored payload is the action's and reads back as the same request (tpctl dlq replay). */
+    char payload[1024];
+    tp_request back;
+    qtext(f->db, "SELECT payload::text FROM provisioning_requests WHERE request_id = $1",
+          req.request_id, payload, sizeof(payload));
+    assert_int_equal(tp_stages_request_from_json(payload, &back), 0);
+    assert_int_equal(back.action, TP_ACTION_CHANGE_PLAN);
+    assert_true(back.has_plan);
+    assert_int_equal(back.plan, TP_PLAN_PRO);
+    assert_string_equal(back.tenant.slug, "dup-co");
+    assert_string_equal(back.request_id, req.request_id);
+}
+
+/* Everything a run left for one action request, as comparable text. */
+static void request_facts(fixture *f, const char *rid, char *buf, size_t cap) {
+    qtext(f->db,
+          "SELECT r.state || '/' || coalesce(r.failure_reason, '-') || ' ' || "
+          "(SELECT string_agg(s.stage || ':' || s.status || ':' || s.attempts || ':' || "
+          "coalesce(s.reason, '-'), ' ' ORDER BY s.ordinal) FROM provisioning_stages s "
+          "WHERE s.request_id = r.request_id) || ' decisions=' || (SELECT count(*) FROM "
+          "policy_decisions d WHERE d.request_id = r.request_id) || ' receipts=' || "
+          "(SELECT count(*) FROM receipt_outbox o WHERE o.request_id = r.request_id) || ' tenant=' || "
+          "coalesce((SELECT t.status || '/' || t.plan || '/' || coalesce(t.suspended_reason, '-') || "
+          "'/' || (t.purge_after IS NOT NULL) FROM tenants t WHERE t.slug = r.tenant_slug), '-') || "
+          "' quota=' || coalesce((SELECT q.tier FROM tenant_quotas q JOIN tenants t ON t.id = "
+          "q.tenant_id WHERE t.slug = r.tenant_slug), '-') || ' parts=' || (SELECT string_agg("
+          "p.isolation || '/' || (p.purge_after IS NOT NULL), ',' ORDER BY p.name) FROM "
+          "tenant_partitions p JOIN tenants t ON t.id = p.tenant_id WHERE t.slug = r.tenant_slug) "
+          "FROM provisioning_requests r WHERE r.request_id = $1",
+          rid, buf, cap);
+}
+
+/* A transient fault in each stage of each action (a trigger raising 40001): the one-transaction
+ * path rolls back and the per-stage path records the retry, leaving exactly what the per-stage
+ * path alone leaves; after the fault clears both finish the same way. */
+static void test_fault_in_each_action_stage(void **state) {
+    fixture *f = *state;
+    static const struct {
+        tp_action action;
+        const char *stage, *trigger;
+    } faults[] = {
+        {TP_ACTION_CHANGE_PLAN, "policy", "BEFORE INSERT ON policy_decisions"},
+        {TP_ACTION_CHANGE_PLAN, "state", "BEFORE UPDATE ON tenants"},
+        {TP_ACTION_CHANGE_PLAN, "quota", "BEFORE INSERT ON tenant_quotas"},
+        {TP_ACTION_CHANGE_PLAN, "receipts", "BEFORE INSERT ON receipt_outbox"},
+        {TP_ACTION_CHANGE_PLAN, "isolation", "BEFORE INSERT ON receipt_outbox FOR EACH ROW WHEN "
+                                             "(NEW.action_type = 'TENANT_ISOLATION_VERIFIED')"},
+        {TP_ACTION_SUSPEND, "policy", "BEFORE INSERT ON policy_decisions"},
+        {TP_ACTION_SUSPEND, "state", "BEFORE UPDATE ON tenants"},
+        {TP_ACTION_SUSPEND, "receipts", "BEFORE INSERT ON receipt_outbox"},
+        {TP_ACTION_RESUME, "policy", "BEFORE INSERT ON policy_decisions"},
+        {TP_ACTION_RESUME, "state", "BEFORE UPDATE ON tenants"},
+        {TP_ACTION_RESUME, "receipts", "BEFORE INSERT ON receipt_outbox"},
+        {TP_ACTION_RESUME, "isolation", "BEFORE INSERT ON receipt_outbox FOR EACH ROW WHEN "
+                                        "(NEW.action_type = 'TENANT_ISOLATION_VERIFIED')"},
+        {TP_ACTION_DEPROVISION, "policy", "BEFORE INSERT ON policy_decisions"},
+        {TP_ACTION_DEPROVISION, "state", "BEFORE UPDATE ON tenant_partitions"},
+        {TP_ACTION_DEPROVISION, "receipts", "BEFORE INSERT ON receipt_outbox"},
+    };
+    for (size_t i = 0; i < sizeof(faults) / sizeof(faults[0]); i++) {
+        tp_request reqs[2];
+        tp_run_result outs[2];
+        char facts[2][1024], sql[600], want[64];
+        for (int k = 0; k < 2; k++) {
+            tp_request prov;
+            char rid[64], slug[32];
+            snprintf(slug, sizeof(slug), "fault-%zu-%c", i, "ab"[k]);
+            snprintf(rid, sizeof(rid), "req-fault-prov-%zu-%d", i, k);
+            make_provision(&prov, rid, slug, TP_SOURCE_ADMIN_API, TP_PLAN_PRO);
+            run_ok(f, &prov);
+            if (faults[i].action == TP_ACTION_RESUME) {
+                snprintf(rid, sizeof(rid), "req-fault-susp-%zu-%d", i, k);
+                make_action(&reqs[k], rid, slug, TP_ACTION_SUSPEND, TP_SOURCE_BILLING);
+                run_ok(f, &reqs[k]);
+            }
+            snprintf(rid, sizeof(rid), "req-fault-%s-%s-%d", tp_action_name(faults[i].action),
+                     faults[i].stage, k);
+            if (faults[i].action == TP_ACTION_CHANGE_PLAN)
+                make_plan_change(&reqs[k], rid, slug, TP_SOURCE_ADMIN_API, TP_PLAN_ENTERPRISE);
+            else
+                make_action(&reqs[k], rid, slug, faults[i].action, TP_SOURCE_BILLING);
+        }
+        snprintf(sql, sizeof(sql),
+                 "CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                 "RAISE EXCEPTION 'injected fault' USING ERRCODE = '40001'; END $$; "
+                 "CREATE TRIGGER fault %s%s EXECUTE FUNCTION fault();", faults[i].trigger,
+                 strstr(faults[i].trigger, "FOR EACH ROW") ? "" : " FOR EACH ROW");
+        assert_int_equal(tp_db_exec_script(f->db, sql), 0);
+        outs[0] = run(f, &reqs[0]);
+        f->env.per_stage_tx = true;
+        outs[1] = run(f, &reqs[1]);
+        f->env.per_stage_tx = false;
+        for (int k = 0; k < 2; k++) {
+            if (outs[k].status != TP_RUN_RETRY)
+                fprintf(stderr, "%s: status %d stage %s %s\n", reqs[k].request_id, outs[k].status,
+                        tp_stage_name(outs[k].stage), outs[k].message);
+            assert_int_equal(outs[k].status, TP_RUN_RETRY);
+            assert_string_equal(tp_stage_name(outs[k].stage), faults[i].stage);
+            assert_int_equal(outs[k].attempts, 1);
+            request_facts(f, reqs[k].request_id, facts[k], sizeof(facts[k]));
+        }
+        /* Same conditions, same rows (the slugs differ, the facts do not name them). */
+        assert_string_equal(facts[0], facts[1]);
+        assert_non_null(strstr(facts[0], "RETRYING:1:DB"));
+        {
+            char table[64];
+            assert_int_equal(sscanf(strstr(faults[i].trigger, " ON ") + 4, "%63s", table), 1);
+            snprintf(sql, sizeof(sql), "DROP TRIGGER fault ON %s; DROP FUNCTION fault();", table);
+        }
+        assert_int_equal(tp_db_exec_script(f->db, sql), 0);
+        run_ok(f, &reqs[0]);
+        f->env.per_stage_tx = true;
+        run_ok(f, &reqs[1]);
+        f->env.per_stage_tx = false;
+        request_facts(f, reqs[0].request_id, facts[0], sizeof(facts[0]));
+        request_facts(f, reqs[1].request_id, facts[1], sizeof(facts[1]));
+        assert_string_equal(facts[0], facts[1]);
+        assert_true(strncmp(facts[0], "SUCCEEDED/- ", 12) == 0);
+        snprintf(want, sizeof(want), " %s:SUCCEEDED:2:- ", faults[i].stage);
+        assert_non_null(strstr(facts[0], want));
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_preview, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lifecycle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_invalid_state_and_unknown_slug, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_changed_after_policy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_denies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_duplicates_apply_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fault_in_each_action_stage, setup, teardown),
     };
     if (getenv("TP_TEST_FILTER"))
         cmocka_set_test_filter(getenv("TP_TEST_FILTER"));

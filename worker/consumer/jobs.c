@@ -138,6 +138,7 @@ static void run_work(uv_work_t *req) {
         env.max_attempts = w->max_attempts;
         env.max_elapsed_ms = w->max_elapsed_ms;
         env.max_tenants_per_user = (int)tp_config_get_int(w->cfg, "policy.max_tenants_per_user");
+        env.admin_role = tp_config_get(w->cfg, "jwt.admin_role"); /* as tp-ingress tells OPA */
         j->work_rc = tp_stages_run(&env, &j->req, &j->result);
     }
     if (j->work_rc != 0 && r->db && !tp_err_is_transient(j->work_rc) && j->work_rc != TP_EDB_PERMANENT) {

@@ -1,4 +1,5 @@
-/* runner.c: the stage table and the runner: records a request, runs each pending stage in its own
+/* runner.c: the stage tables (provisioning's seven, each tenant action's own list) and the runner:
+ * records a request with its action and stage list, runs each pending stage in its own
  * transaction together with its stage marker, classifies failures (transient → RETRYING and a
  * retry verdict, permanent → terminal state) and prepares replays. Synchronous, no sleeping. */
 #include "stages_int.h"
@@ -25,6 +26,50 @@ const tp_stage_def tp_stage_table[TP_PROVISION_STAGES] = {
     {TP_STAGE_RECEIPTS, "receipts", NULL, tp_stage_receipts_run},
     {TP_STAGE_ISOLATION, "isolation", NULL, tp_stage_isolation_run},
 };
+
+/* The stages of each tenant action (stage_action.c; the isolation guard of stage_isolation.c):
+ * the policy decision with the state check, the state change, the quota swap of a plan change,
+ * the receipts, and the guard again where the tenant's isolation can change (a plan change moves
+ * partitions between dedicated and shared) or the tenant comes back (resume). */
+static const tp_stage_def change_plan_stages[] = {
+    {TP_STAGE_POLICY, "policy", tp_stage_action_policy_prepare, tp_stage_action_policy_run},
+    {TP_STAGE_STATE, "state", NULL, tp_stage_action_state_run},
+    {TP_STAGE_QUOTA, "quota", NULL, tp_stage_action_quota_run},
+    {TP_STAGE_RECEIPTS, "receipts", NULL, tp_stage_action_receipts_run},
+    {TP_STAGE_ISOLATION, "isolation", NULL, tp_stage_action_isolation_run},
+};
+static const tp_stage_def suspend_stages[] = {
+    {TP_STAGE_POLICY, "policy", tp_stage_action_policy_prepare, tp_stage_action_policy_run},
+    {TP_STAGE_STATE, "state", NULL, tp_stage_action_state_run},
+    {TP_STAGE_RECEIPTS, "receipts", NULL, tp_stage_action_receipts_run},
+};
+static const tp_stage_def resume_stages[] = {
+    {TP_STAGE_POLICY, "policy", tp_stage_action_policy_prepare, tp_stage_action_policy_run},
+    {TP_STAGE_STATE, "state", NULL, tp_stage_action_state_run},
+    {TP_STAGE_RECEIPTS, "receipts", NULL, tp_stage_action_receipts_run},
+    {TP_STAGE_ISOLATION, "isolation", NULL, tp_stage_action_isolation_run},
+};
+/* DEPROVISION has the same list as SUSPEND (policy → state → receipts). */
+
+#define N_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+const tp_stage_def *tp_stage_list(tp_action action, int *n) {
+    switch (action) {
+    case TP_ACTION_CHANGE_PLAN:
+        *n = N_OF(change_plan_stages);
+        return change_plan_stages;
+    case TP_ACTION_SUSPEND:
+    case TP_ACTION_DEPROVISION:
+        *n = N_OF(suspend_stages);
+        return suspend_stages;
+    case TP_ACTION_RESUME:
+        *n = N_OF(resume_stages);
+        return resume_stages;
+    default:
+        *n = TP_PROVISION_STAGES;
+        return tp_stage_table;
+    }
+}
 
 const char *tp_stage_name(tp_stage_id id) {
     if ((unsigned)id >= TP_STAGE_COUNT_)
@@ -83,11 +128,18 @@ int tp_stage_db_error(tp_stage_ctx *ctx, int rc, const char *what) {
     return rc;
 }
 
-/* The ten parameters that record a request (see tp_stages_accept); *own receives the payload
- * text when this serialised it (free it). Returns 0 or TP_ENOMEM. */
+#define STAGE_LIST_MAX 96 /* "{policy,tenant,namespace,partitions,quota,receipts,isolation}" */
+
+/* The twelve parameters that record a request (see tp_stages_accept): ten of the request, its
+ * stage names as a text[] literal, its action; *own receives the payload text when this
+ * serialised it (free it). Returns 0 or TP_ENOMEM. */
 static int request_params(const tp_request *req, const char *payload_json_or_null,
                           const char *origin_topic, int partition, int64_t offset, char **own,
-                          char pbuf[16], char obuf[32], const char *params[10]) {
+                          char pbuf[16], char obuf[32], char sbuf[STAGE_LIST_MAX],
+                          const char *params[12]) {
+    int n;
+    const tp_stage_def *list = tp_stage_list(req->action, &n);
+    size_t used = 0;
     const char *payload = payload_json_or_null;
     *own = NULL;
     if (!payload) {
@@ -107,32 +159,39 @@ static int request_params(const tp_request *req, const char *payload_json_or_nul
     params[7] = origin_topic;
     params[8] = origin_topic ? pbuf : NULL;
     params[9] = origin_topic ? obuf : NULL;
+    sbuf[used++] = '{';
+    for (int i = 0; i < n; i++)
+        used += (size_t)snprintf(sbuf + used, STAGE_LIST_MAX - used, "%s%s", i ? "," : "",
+                                 list[i].name);
+    snprintf(sbuf + used, STAGE_LIST_MAX - used, "}");
+    params[10] = sbuf;
+    params[11] = tp_action_name(req->action);
     return 0;
 }
 
-/* The insert of a request row and, only when it is new, its seven PENDING conditions; the
- * state of a new row is the first parameter after the ten of request_params. */
+/* The insert of a request row (with its action) and, only when it is new, one PENDING condition
+ * per stage of its list. */
 #define INSERT_REQUEST_CTES(state)                                                                  \
     "WITH ins AS (INSERT INTO provisioning_requests (request_id, idempotency_key, actor_id, "      \
     "actor_type, source, tenant_slug, payload, payload_fingerprint, origin_topic, "                \
-    "origin_partition, origin_offset, state) VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, "    \
-    "encode(sha256(convert_to($7::text, 'UTF8')), 'hex'), $8, $9::int, $10::bigint, " state ") "   \
-    "ON CONFLICT (request_id) DO NOTHING RETURNING request_id), "                                   \
+    "origin_partition, origin_offset, state, action) VALUES ($1, $2, $3, $4, $5, $6, "             \
+    "$7::text::jsonb, encode(sha256(convert_to($7::text, 'UTF8')), 'hex'), $8, $9::int, "          \
+    "$10::bigint, " state ", $12) ON CONFLICT (request_id) DO NOTHING RETURNING request_id), "     \
     "stg AS (INSERT INTO provisioning_stages (request_id, stage, ordinal) "                         \
-    "SELECT ins.request_id, s.name, s.ord FROM ins, unnest(ARRAY['policy','tenant','namespace',"   \
-    "'partitions','quota','receipts','isolation']) WITH ORDINALITY AS s(name, ord)) "
+    "SELECT ins.request_id, s.name, s.ord FROM ins, unnest($11::text[]) WITH ORDINALITY AS "       \
+    "s(name, ord)) "
 
 int tp_stages_accept(tp_db *db, const tp_request *req, const char *payload_json_or_null,
                      const char *origin_topic, int partition, int64_t offset) {
-    char *own, pbuf[16], obuf[32];
-    const char *params[10];
+    char *own, pbuf[16], obuf[32], sbuf[STAGE_LIST_MAX];
+    const char *params[12];
     int rc = request_params(req, payload_json_or_null, origin_topic, partition, offset, &own, pbuf,
-                            obuf, params);
+                            obuf, sbuf, params);
     if (rc != 0)
         return rc;
     /* One statement: the request row, then one PENDING condition per stage (the stages are only
      * inserted when the request row is new). */
-    rc = tp_db_exec(db, INSERT_REQUEST_CTES("'ACCEPTED'") "SELECT 1", 10, params,
+    rc = tp_db_exec(db, INSERT_REQUEST_CTES("'ACCEPTED'") "SELECT 1", 12, params,
                     NULL);
     free(own);
     return rc;
@@ -176,14 +235,14 @@ static void fill_row(const tp_res *res, request_row *row) {
 
 /* One round trip at the start of a run: records the request if it is new (straight into RUNNING),
  * moves an ACCEPTED one to RUNNING, and reads its state, tenant and stage conditions (as they
- * were before this statement: a new request has seven PENDING ones). */
+ * were before this statement: a new request has one PENDING condition per stage). */
 static int start_request(tp_db *db, const tp_stage_env *env, const tp_request *req,
                          request_row *row) {
-    char *own, pbuf[16], obuf[32];
-    const char *params[10];
+    char *own, pbuf[16], obuf[32], sbuf[STAGE_LIST_MAX];
+    const char *params[12];
     tp_res *res = NULL;
     int rc = request_params(req, NULL, env->origin_topic, env->origin_partition,
-                            env->origin_offset, &own, pbuf, obuf, params);
+                            env->origin_offset, &own, pbuf, obuf, sbuf, params);
     memset(row, 0, sizeof(*row));
     if (rc != 0)
         return rc;
@@ -198,7 +257,7 @@ static int start_request(tp_db *db, const tp_stage_env *env, const tp_request *r
                      "s.status || ':' || s.attempts, ',') FROM provisioning_stages s WHERE "
                      "s.request_id = r.request_id), '') FROM provisioning_requests r "
                      "WHERE r.request_id = $1",
-                     10, params, &res);
+                     12, params, &res);
     free(own);
     if (rc != 0)
         return rc;
@@ -348,6 +407,12 @@ out_err:
 
 enum { STAGE_DONE = 0, STAGE_STOP = 1 };
 
+/* What an action's state stage left for the receipts stage, once its transaction rolled back. */
+static void forget_action_state(tp_stage_ctx *ctx) {
+    json_decref(ctx->action_state);
+    ctx->action_state = NULL;
+}
+
 /* Forgets what the last stage run left on ctx (output, terminal outcome, messages). */
 static void clear_outcome(tp_stage_ctx *ctx) {
     json_decref(ctx->output);
@@ -372,9 +437,9 @@ static int prepare_stage(tp_stage_ctx *ctx, const tp_stage_def *def) {
     return ctx->prepare_rc;
 }
 
-/* Writes the stage marker (and a terminal request state or the final SUCCEEDED) in the open
- * transaction. */
-static int write_marker(tp_stage_ctx *ctx, const tp_stage_def *def, int attempt) {
+/* Writes the stage marker (and a terminal request state, or SUCCEEDED after the last stage of
+ * the request's list) in the open transaction. */
+static int write_marker(tp_stage_ctx *ctx, const tp_stage_def *def, int attempt, bool last) {
     char abuf[16];
     char *output = ctx->output ? json_dumps(ctx->output, JSON_COMPACT) : NULL;
     const char *state = ctx->terminal == TP_RUN_DENIED ? "DENIED" : "FAILED";
@@ -400,7 +465,7 @@ static int write_marker(tp_stage_ctx *ctx, const tp_stage_def *def, int attempt)
                         "failure_message = $4, finished_at = clock_timestamp(), "
                         "updated_at = clock_timestamp() WHERE request_id = $1",
                         4, rp, NULL);
-    } else if (def->id == TP_STAGE_ISOLATION) {
+    } else if (last) {
         const char *rp[1] = {ctx->req->request_id};
         rc = tp_db_exec(ctx->db,
                         "UPDATE provisioning_requests SET state = 'SUCCEEDED', failure_reason = NULL, "
@@ -429,7 +494,7 @@ static void report_terminal(const tp_stage_ctx *ctx, const tp_stage_def *def, in
 
 /* Runs one stage; returns STAGE_DONE (go on), STAGE_STOP (out filled) or a negative code when
  * even the failure could not be recorded (out filled with a RETRY verdict). */
-static int run_stage(tp_stage_ctx *ctx, const tp_stage_def *def, int prev_attempts,
+static int run_stage(tp_stage_ctx *ctx, const tp_stage_def *def, int prev_attempts, bool last,
                      tp_run_result *out) {
     tp_db *db = ctx->db;
     tp_res *res = NULL;
@@ -487,7 +552,7 @@ static int run_stage(tp_stage_ctx *ctx, const tp_stage_def *def, int prev_attemp
     tp_metrics_stage_observe(def->id, def->name, tp_metrics_now_ns() - t0);
     if (rc != 0)
         goto out_fail;
-    if ((rc = write_marker(ctx, def, attempt)) != 0)
+    if ((rc = write_marker(ctx, def, attempt, last)) != 0)
         goto out_fail;
     if ((rc = tp_stage_assign_leaves(ctx)) != 0) /* last: holds the log counter until COMMIT */
         goto out_fail;
@@ -505,6 +570,7 @@ static int run_stage(tp_stage_ctx *ctx, const tp_stage_def *def, int prev_attemp
 out_fail:
     tp_res_free(res);
     tp_db_rollback(db);
+    forget_action_state(ctx); /* rolled back with the transaction */
     if (!ctx->message[0])
         snprintf(ctx->message, sizeof(ctx->message), "%s", tp_strerror(rc));
     tp_log(tp_err_is_transient(rc) ? TP_LOG_WARN : TP_LOG_ERROR, "stages", &lctx,
@@ -530,7 +596,8 @@ out_fail:
  * with out filled when committed; STAGE_DONE when nothing was written (any error: rolled back),
  * and the caller then takes the per-stage path, which records retries and failures exactly as
  * before. */
-static int run_single_tx(tp_stage_ctx *ctx, bool need_policy, tp_run_result *out) {
+static int run_single_tx(tp_stage_ctx *ctx, const tp_stage_def *list, int n, bool need_policy,
+                         tp_run_result *out) {
     tp_db *db = ctx->db;
     tp_res *res = NULL;
     json_t *markers = json_array();
@@ -543,7 +610,7 @@ static int run_single_tx(tp_stage_ctx *ctx, bool need_policy, tp_run_result *out
     snprintf(tenant_before, sizeof(tenant_before), "%s", ctx->tenant_id);
     if (!markers)
         return STAGE_DONE;
-    if (need_policy && prepare_stage(ctx, &tp_stage_table[TP_STAGE_POLICY]) != 0)
+    if (need_policy && prepare_stage(ctx, &list[0]) != 0)
         goto out_fallback; /* OPA unavailable: the per-stage path records the retry */
     ctx->chain_known = false;
     ctx->n_leaf_ids = 0;
@@ -557,9 +624,9 @@ static int run_single_tx(tp_stage_ctx *ctx, bool need_policy, tp_run_result *out
                      "provisioning_requests r WHERE r.request_id = $1), '') FROM "
                      "provisioning_stages s WHERE s.request_id = $1 ORDER BY s.ordinal FOR UPDATE",
                      1, params, &res);
-    if (rc != 0 || tp_res_nrows(res) != TP_PROVISION_STAGES)
+    if (rc != 0 || tp_res_nrows(res) != n)
         goto out_fallback;
-    for (int r = 0; r < TP_PROVISION_STAGES; r++) {
+    for (int r = 0; r < n; r++) {
         tp_stage_id id;
         int64_t a = 0;
         if (tp_stage_parse(tp_res_get(res, r, 0), &id) != 0)
@@ -573,10 +640,10 @@ static int run_single_tx(tp_stage_ctx *ctx, bool need_policy, tp_run_result *out
     tp_res_free(res);
     res = NULL;
 
-    for (int i = 0; i < TP_PROVISION_STAGES; i++) {
-        const tp_stage_def *def = &tp_stage_table[i];
-        tp_log_ctx lctx = {ctx->req->request_id, def->name, attempts[i] + 1, ctx->req->traceparent};
-        if (done[i])
+    for (int i = 0; i < n; i++) {
+        const tp_stage_def *def = &list[i];
+        tp_log_ctx lctx = {ctx->req->request_id, def->name, attempts[def->id] + 1, ctx->req->traceparent};
+        if (done[def->id])
             continue;
         clear_outcome(ctx);
         uint64_t t0 = tp_metrics_now_ns();
@@ -588,7 +655,7 @@ static int run_single_tx(tp_stage_ctx *ctx, bool need_policy, tp_run_result *out
             goto out_fallback;
         }
         if (json_array_append_new(markers, json_pack("{s:s, s:i, s:O?, s:s, s:s?, s:s?}", "stage",
-                                                     def->name, "attempts", attempts[i] + 1,
+                                                     def->name, "attempts", attempts[def->id] + 1,
                                                      "output", ctx->output, "status",
                                                      ctx->terminal ? "FAILED" : "SUCCEEDED",
                                                      "reason", ctx->terminal ? ctx->reason : NULL,
@@ -604,11 +671,11 @@ static int run_single_tx(tp_stage_ctx *ctx, bool need_policy, tp_run_result *out
     if (!markers_text)
         goto out_fallback;
     {
-        /* Every marker, then the request's outcome: terminal, SUCCEEDED after the isolation
-         * guard, or (when the guard did not run) unchanged. */
+        /* Every marker, then the request's outcome: terminal, SUCCEEDED after the last stage of
+         * the list, or (when it did not run) unchanged. */
         const char *state = ctx->terminal == TP_RUN_DENIED ? "DENIED"
                             : ctx->terminal              ? "FAILED"
-                            : last->id == TP_STAGE_ISOLATION ? "SUCCEEDED" : NULL;
+                            : last == &list[n - 1]       ? "SUCCEEDED" : NULL;
         const char *mp5[5] = {ctx->req->request_id, markers_text, state,
                               ctx->terminal ? ctx->reason : NULL,
                               ctx->terminal ? ctx->message : NULL};
@@ -649,26 +716,20 @@ out_fallback:
     free(markers_text);
     json_decref(markers);
     clear_outcome(ctx);
+    forget_action_state(ctx);
     ctx->chain_known = false;
     snprintf(ctx->tenant_id, sizeof(ctx->tenant_id), "%s", tenant_before);
     return STAGE_DONE;
 }
 
-int tp_stages_run(tp_stage_env *env, const tp_request *req, tp_run_result *out) {
+/* The run of one request with its ctx (tp_stages_run frees what ctx holds afterwards). */
+static int run_request(tp_stage_ctx *ctx, const tp_request *req, tp_run_result *out) {
+    tp_stage_env *env = ctx->env;
     tp_db *db = env->db;
-    tp_stage_ctx ctx;
     request_row row;
-    int rc;
+    int rc, n;
     const char *params[1] = {req->request_id};
-
-    memset(out, 0, sizeof(*out));
-    out->status = TP_RUN_RETRY;
-    memset(&ctx, 0, sizeof(ctx));
-    ctx.env = env;
-    ctx.db = db;
-    ctx.req = req;
-    snprintf(ctx.region, sizeof(ctx.region), "%s",
-             req->tenant.region[0] ? req->tenant.region : tp_default_region(req->tenant.residency));
+    const tp_stage_def *list = tp_stage_list(req->action, &n);
 
     if ((rc = start_request(db, env, req, &row)) != 0)
         goto out_db;
@@ -679,33 +740,34 @@ int tp_stages_run(tp_stage_env *env, const tp_request *req, tp_run_result *out) 
     if (terminal_outcome(&row, out))
         return 0;
     out->status = TP_RUN_RETRY;
-    snprintf(ctx.tenant_id, sizeof(ctx.tenant_id), "%s", row.tenant_id);
+    snprintf(ctx->tenant_id, sizeof(ctx->tenant_id), "%s", row.tenant_id);
 
     bool all_done = true;
-    for (int i = 0; i < TP_PROVISION_STAGES; i++)
-        all_done = all_done && row.done[i];
-    if (!all_done && !env->per_stage_tx && run_single_tx(&ctx, !row.done[TP_STAGE_POLICY], out) == STAGE_STOP) {
-        snprintf(out->tenant_id, sizeof(out->tenant_id), "%s", ctx.tenant_id);
-        json_decref(ctx.output);
+    for (int i = 0; i < n; i++)
+        all_done = all_done && row.done[list[i].id];
+    if (!all_done && !env->per_stage_tx &&
+        run_single_tx(ctx, list, n, !row.done[list[0].id], out) == STAGE_STOP) {
+        snprintf(out->tenant_id, sizeof(out->tenant_id), "%s", ctx->tenant_id);
+        json_decref(ctx->output);
         if (out->status != TP_RUN_RETRY)
             return 0;
-        /* Committed without reaching the end (cannot happen with today's table): go on. */
+        /* Committed without reaching the end (cannot happen with today's tables): go on. */
         memset(out, 0, sizeof(*out));
         out->status = TP_RUN_RETRY;
-        ctx.output = NULL;
+        ctx->output = NULL;
     }
 
-    for (int i = 0; i < TP_PROVISION_STAGES; i++) {
-        if (row.done[i])
+    for (int i = 0; i < n; i++) {
+        if (row.done[list[i].id])
             continue;
-        rc = run_stage(&ctx, &tp_stage_table[i], row.attempts[i], out);
+        rc = run_stage(ctx, &list[i], row.attempts[list[i].id], i == n - 1, out);
         if (rc == STAGE_DONE)
             continue;
-        json_decref(ctx.output);
-        snprintf(out->tenant_id, sizeof(out->tenant_id), "%s", ctx.tenant_id);
+        json_decref(ctx->output);
+        snprintf(out->tenant_id, sizeof(out->tenant_id), "%s", ctx->tenant_id);
         return rc == STAGE_STOP ? 0 : rc;
     }
-    json_decref(ctx.output);
+    json_decref(ctx->output);
 
     /* Every stage was already done (a crash after the last marker): make the state say so. */
     rc = tp_db_exec(db, "UPDATE provisioning_requests SET state = 'SUCCEEDED', finished_at = "
@@ -724,6 +786,23 @@ out_db:
     out->status = TP_RUN_RETRY;
     out->err = rc;
     snprintf(out->message, sizeof(out->message), "%s", tp_db_errmsg(db));
+    return rc;
+}
+
+int tp_stages_run(tp_stage_env *env, const tp_request *req, tp_run_result *out) {
+    tp_stage_ctx ctx;
+    int rc;
+    memset(out, 0, sizeof(*out));
+    out->status = TP_RUN_RETRY;
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.env = env;
+    ctx.db = env->db;
+    ctx.req = req;
+    snprintf(ctx.region, sizeof(ctx.region), "%s",
+             req->tenant.region[0] ? req->tenant.region : tp_default_region(req->tenant.residency));
+    rc = run_request(&ctx, req, out);
+    json_decref(ctx.action_state);
+    tp_action_preview_release(&ctx.action_eval);
     return rc;
 }
 

@@ -1,7 +1,10 @@
 /* stage_isolation.c: stage 7, the isolation guard: re-reads what the earlier stages persisted and
- * checks it (ownership, regions against residency, one quota row matching the plan, kill switch).
- * Pass: tenant active + TENANT_ISOLATION_VERIFIED receipt. Fail: tenant quarantined, request
- * FAILED/ISOLATION_VIOLATION; both outcomes commit with the stage marker. */
+ * checks it (ownership, regions against residency, one quota row matching the plan, dedicated
+ * partitions for ENTERPRISE and shared ones otherwise, kill switch). Pass: tenant active +
+ * TENANT_ISOLATION_VERIFIED receipt. Fail: tenant quarantined, request FAILED/ISOLATION_VIOLATION;
+ * both outcomes commit with the stage marker. Tenant actions (CHANGE_PLAN, RESUME) run the same
+ * guard after their change; a pass keeps the status the action left (a suspended tenant changing
+ * plans stays suspended) and the provisioning kill switch does not apply to them. */
 #include "stages_int.h"
 #include "tp/error.h"
 
@@ -41,7 +44,7 @@ static bool cell_eq_int(const tp_res *res, int row, int col, int64_t want) {
  * every namespace, partition and quota row that names it); strings copied into the caller's
  * buffers. */
 static int gather(tp_stage_ctx *ctx, tp_isolation_facts *f, char *residency, char *region,
-                  char *plan, size_t cap) {
+                  char *plan, char *status, size_t cap) {
     tp_res *res = NULL;
     const char *tid = ctx->tenant_id;
     char slug[TP_SLUG_MAX + 1], env[16], ns_id[80], part_prefix[80], want_slug[TP_SLUG_MAX + 20];
@@ -51,7 +54,7 @@ static int gather(tp_stage_ctx *ctx, tp_isolation_facts *f, char *residency, cha
 
     rc = tp_db_query(ctx->db, "SELECT residency, region, plan, slug, environment, "
                               "coalesce((SELECT enabled FROM tp_flags WHERE name = "
-                              "'provisioning.kill_switch'), false) FROM tenants "
+                              "'provisioning.kill_switch'), false), status FROM tenants "
                               "WHERE id = $1 FOR UPDATE",
                      1, &tid, &res);
     if (rc != 0)
@@ -67,6 +70,7 @@ static int gather(tp_stage_ctx *ctx, tp_isolation_facts *f, char *residency, cha
     snprintf(slug, sizeof(slug), "%s", tp_res_get(res, 0, 3));
     snprintf(env, sizeof(env), "%s", tp_res_get(res, 0, 4));
     f->kill_switch = ctx->env->kill_switch || strcmp(tp_res_get(res, 0, 5), "t") == 0;
+    snprintf(status, cap, "%s", tp_res_get(res, 0, 6));
     tp_res_free(res);
     f->tenant_id = tid;
     f->residency = residency;
@@ -138,10 +142,12 @@ static int gather(tp_stage_ctx *ctx, tp_isolation_facts *f, char *residency, cha
     return 0;
 }
 
-int tp_stage_isolation_run(tp_stage_ctx *ctx) {
+/* The guard; action: run after a tenant action (no kill switch, the status kept on a pass). */
+static int isolation_guard(tp_stage_ctx *ctx, bool action) {
     tp_isolation_facts f;
     tp_isolation_check checks[TP_ISOLATION_CHECKS];
     char residency[TP_REGION_MAX + 1], region[TP_REGION_MAX + 1], plan[TP_REGION_MAX + 1];
+    char status[TP_REGION_MAX + 1];
     char failed[256] = "", receipt_id[64];
     json_t *arr = NULL, *data = NULL;
     char *data_text = NULL;
@@ -153,8 +159,10 @@ int tp_stage_isolation_run(tp_stage_ctx *ctx) {
         return TP_EDB_PERMANENT;
     }
     memset(&f, 0, sizeof(f));
-    if ((rc = gather(ctx, &f, residency, region, plan, sizeof(region))) != 0)
+    if ((rc = gather(ctx, &f, residency, region, plan, status, sizeof(region))) != 0)
         return rc;
+    if (action)
+        f.kill_switch = false; /* provisioning's switch: it stops new tenants, not existing ones */
     pass = tp_isolation_evaluate(&f, checks);
     arr = json_array();
     for (int i = 0; arr && i < TP_ISOLATION_CHECKS; i++) {
@@ -167,10 +175,11 @@ int tp_stage_isolation_run(tp_stage_ctx *ctx) {
     }
     if (!arr)
         return TP_ENOMEM;
-    const char *p1[2] = {ctx->tenant_id, pass ? "active" : "quarantined"};
-    rc = tp_db_exec(ctx->db, "UPDATE tenants SET status = $2, updated_at = clock_timestamp() "
-                             "WHERE id = $1",
-                    2, p1, NULL);
+    const char *p1[2] = {ctx->tenant_id, pass ? (action ? status : "active") : "quarantined"};
+    rc = !pass || !action ? tp_db_exec(ctx->db, "UPDATE tenants SET status = $2, updated_at = "
+                                                "clock_timestamp() WHERE id = $1",
+                                       2, p1, NULL)
+                          : 0;
     if (rc != 0) {
         json_decref(arr);
         return tp_stage_db_error(ctx, rc, "tenant status");
@@ -196,7 +205,11 @@ int tp_stage_isolation_run(tp_stage_ctx *ctx) {
         json_decref(arr);
         return rc;
     }
-    ctx->output = json_pack("{s:o, s:s, s:s}", "checks", arr, "tenantStatus", "active",
+    ctx->output = json_pack("{s:o, s:s, s:s}", "checks", arr, "tenantStatus", p1[1],
                             "receiptId", receipt_id);
     return ctx->output ? 0 : TP_ENOMEM;
 }
+
+int tp_stage_isolation_run(tp_stage_ctx *ctx) { return isolation_guard(ctx, false); }
+
+int tp_stage_action_isolation_run(tp_stage_ctx *ctx) { return isolation_guard(ctx, true); }

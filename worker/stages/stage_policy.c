@@ -19,18 +19,19 @@ int tp_stage_policy_prepare(tp_stage_ctx *ctx) {
         return TP_ECONFIG;
     }
     if (req->source == TP_SOURCE_SELF_SERVE_API) {
-        /* Tenants this user already owns, not counting one created by this very request. */
+        /* Tenants this user already owns, not counting one created by this very request nor
+         * the offboarded ones (their slugs stay taken until purge, but they are gone). */
         const char *params[2] = {req->actor.id, req->request_id};
         rc = tp_db_query_text(ctx->db,
                               "SELECT count(*) FROM tenants WHERE owner_id = $1 AND "
-                              "created_by_request <> $2",
+                              "created_by_request <> $2 AND status <> 'deprovisioned'",
                               2, params, buf, sizeof(buf), &found);
         if (rc != 0)
             return tp_stage_db_error(ctx, rc, "owned tenants");
         owned = found ? atoi(buf) : 0;
     }
     tp_policy_context pctx = {owned, ctx->env->tiers_json, ctx->env->region_allowlist,
-                              ctx->env->max_tenants_per_user, NULL};
+                              ctx->env->max_tenants_per_user, ctx->env->admin_role};
     input = tp_policy_build_input_ctx(req, "provision", &pctx);
     if (!input)
         return TP_ENOMEM;

@@ -31,6 +31,11 @@ typedef struct tp_stage_ctx {
     char leaf_ids[4][64];           /* receipts this transaction inserted, not yet numbered */
     int n_leaf_ids;
     json_t *output;                 /* the stage's output (owned by the runner) */
+    /* Tenant actions: the policy stage's evaluation (tenant found, state valid, OPA's decision:
+     * the same code as the dry run), and what the state stage changed (its output: before,
+     * changes) for the receipts stage of the same transaction; forgotten on a rollback. */
+    tp_action_preview action_eval;
+    json_t *action_state;
     int terminal;                   /* 0, TP_RUN_FAILED or TP_RUN_DENIED: committed with the marker */
     char reason[64];                /* failure reason of a terminal outcome */
     char message[512];              /* failure message (terminal or error) */
@@ -58,6 +63,18 @@ int tp_stage_partitions_run(tp_stage_ctx *ctx);
 int tp_stage_quota_run(tp_stage_ctx *ctx);
 int tp_stage_receipts_run(tp_stage_ctx *ctx);
 int tp_stage_isolation_run(tp_stage_ctx *ctx);
+
+/* The stages of a tenant action (stage_action.c; the guard in stage_isolation.c). */
+int tp_stage_action_policy_prepare(tp_stage_ctx *ctx);
+int tp_stage_action_policy_run(tp_stage_ctx *ctx);
+int tp_stage_action_state_run(tp_stage_ctx *ctx);
+int tp_stage_action_quota_run(tp_stage_ctx *ctx);
+int tp_stage_action_receipts_run(tp_stage_ctx *ctx);
+int tp_stage_action_isolation_run(tp_stage_ctx *ctx);
+
+/* The stage list of a request's action: tp_stage_table (provisioning) or an action's list, in
+ * order; *n receives its length. */
+const tp_stage_def *tp_stage_list(tp_action action, int *n);
 
 /* Sets a terminal outcome on ctx (message printf-style). */
 void tp_stage_set_terminal(tp_stage_ctx *ctx, int status, const char *reason, const char *fmt, ...)

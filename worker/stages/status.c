@@ -1,5 +1,6 @@
-/* status.c: the JSON view of one request (state, failure reason, one condition per stage, the
- * tenant and what it owns, receipt ids, the policy decision) for the status API and tpctl. */
+/* status.c: the JSON view of one request (its action, state, failure reason, one condition per
+ * stage, the tenant and what it owns, receipt ids, the policy decision) for the status API and
+ * tpctl. A tenant action shows the tenant as it is now and its action's receipts. */
 #include "stages_int.h"
 #include "tp/error.h"
 
@@ -32,8 +33,8 @@ static char *status_json(tp_db *db, const char *request_id) {
                     "actor_type, tenant_slug, tenant_id, idempotency_key, "
                     "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
                     "to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
-                    "to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') "
-                    "FROM provisioning_requests WHERE request_id = $1",
+                    "to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
+                    "action FROM provisioning_requests WHERE request_id = $1",
                     1, params, &res) != 0)
         return NULL;
     if (tp_res_nrows(res) != 1)
@@ -47,6 +48,7 @@ static char *status_json(tp_db *db, const char *request_id) {
                   str_or_null(res, 0, 11), "finishedAt", str_or_null(res, 0, 12));
     if (!o)
         goto out;
+    json_object_set_new(o, "action", json_string(tp_res_get(res, 0, 13)));
     if (!tp_res_isnull(res, 0, 8))
         snprintf(tenant_id, sizeof(tenant_id), "%s", tp_res_get(res, 0, 8));
     tp_res_free(res);
@@ -119,7 +121,11 @@ static char *status_json(tp_db *db, const char *request_id) {
         const char *key = strcmp(type, "TENANT_PROVISIONED") == 0      ? "provisioning"
                           : strcmp(type, "TENANT_QUOTA_ASSIGNED") == 0 ? "quotaAssignment"
                           : strcmp(type, "TENANT_ISOLATION_VERIFIED") == 0 ? "isolationVerified"
-                                                                           : type;
+                          : strcmp(type, "TENANT_PLAN_CHANGED") == 0   ? "planChanged"
+                          : strcmp(type, "TENANT_SUSPENDED") == 0      ? "suspended"
+                          : strcmp(type, "TENANT_RESUMED") == 0        ? "resumed"
+                          : strcmp(type, "TENANT_DEPROVISIONED") == 0  ? "deprovisioned"
+                                                                       : type;
         int64_t seq = 0;
         tp_res_get_int64(res, r, 2, &seq);
         json_object_set_new(receipts, key,

@@ -1,5 +1,7 @@
 /* view.c: reads a tenant and everything it owns (namespace, partitions, quota) back from
- * PostgreSQL as JSON: used by the receipts stage (what a receipt asserts) and the status view. */
+ * PostgreSQL as JSON: used by the receipts stage (what a receipt asserts) and the status view.
+ * The lifecycle's fields (suspendedReason, deprovisionedAt, purgeAfter) appear only once set, so a
+ * provisioning receipt asserts what it always did. */
 #include "stages_int.h"
 #include "tp/error.h"
 
@@ -20,7 +22,7 @@ static json_t *str_or_null(const tp_res *res, int row, int col) {
 }
 
 /* One round trip: the tenant, its first namespace and its quota joined, its partitions as a JSON
- * array of [id, name, type, region, isolation] in their fixed order. */
+ * array of [id, name, type, region, isolation, purgeAfter] in their fixed order. */
 int tp_stages_tenant_view(tp_db *db, const char *tenant_id, json_t **out) {
     tp_res *res = NULL;
     json_t *view = NULL, *parts, *rows;
@@ -35,8 +37,12 @@ int tp_stages_tenant_view(tp_db *db, const char *tenant_id, json_t **out) {
                      "q.ingest_events_per_minute, q.max_tokens_per_request, q.storage_bytes, "
                      "q.seat_cap, q.burst_multiplier::float8, "
                      "coalesce((SELECT json_agg(json_build_array(p.id, p.name, p.type, p.region, "
-                     "p.isolation) ORDER BY array_position(ARRAY['primary','analytics','audit'], "
-                     "p.name), p.id) FROM tenant_partitions p WHERE p.tenant_id = t.id), '[]')::text "
+                     "p.isolation, to_char(p.purge_after AT TIME ZONE 'UTC', "
+                     "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')) ORDER BY array_position("
+                     "ARRAY['primary','analytics','audit'], p.name), p.id) FROM tenant_partitions p "
+                     "WHERE p.tenant_id = t.id), '[]')::text, t.suspended_reason, "
+                     "to_char(t.deprovisioned_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
+                     "to_char(t.purge_after AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') "
                      "FROM tenants t "
                      "LEFT JOIN LATERAL (SELECT id, slug, environment FROM tenant_namespaces "
                      "WHERE tenant_id = t.id ORDER BY id LIMIT 1) n ON true "
@@ -65,6 +71,15 @@ int tp_stages_tenant_view(tp_db *db, const char *tenant_id, json_t **out) {
                                   tp_res_get(res, 0, 7), "ownerId", str_or_null(res, 0, 8),
                                   "requestedSeats", int_or_null(res, 0, 9),
                                   "storageEstimateBytes", int_or_null(res, 0, 10)));
+    {
+        /* Set by the lifecycle (suspension, offboarding); absent until then. */
+        static const struct { int col; const char *key; } life[] = {
+            {23, "suspendedReason"}, {24, "deprovisionedAt"}, {25, "purgeAfter"}};
+        json_t *tenant = json_object_get(view, "tenant");
+        for (size_t k = 0; tenant && k < sizeof(life) / sizeof(life[0]); k++)
+            if (!tp_res_isnull(res, 0, life[k].col))
+                json_object_set_new(tenant, life[k].key, json_string(tp_res_get(res, 0, life[k].col)));
+    }
     json_object_set_new(view, "namespace",
                         !tp_res_isnull(res, 0, 11)
                             ? json_pack("{s:s, s:s, s:s}", "id", tp_res_get(res, 0, 11), "slug",
@@ -72,12 +87,13 @@ int tp_stages_tenant_view(tp_db *db, const char *tenant_id, json_t **out) {
                             : json_null());
     parts = json_array();
     for (size_t r = 0; parts && r < json_array_size(rows); r++) {
-        json_t *row = json_array_get(rows, r);
-        json_array_append_new(parts, json_pack("{s:O, s:O, s:O, s:O, s:O}", "id",
-                                               json_array_get(row, 0), "name", json_array_get(row, 1),
-                                               "type", json_array_get(row, 2), "region",
-                                               json_array_get(row, 3), "isolation",
-                                               json_array_get(row, 4)));
+        json_t *row = json_array_get(rows, r), *part;
+        part = json_pack("{s:O, s:O, s:O, s:O, s:O}", "id", json_array_get(row, 0), "name",
+                         json_array_get(row, 1), "type", json_array_get(row, 2), "region",
+                         json_array_get(row, 3), "isolation", json_array_get(row, 4));
+        if (part && json_is_string(json_array_get(row, 5))) /* an offboarded tenant's partition */
+            json_object_set(part, "purgeAfter", json_array_get(row, 5));
+        json_array_append_new(parts, part);
     }
     json_decref(rows);
     json_object_set_new(view, "partitions", parts);

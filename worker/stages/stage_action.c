@@ -1,0 +1,333 @@
+/* stage_action.c: the stages of a tenant action (CHANGE_PLAN, SUSPEND, RESUME, DEPROVISION):
+ * policy (the dry run's evaluation: tenant found, state valid, the action's OPA package; the
+ * decision stored like provisioning's), state (the change itself, under the tenant row lock, the
+ * state checked again), quota (a plan change's new vector), receipts (in the tenant's chain, with
+ * the before and after). An unknown slug or a state the action is not valid in ends FAILED with
+ * TENANT_NOT_FOUND / INVALID_STATE before any row of the tenant changes. */
+#include "stages_int.h"
+#include "tp/error.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int tp_stage_action_policy_prepare(tp_stage_ctx *ctx) {
+    tp_policy_context pctx = {.tiers_json = ctx->env->tiers_json, .admin_role = ctx->env->admin_role};
+    int rc;
+    if (!ctx->env->policy) {
+        snprintf(ctx->message, sizeof(ctx->message), "no policy client configured");
+        return TP_ECONFIG;
+    }
+    tp_action_preview_release(&ctx->action_eval);
+    rc = tp_action_evaluate(ctx->db, ctx->env->policy, &pctx, ctx->env->tiers, ctx->req,
+                            tp_stage_now_ms(), &ctx->action_eval);
+    if (rc != 0) {
+        snprintf(ctx->message, sizeof(ctx->message), "%s: %s",
+                 rc == TP_EOPA_UNAVAILABLE || rc == TP_EOPA_BAD_RESPONSE
+                     ? "policy decision unavailable"
+                 : rc == TP_ECONFIG ? "quota tiers have no valid entry for the new plan"
+                                    : "action evaluation failed",
+                 tp_strerror(rc));
+        return rc;
+    }
+    ctx->decision = ctx->action_eval.decision;
+    ctx->owned_tenants = 0;
+    return 0;
+}
+
+int tp_stage_action_policy_run(tp_stage_ctx *ctx) {
+    const tp_action_preview *ev = &ctx->action_eval;
+    json_t *changes;
+    int rc;
+    if (ev->tenant_id[0]) {
+        /* The request names its tenant (the status view shows it). */
+        const char *params[2] = {ctx->req->request_id, ev->tenant_id};
+        rc = tp_db_exec(ctx->db, "UPDATE provisioning_requests SET tenant_id = $2, updated_at = "
+                                 "clock_timestamp() WHERE request_id = $1",
+                        2, params, NULL);
+        if (rc != 0)
+            return tp_stage_db_error(ctx, rc, "link tenant");
+        snprintf(ctx->tenant_id, sizeof(ctx->tenant_id), "%s", ev->tenant_id);
+    }
+    if (!ev->policy_asked) {
+        /* Not for this tenant or this state: OPA was not asked, nothing is recorded but why. */
+        tp_stage_set_terminal(ctx, TP_RUN_FAILED, tp_preview_reason_name(ev->reason), "%s",
+                              ev->message);
+        ctx->output = json_pack("{s:s, s:s?, s:s?}", "verdict", tp_preview_reason_name(ev->reason),
+                                "tenantId", ev->tenant_id[0] ? ev->tenant_id : NULL,
+                                "tenantStatus", ev->tenant_status[0] ? ev->tenant_status : NULL);
+        return ctx->output ? 0 : TP_ENOMEM;
+    }
+    if ((rc = tp_stage_policy_run(ctx)) != 0) /* the decision row, DENIED on a deny */
+        return rc;
+    if (ctx->output) {
+        json_object_del(ctx->output, "ownedTenants");
+        json_object_set_new(ctx->output, "verdict", json_string(tp_preview_reason_name(ev->reason)));
+        json_object_set_new(ctx->output, "tenantId", json_string(ev->tenant_id));
+        json_object_set_new(ctx->output, "tenantStatus", json_string(ev->tenant_status));
+        changes = ev->changes_json ? json_loads(ev->changes_json, 0, NULL) : NULL;
+        json_object_set_new(ctx->output, "changes", changes ? changes : json_array());
+    }
+    return 0;
+}
+
+/* The state change of each action, as the changes list says (the same list the dry run shows). */
+static int apply_change(tp_stage_ctx *ctx, const char *tenant_id, int64_t now_ms,
+                        const tp_quota_tier *tier) {
+    const tp_request *req = ctx->req;
+    char seats[16], storage[32], at[32], purge[32];
+    int rc = 0;
+    (void)tier;
+    switch (req->action) {
+    case TP_ACTION_CHANGE_PLAN: {
+        snprintf(seats, sizeof(seats), "%d", (int)req->requested_seats);
+        snprintf(storage, sizeof(storage), "%lld", (long long)req->storage_estimate_bytes);
+        const char *p[5] = {tenant_id, tp_plan_name(req->plan),
+                            req->has_requested_seats ? seats : NULL,
+                            req->has_storage_estimate ? storage : NULL,
+                            req->plan == TP_PLAN_ENTERPRISE ? "dedicated" : "shared"};
+        /* ENTERPRISE has dedicated partitions, the other plans shared ones: a plan change moves
+         * the tenant's three partitions across (same ids, same region), and the guard checks it. */
+        rc = tp_db_exec(ctx->db,
+                        "WITH p AS (UPDATE tenant_partitions SET isolation = $5 WHERE tenant_id = $1 "
+                        "AND isolation <> $5 RETURNING 1) "
+                        "UPDATE tenants SET plan = $2, requested_seats = coalesce($3::int, "
+                        "requested_seats), storage_estimate_bytes = coalesce($4::bigint, "
+                        "storage_estimate_bytes), updated_at = clock_timestamp() WHERE id = $1",
+                        5, p, NULL);
+        break;
+    }
+    case TP_ACTION_SUSPEND: {
+        const char *p[2] = {tenant_id, req->reason};
+        rc = tp_db_exec(ctx->db, "UPDATE tenants SET status = 'suspended', suspended_reason = $2, "
+                                 "updated_at = clock_timestamp() WHERE id = $1",
+                        2, p, NULL);
+        break;
+    }
+    case TP_ACTION_RESUME: {
+        const char *p[1] = {tenant_id};
+        rc = tp_db_exec(ctx->db, "UPDATE tenants SET status = 'active', suspended_reason = NULL, "
+                                 "updated_at = clock_timestamp() WHERE id = $1",
+                        1, p, NULL);
+        break;
+    }
+    case TP_ACTION_DEPROVISION: {
+        /* The exact instants of the changes list (milliseconds since the epoch). */
+        snprintf(at, sizeof(at), "%lld", (long long)now_ms);
+        snprintf(purge, sizeof(purge), "%lld",
+                 (long long)(now_ms + (int64_t)tp_action_retention_days(req) * 86400000));
+        const char *p[3] = {tenant_id, at, purge};
+        rc = tp_db_exec(ctx->db,
+                        "WITH p AS (UPDATE tenant_partitions SET purge_after = timestamptz 'epoch' + "
+                        "$3::bigint * interval '1 millisecond' WHERE tenant_id = $1 RETURNING 1) "
+                        "UPDATE tenants SET status = 'deprovisioned', deprovisioned_at = "
+                        "timestamptz 'epoch' + $2::bigint * interval '1 millisecond', purge_after = "
+                        "timestamptz 'epoch' + $3::bigint * interval '1 millisecond', updated_at = "
+                        "clock_timestamp() WHERE id = $1",
+                        3, p, NULL);
+        break;
+    }
+    default:
+        snprintf(ctx->message, sizeof(ctx->message), "not a tenant action");
+        return TP_EINVAL;
+    }
+    return rc != 0 ? tp_stage_db_error(ctx, rc, "change tenant") : 0;
+}
+
+int tp_stage_action_state_run(tp_stage_ctx *ctx) {
+    const tp_request *req = ctx->req;
+    json_t *before = NULL, *changes = NULL;
+    tp_quota_tier tier;
+    const char *status, *tenant_id;
+    char at[40];
+    int64_t now_ms = tp_stage_now_ms();
+    int rc;
+
+    /* Under the tenant row lock: the state the change applies to is the state it was checked in
+     * (a concurrent action on the same slug waits here, then finds the new state). */
+    rc = tp_action_read_tenant(ctx->db, req->tenant.slug, true, &before);
+    if (rc == TP_ENOT_FOUND) {
+        tp_stage_set_terminal(ctx, TP_RUN_FAILED, "TENANT_NOT_FOUND", "no tenant has the slug '%s'",
+                              req->tenant.slug);
+        return 0;
+    }
+    if (rc != 0)
+        return tp_stage_db_error(ctx, rc, "read tenant");
+    status = json_string_value(json_object_get(before, "status"));
+    tenant_id = json_string_value(json_object_get(before, "id"));
+    if (!tp_action_valid_in(req->action, status)) {
+        tp_stage_set_terminal(ctx, TP_RUN_FAILED, "INVALID_STATE",
+                              "%s is not valid for a tenant in state %s", tp_action_name(req->action),
+                              status ? status : "?");
+        ctx->output = json_pack("{s:s?, s:s?}", "tenantId", tenant_id, "tenantStatus", status);
+        json_decref(before);
+        return ctx->output ? 0 : TP_ENOMEM;
+    }
+    if (req->action == TP_ACTION_CHANGE_PLAN && (rc = tp_stage_quota_tier(ctx, req->plan, &tier)) != 0) {
+        json_decref(before);
+        snprintf(ctx->message, sizeof(ctx->message), "quota tiers have no valid entry for %s",
+                 tp_plan_name(req->plan));
+        return rc;
+    }
+    snprintf(ctx->tenant_id, sizeof(ctx->tenant_id), "%s", tenant_id ? tenant_id : "");
+    changes = tp_action_changes(req, before, req->action == TP_ACTION_CHANGE_PLAN ? &tier : NULL, now_ms);
+    if (!changes) {
+        json_decref(before);
+        return TP_ENOMEM;
+    }
+    if ((rc = apply_change(ctx, ctx->tenant_id, now_ms, &tier)) != 0) {
+        json_decref(before);
+        json_decref(changes);
+        return rc;
+    }
+    tp_action_iso_time(now_ms, at, sizeof(at));
+    ctx->output = json_pack("{s:s, s:s, s:s, s:o, s:o}", "tenantId", ctx->tenant_id, "action",
+                            tp_action_name(req->action), "effectiveAt", at, "before", before,
+                            "changes", changes);
+    if (!ctx->output)
+        return TP_ENOMEM;
+    json_decref(ctx->action_state);
+    ctx->action_state = json_incref(ctx->output);
+    return 0;
+}
+
+int tp_stage_action_quota_run(tp_stage_ctx *ctx) {
+    tp_quota_tier q;
+    char v[7][32];
+    int rc;
+    if (!ctx->tenant_id[0]) {
+        snprintf(ctx->message, sizeof(ctx->message), "no tenant recorded for the request");
+        return TP_EDB_PERMANENT;
+    }
+    if ((rc = tp_stage_quota_tier(ctx, ctx->req->plan, &q)) != 0) {
+        snprintf(ctx->message, sizeof(ctx->message), "quota tiers have no valid entry for %s",
+                 tp_plan_name(ctx->req->plan));
+        return rc;
+    }
+    snprintf(v[0], sizeof(v[0]), "%lld", (long long)q.requests_per_minute);
+    snprintf(v[1], sizeof(v[1]), "%lld", (long long)q.requests_per_day);
+    snprintf(v[2], sizeof(v[2]), "%lld", (long long)q.ingest_events_per_minute);
+    snprintf(v[3], sizeof(v[3]), "%lld", (long long)q.max_tokens_per_request);
+    snprintf(v[4], sizeof(v[4]), "%lld", (long long)q.storage_bytes);
+    snprintf(v[5], sizeof(v[5]), "%lld", (long long)q.seat_cap);
+    snprintf(v[6], sizeof(v[6]), "%.3f", q.burst_multiplier);
+    const char *params[9] = {ctx->tenant_id, tp_plan_name(ctx->req->plan), v[0], v[1], v[2],
+                             v[3], v[4], v[5], v[6]};
+    /* The whole vector of the new plan replaces the old one (one row per tenant). */
+    rc = tp_db_exec(ctx->db,
+                    "INSERT INTO tenant_quotas (tenant_id, tier, requests_per_minute, "
+                    "requests_per_day, ingest_events_per_minute, max_tokens_per_request, "
+                    "storage_bytes, seat_cap, burst_multiplier) VALUES ($1, $2, $3::bigint, "
+                    "$4::bigint, $5::bigint, $6::bigint, $7::bigint, $8::bigint, $9::numeric) "
+                    "ON CONFLICT (tenant_id) DO UPDATE SET tier = EXCLUDED.tier, requests_per_minute "
+                    "= EXCLUDED.requests_per_minute, requests_per_day = EXCLUDED.requests_per_day, "
+                    "ingest_events_per_minute = EXCLUDED.ingest_events_per_minute, "
+                    "max_tokens_per_request = EXCLUDED.max_tokens_per_request, storage_bytes = "
+                    "EXCLUDED.storage_bytes, seat_cap = EXCLUDED.seat_cap, burst_multiplier = "
+                    "EXCLUDED.burst_multiplier, updated_at = clock_timestamp()",
+                    9, params, NULL);
+    if (rc != 0)
+        return tp_stage_db_error(ctx, rc, "swap quota");
+    ctx->output = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "tier",
+                            tp_plan_name(ctx->req->plan), "requestsPerMinute",
+                            (json_int_t)q.requests_per_minute, "requestsPerDay",
+                            (json_int_t)q.requests_per_day, "ingestEventsPerMinute",
+                            (json_int_t)q.ingest_events_per_minute, "maxTokensPerRequest",
+                            (json_int_t)q.max_tokens_per_request, "storageBytes",
+                            (json_int_t)q.storage_bytes, "seatCap", (json_int_t)q.seat_cap,
+                            "burstMultiplier", q.burst_multiplier);
+    return ctx->output ? 0 : TP_ENOMEM;
+}
+
+/* The state stage's output: from this transaction, else from its committed marker (a later run). */
+static int load_action_state(tp_stage_ctx *ctx, json_t **out) {
+    tp_res *res = NULL;
+    const char *params[1] = {ctx->req->request_id};
+    int rc;
+    if (ctx->action_state) {
+        *out = json_incref(ctx->action_state);
+        return 0;
+    }
+    rc = tp_db_query(ctx->db,
+                     "SELECT output::text FROM provisioning_stages WHERE request_id = $1 AND "
+                     "stage = 'state' AND status = 'SUCCEEDED'",
+                     1, params, &res);
+    if (rc != 0)
+        return tp_stage_db_error(ctx, rc, "read state change");
+    *out = tp_res_nrows(res) == 1 && !tp_res_isnull(res, 0, 0)
+               ? json_loads(tp_res_get(res, 0, 0), 0, NULL)
+               : NULL;
+    tp_res_free(res);
+    if (!json_is_object(*out)) {
+        json_decref(*out);
+        *out = NULL;
+        snprintf(ctx->message, sizeof(ctx->message), "the state stage left no output");
+        return TP_EDB_PERMANENT;
+    }
+    return 0;
+}
+
+/* Seals one receipt of data (sorted, compact) into the chain. */
+static int emit(tp_stage_ctx *ctx, const char *type, json_t *data, char *id, size_t cap) {
+    char *text = data ? json_dumps(data, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    int rc;
+    if (!text)
+        return TP_ENOMEM;
+    rc = tp_stage_emit_receipt(ctx, type, text, id, cap);
+    free(text);
+    return rc;
+}
+
+int tp_stage_action_receipts_run(tp_stage_ctx *ctx) {
+    const tp_request *req = ctx->req;
+    json_t *state = NULL, *after = NULL, *data = NULL, *quota = NULL;
+    char id[64], quota_id[64];
+    const char *type;
+    int rc;
+
+    if ((rc = load_action_state(ctx, &state)) != 0)
+        return rc;
+    if ((rc = tp_action_read_tenant(ctx->db, req->tenant.slug, false, &after)) != 0) {
+        json_decref(state);
+        return tp_stage_db_error(ctx, rc == TP_ENOT_FOUND ? TP_EDB_PERMANENT : rc, "read tenant");
+    }
+    switch (req->action) {
+    case TP_ACTION_CHANGE_PLAN: type = "TENANT_PLAN_CHANGED"; break;
+    case TP_ACTION_SUSPEND: type = "TENANT_SUSPENDED"; break;
+    case TP_ACTION_RESUME: type = "TENANT_RESUMED"; break;
+    default: type = "TENANT_DEPROVISIONED"; break;
+    }
+    /* What the tenant was and is, and the list of changes between (the dry run's list). */
+    data = json_pack("{s:s, s:s, s:O, s:O, s:O, s:O, s:O}", "action", tp_action_name(req->action),
+                     "slug", req->tenant.slug, "tenantId", json_object_get(after, "id"),
+                     "effectiveAt", json_object_get(state, "effectiveAt"), "before",
+                     json_object_get(state, "before"), "after", after, "changes",
+                     json_object_get(state, "changes"));
+    if (data && req->reason[0])
+        json_object_set_new(data, "reason", json_string(req->reason));
+    if (data && req->action == TP_ACTION_DEPROVISION)
+        json_object_set_new(data, "retentionDays", json_integer(tp_action_retention_days(req)));
+    if ((rc = emit(ctx, type, data, id, sizeof(id))) != 0)
+        goto out;
+    if (req->action == TP_ACTION_CHANGE_PLAN) {
+        /* The new vector, as provisioning's TENANT_QUOTA_ASSIGNED has it, and the one it replaced. */
+        json_t *now = json_object_get(after, "quota"), *was = json_object_get(json_object_get(state, "before"), "quota");
+        quota = json_pack("{s:O, s:O, s:O}", "tier", json_object_get(now, "tier"), "quota", now,
+                          "previous", was ? was : json_null());
+        if ((rc = emit(ctx, "TENANT_QUOTA_ASSIGNED", quota, quota_id, sizeof(quota_id))) != 0)
+            goto out;
+        ctx->output = json_pack("{s:s, s:s}", "planChanged", id, "quotaAssignment", quota_id);
+    } else {
+        ctx->output = json_pack("{s:s}", req->action == TP_ACTION_SUSPEND ? "suspended"
+                                         : req->action == TP_ACTION_RESUME ? "resumed"
+                                                                           : "deprovisioned",
+                                id);
+    }
+    rc = ctx->output ? 0 : TP_ENOMEM;
+out:
+    json_decref(quota);
+    json_decref(data);
+    json_decref(after);
+    json_decref(state);
+    return rc;
+}
