@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "support/e2e.h"
+
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -873,6 +875,7 @@ static void test_fault_in_each_action_stage(void **state) {
 }
 
 int main(void) {
+    e2e_stack_share(); /* a fault test elsewhere must not restart OPA under us */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_preview, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lifecycle, setup, teardown),
