@@ -241,6 +241,73 @@ static void test_action_input(void **state) {
     assert_string_equal(tp_policy_package(TP_ACTION_PROVISION), "tenants/provision");
 }
 
+static void test_action_payload_round_trip(void **state) {
+    tp_request a, b;
+    char *js;
+    (void)state;
+    memset(&a, 0, sizeof(a));
+    a.action = TP_ACTION_DEPROVISION;
+    snprintf(a.request_id, sizeof(a.request_id), "evt-1");
+    a.source = TP_SOURCE_BILLING;
+    snprintf(a.actor.id, sizeof(a.actor.id), "billing");
+    snprintf(a.actor.type, sizeof(a.actor.type), "system");
+    snprintf(a.tenant.slug, sizeof(a.tenant.slug), "acme");
+    snprintf(a.reason, sizeof(a.reason), "CANCELLED");
+    snprintf(a.idempotency_key, sizeof(a.idempotency_key), "k1");
+    a.has_retention_days = true;
+    a.retention_days = 0;
+    a.submitted_at_ms = 1700000000000;
+    js = tp_stages_request_json(&a);
+    assert_non_null(js);
+    assert_non_null(strstr(js, "\"tenantSlug\":\"acme\""));
+    assert_null(strstr(js, "\"tenant\":"));
+    assert_int_equal(tp_stages_request_from_json(js, &b), 0);
+    free(js);
+    assert_int_equal(b.action, TP_ACTION_DEPROVISION);
+    assert_string_equal(b.tenant.slug, "acme");
+    assert_string_equal(b.reason, "CANCELLED");
+    assert_string_equal(b.idempotency_key, "k1");
+    assert_true(b.has_retention_days);
+    assert_int_equal(b.retention_days, 0);
+    assert_false(b.has_plan);
+    assert_int_equal(b.submitted_at_ms, 1700000000000);
+
+    a.action = TP_ACTION_CHANGE_PLAN;
+    a.has_retention_days = false;
+    a.has_plan = true;
+    a.plan = TP_PLAN_ENTERPRISE;
+    a.has_requested_seats = true;
+    a.requested_seats = 7;
+    js = tp_stages_request_json(&a);
+    assert_int_equal(tp_stages_request_from_json(js, &b), 0);
+    free(js);
+    assert_int_equal(b.action, TP_ACTION_CHANGE_PLAN);
+    assert_true(b.has_plan);
+    assert_int_equal(b.plan, TP_PLAN_ENTERPRISE);
+    assert_int_equal(b.requested_seats, 7);
+    assert_false(b.has_retention_days);
+
+    /* Unknown or PROVISION action, bad plan, a missing slug: refused. */
+    assert_int_equal(tp_stages_request_from_json("{\"requestId\":\"x\",\"action\":\"EXPLODE\","
+                                                 "\"source\":\"BILLING\",\"actor\":{\"id\":\"a\","
+                                                 "\"type\":\"system\"},\"tenantSlug\":\"acme\"}", &b),
+                     TP_EINVAL);
+    assert_int_equal(tp_stages_request_from_json("{\"requestId\":\"x\",\"action\":\"PROVISION\","
+                                                 "\"source\":\"BILLING\",\"actor\":{\"id\":\"a\","
+                                                 "\"type\":\"system\"},\"tenantSlug\":\"acme\"}", &b),
+                     TP_EINVAL);
+    assert_int_equal(tp_stages_request_from_json("{\"requestId\":\"x\",\"action\":\"SUSPEND\","
+                                                 "\"source\":\"BILLING\",\"actor\":{\"id\":\"a\","
+                                                 "\"type\":\"system\"},\"tenantSlug\":\"acme\","
+                                                 "\"plan\":\"GOLD\"}", &b),
+                     TP_EINVAL);
+    assert_int_equal(tp_stages_request_from_json("{\"requestId\":\"x\",\"action\":\"SUSPEND\","
+                                                 "\"source\":\"BILLING\",\"actor\":{\"id\":\"a\","
+                                                 "\"type\":\"system\"}}", &b),
+                     TP_EINVAL);
+    assert_int_equal(tp_stages_request_from_json("{\"requestId\":\"x\",\"action\":7}", &b), TP_EINVAL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_states),
@@ -248,6 +315,7 @@ int main(void) {
         cmocka_unit_test(test_changes_plan),
         cmocka_unit_test(test_changes_status),
         cmocka_unit_test(test_action_input),
+        cmocka_unit_test(test_action_payload_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
