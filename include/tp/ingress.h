@@ -148,6 +148,19 @@ typedef struct tp_tlog_query {
     int64_t from, to;
 } tp_tlog_query;
 
+/* A question about tenants: GET /api/admin/tenants (a page), /api/admin/tenants/{slug} and the
+ * owner's /api/tenants/{slug} (one tenant). The server checks the filters before asking. */
+#define TP_INGRESS_CURSOR_MAX 128
+typedef struct tp_tenant_ask {
+    bool list;                       /* true: a page of tenants; false: the tenant `slug` */
+    char slug[TP_SLUG_MAX + 1];
+    char owner[TP_ACTOR_ID_MAX + 1]; /* "": anyone's; else only this owner's tenants */
+    char state[16];                  /* "": any */
+    char plan[16];                   /* "": any */
+    int limit;                       /* 0: the default page size */
+    char cursor[TP_INGRESS_CURSOR_MAX + 1]; /* "": the first page */
+} tp_tenant_ask;
+
 typedef struct tp_ingress_hooks {
     void *opaque;
     /* Idempotency-Key replay: the caller (sub) already sent this key. Returns 0 with request_id
@@ -190,6 +203,10 @@ typedef struct tp_ingress_hooks {
      * (503). NULL: 404 for every question. */
     int (*tlog)(void *opaque, const tp_tlog_query *q, char **json_out, char *detail,
                 size_t detail_cap);
+    /* The tenant view (tp_stages_tenant_json / tp_stages_tenant_list_json): *json_out a new
+     * malloc'd JSON object text. Returns 0, TP_ENOT_FOUND (404: unknown, or not the owner's),
+     * TP_EINVAL (400) or another code (503). NULL: 404 for every question. */
+    int (*tenants)(void *opaque, const tp_tenant_ask *q, char **json_out);
 } tp_ingress_hooks;
 
 typedef struct tp_ingress_server tp_ingress_server;

@@ -160,12 +160,53 @@ int tp_stages_action_preview(tp_db *db, tp_policy_client *pc, const tp_policy_co
 /* Frees out->changes_json (safe on a zeroed or already released preview). */
 void tp_action_preview_release(tp_action_preview *out);
 
+
+/* ---- the tenant view (GET /api/admin/tenants[/{slug}], GET /api/tenants/{slug}, tpctl tenant) --
+ * One tenant as JSON: id, slug, name, state, plan, residency, region, environment, ownerId,
+ * requestedSeats, storageEstimateBytes, quota (tier and the vector, or null), namespace (or null),
+ * partitions[] (id, name, type, region, isolation, purgeAfter), suspendedReason, deprovisionedAt,
+ * purgeAfter, lastReceipt (sequence, hash, id, actionType; null before the first receipt),
+ * createdAt, updatedAt. Read by one statement (one snapshot). */
+
+#define TP_TENANT_LIST_LIMIT_DEFAULT 50
+#define TP_TENANT_LIST_LIMIT_MAX 200
+#define TP_TENANT_CURSOR_MAX 128 /* bytes of an opaque cursor, without NUL */
+
+/* The filters of a tenant list. Empty strings (or NULL) filter nothing. */
+typedef struct tp_tenant_query {
+    const char *state;  /* provisioning, active, suspended, deprovisioned, quarantined */
+    const char *plan;   /* FREE, STARTER, PRO, ENTERPRISE */
+    const char *owner;  /* only this owner's tenants (self-serve) */
+    int limit;          /* 0: TP_TENANT_LIST_LIMIT_DEFAULT; else 1..TP_TENANT_LIST_LIMIT_MAX */
+    const char *cursor; /* a nextCursor of an earlier page: the page after it */
+} tp_tenant_query;
+
+/* True for the tenant states of the schema (0006): provisioning, active, suspended,
+ * deprovisioned, quarantined. */
+bool tp_tenant_state_valid(const char *state);
+
+/* Checks a query without a database: the state and plan are known names, the limit is in range,
+ * the cursor decodes. Returns 0, or TP_EINVAL with the parameter's name ("state", "plan",
+ * "limit", "cursor") in field, a code of the problem vocabulary ("enum", "out_of_range",
+ * "pattern") in code (>= 16 bytes) and a message. Pure; any thread. */
+int tp_tenant_query_check(const tp_tenant_query *q, char *field, size_t field_cap, char *code,
+                          char *msg, size_t msg_cap);
+
+/* The tenant whose slug is slug, as JSON (a new malloc'd string in *json_out). owner: NULL for
+ * anyone's, else only when the tenant's owner is owner (someone else's tenant looks missing).
+ * Returns 0, TP_ENOT_FOUND, TP_EDB / TP_EDB_PERMANENT or TP_ENOMEM. */
+int tp_stages_tenant_json(tp_db *db, const char *slug, const char *owner, char **json_out);
+
+/* A page of tenants in slug order: {"items": [tenant, ...], "nextCursor": string or null}
+ * (nextCursor is set when more tenants match). Returns 0 with *json_out (malloc'd), TP_EINVAL
+ * (the query fails tp_tenant_query_check), TP_EDB / TP_EDB_PERMANENT or TP_ENOMEM. */
+int tp_stages_tenant_list_json(tp_db *db, const tp_tenant_query *q, char **json_out);
+
 /* The request as JSON (DESIGN §5 field names, no secrets); a new malloc'd string or NULL. An
  * action's payload uses TenantActionRequest's names (tenantSlug, action, plan, reason, ...). */
 char *tp_stages_request_json(const tp_request *req);
 /* Parses what tp_stages_request_json wrote (e.g. the stored payload, for a replay).
  * Returns 0 or TP_EINVAL / TP_EDECODE_TOO_LARGE. */
 int tp_stages_request_from_json(const char *json, tp_request *out);
-
 
 #endif

@@ -13,5 +13,6 @@ int tpctl_cmd_migrate(int argc, char **argv);
 int tpctl_cmd_submit(int argc, char **argv);
 int tpctl_cmd_status(int argc, char **argv);
 int tpctl_cmd_dlq(int argc, char **argv);
+int tpctl_cmd_tenant(int argc, char **argv);
 
 #endif

@@ -1,7 +1,7 @@
 /* backend.c: the production hooks of tp-ingress: PostgreSQL (a small connection pool, idempotency
- * keys, the ACCEPTED record, status and owned tenants, the transparency log's checkpoint and
- * proofs), Kafka (encode, produce, wait for the delivery report with a bound) and OPA (pre-check,
- * readiness). Every hook runs on a pool thread. */
+ * keys, the ACCEPTED record, status and owned tenants, the tenant view, the transparency log's
+ * checkpoint and proofs), Kafka (encode, produce, wait for the delivery report with a bound) and
+ * OPA (pre-check, readiness). Every hook runs on a pool thread. */
 #include "tp/codec.h"
 #include "tp/error.h"
 #include "tp/ingress.h"
@@ -541,6 +541,25 @@ static int hook_tlog(void *opaque, const tp_tlog_query *q, char **json_out, char
     return rc;
 }
 
+static int hook_tenants(void *opaque, const tp_tenant_ask *q, char **json_out) {
+    tp_ingress_backend *b = opaque;
+    int rc;
+    *json_out = NULL;
+    conn *c = conn_acquire(b);
+    if (!c)
+        return TP_EDB;
+    if (q->list) {
+        tp_tenant_query tq = {.state = q->state, .plan = q->plan,
+                              .owner = q->owner[0] ? q->owner : NULL, .limit = q->limit,
+                              .cursor = q->cursor};
+        rc = tp_stages_tenant_list_json(c->db, &tq, json_out);
+    } else {
+        rc = tp_stages_tenant_json(c->db, q->slug, q->owner[0] ? q->owner : NULL, json_out);
+    }
+    conn_release(b, c, rc == TP_ENOT_FOUND || rc == TP_EINVAL ? 0 : rc);
+    return rc;
+}
+
 static int hook_ready(void *opaque, char *detail, size_t cap) {
     tp_ingress_backend *b = opaque;
     char kerr[256];
@@ -641,6 +660,7 @@ void tp_ingress_backend_hooks(tp_ingress_backend *b, tp_ingress_hooks *hooks) {
     hooks->ready = hook_ready;
     hooks->state_lookup = hook_state_lookup;
     hooks->tlog = hook_tlog;
+    hooks->tenants = hook_tenants;
 }
 
 void tp_ingress_backend_free(tp_ingress_backend *b) {

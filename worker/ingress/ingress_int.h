@@ -14,6 +14,11 @@ typedef enum tp_ingress_route {
     TP_ROUTE_METRICS,
     TP_ROUTE_OPENAPI, /* GET /openapi.yaml */
     TP_ROUTE_RECEIPTS_LOG, /* GET /api/receipts/checkpoint, {id}/inclusion, consistency */
+    TP_ROUTE_ADMIN_TENANT_LIST,   /* GET /api/admin/tenants */
+    TP_ROUTE_ADMIN_TENANT,        /* GET (DELETE) /api/admin/tenants/{slug} */
+    TP_ROUTE_ADMIN_TENANT_ACTION, /* POST /api/admin/tenants/{slug}/plan|suspend|resume */
+    TP_ROUTE_TENANT,              /* GET /api/tenants/{slug} (the owner's) */
+    TP_ROUTE_TENANT_ACTION,       /* POST /api/tenants/{slug}/plan (the owner's) */
     TP_ROUTE_OTHER,
     TP_ROUTE_COUNT_
 } tp_ingress_route;

@@ -12,7 +12,8 @@ static const double bucket_le[TP_METRICS_BUCKETS] = {0.001, 0.0025, 0.005, 0.01,
                                                      0.1,   0.25,   0.5,   1.0,  2.5,   10.0};
 static const char *const route_names[TP_ROUTE_COUNT_] = {
     "admin_tenants", "self_serve_provision", "request_status", "healthz", "readyz", "metrics",
-    "openapi", "receipts_log", "other"};
+    "openapi", "receipts_log", "admin_tenant_list", "admin_tenant", "admin_tenant_action", "tenant",
+    "tenant_action", "other"};
 
 const char *tp_ingress_route_name(tp_ingress_route r) {
     return (unsigned)r < TP_ROUTE_COUNT_ ? route_names[r] : "other";

@@ -5,6 +5,7 @@
 #include "tp/error.h"
 #include "tp/ingress.h"
 #include "tp/log.h"
+#include "tp/stages.h"
 
 #include <h2o.h>
 #include <jansson.h>
@@ -124,7 +125,7 @@ static void too_large_register(tp_ingress_server *srv, h2o_pathconf_t *pathconf)
     f->srv = srv;
 }
 
-typedef enum job_kind { JOB_SUBMIT, JOB_STATUS, JOB_READY, JOB_OUTCOME, JOB_TLOG } job_kind;
+typedef enum job_kind { JOB_SUBMIT, JOB_STATUS, JOB_READY, JOB_OUTCOME, JOB_TLOG, JOB_TENANT } job_kind;
 
 /* Polling of `Prefer: wait=N`: first look after POLL_FIRST_MS, then every POLL_MAX_MS at most. */
 #define POLL_FIRST_MS 50
@@ -149,9 +150,11 @@ struct job {
     unsigned char fp[32];
     char status_id[TP_REQUEST_ID_MAX + 1];
     tp_tlog_query tlog;
+    tp_tenant_ask tenant;
     /* results, written by the pool thread */
     int rc;
-    int failed_hook; /* 0 none, 1 idempotency, 2 pre-check, 3 enqueue, 4 status, 5 ready, 6 tlog */
+    int failed_hook; /* 0 none, 1 idempotency, 2 pre-check, 3 enqueue, 4 status, 5 ready, 6 tlog,
+                      * 7 tenants */
     bool replayed;
     tp_policy_decision decision;
     bool have_decision;
@@ -212,6 +215,21 @@ static void send_body(h2o_req_t *req, int status, const char *content_type, cons
     h2o_send_inline(req, body, len);
 }
 
+/* The methods a route's path serves (the Allow header of its 405). */
+static const char *route_allow(tp_ingress_route route) {
+    switch (route) {
+    case TP_ROUTE_ADMIN_TENANTS:
+    case TP_ROUTE_ADMIN_TENANT_LIST:
+    case TP_ROUTE_SELF_SERVE: /* GET /api/tenants/provision is the tenant view of slug "provision" */
+        return "GET, POST";
+    case TP_ROUTE_ADMIN_TENANT_ACTION:
+    case TP_ROUTE_TENANT_ACTION:
+        return "POST";
+    default:
+        return "GET";
+    }
+}
+
 static void send_problem(tp_ingress_server *srv, h2o_req_t *req, tp_ingress_route route,
                          uint64_t start_ns, tp_problem *p) {
     size_t len = 0;
@@ -224,7 +242,7 @@ static void send_problem(tp_ingress_server *srv, h2o_req_t *req, tp_ingress_rout
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL,
                        H2O_STRLIT(RETRY_AFTER_S));
     if (status == 405) {
-        const char *allow = route == TP_ROUTE_ADMIN_TENANTS || route == TP_ROUTE_SELF_SERVE ? "POST" : "GET";
+        const char *allow = route_allow(route);
         h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("allow"), 0, NULL, allow,
                               strlen(allow));
     }
@@ -460,6 +478,10 @@ static void work_cb(uv_work_t *w) {
                         : TP_ENOT_FOUND;
         j->failed_hook = j->rc ? 6 : 0;
         break;
+    case JOB_TENANT:
+        j->rc = h->tenants ? h->tenants(h->opaque, &j->tenant, &j->status_json) : TP_ENOT_FOUND;
+        j->failed_hook = j->rc ? 7 : 0;
+        break;
     }
 }
 
@@ -564,6 +586,25 @@ static void answer_tlog(job *j) {
                             j->detail[0] ? j->detail : "invalid tree sizes");
     } else if (j->rc != 0 || !j->status_json) {
         tp_problem *p = tp_problem_new(TP_PROBLEM_UNAVAILABLE, "log store unavailable");
+        if (p)
+            tp_problem_set_string(p, "retryAfter", RETRY_AFTER_S);
+        send_problem(j->srv, req, j->route, j->start_ns, p);
+    } else {
+        send_body(req, 200, "application/json", j->status_json, strlen(j->status_json));
+        finish(j->srv, j->route, j->start_ns, 200);
+    }
+}
+
+static void answer_tenant(job *j) {
+    h2o_req_t *req = j->req;
+    if (j->rc == TP_ENOT_FOUND) {
+        /* Someone else's tenant (self-serve) looks exactly like a missing one. */
+        send_simple_problem(j->srv, req, j->route, j->start_ns, TP_PROBLEM_NOT_FOUND, "no such tenant");
+    } else if (j->rc == TP_EINVAL) {
+        send_simple_problem(j->srv, req, j->route, j->start_ns, TP_PROBLEM_VALIDATION,
+                            "invalid tenant query");
+    } else if (j->rc != 0 || !j->status_json) {
+        tp_problem *p = tp_problem_new(TP_PROBLEM_UNAVAILABLE, "tenant store unavailable");
         if (p)
             tp_problem_set_string(p, "retryAfter", RETRY_AFTER_S);
         send_problem(j->srv, req, j->route, j->start_ns, p);
@@ -714,6 +755,9 @@ static void after_work_cb(uv_work_t *w, int status) {
         case JOB_TLOG:
             answer_tlog(j);
             break;
+        case JOB_TENANT:
+            answer_tenant(j);
+            break;
         case JOB_OUTCOME:
             if (j->out_status != 0 && j->out_body)
                 answer_outcome(j);
@@ -753,7 +797,9 @@ static void answer_deadline(uv_timer_t *t) {
     j->req = NULL;
     j->answered = true;
     snprintf(detail, sizeof(detail), "%s: no answer from its dependencies within %llu ms",
-             j->kind == JOB_SUBMIT ? "request queue unavailable" : "status store unavailable",
+             j->kind == JOB_SUBMIT   ? "request queue unavailable"
+             : j->kind == JOB_TENANT ? "tenant store unavailable"
+                                     : "status store unavailable",
              (unsigned long long)j->srv->answer_max_ms);
     tp_log(TP_LOG_WARN, COMPONENT, NULL, "%s", detail);
     tp_problem *p = tp_problem_new(TP_PROBLEM_UNAVAILABLE, detail);
@@ -769,7 +815,8 @@ static int queue_job(job *j) {
         free(j);
         return TP_EIO;
     }
-    if (j->kind == JOB_SUBMIT || j->kind == JOB_STATUS) { /* /readyz's probes bound themselves */
+    /* /readyz's probes bound themselves */
+    if (j->kind == JOB_SUBMIT || j->kind == JOB_STATUS || j->kind == JOB_TENANT) {
         uv_timer_init(&j->srv->loop, &j->timer);
         j->timer.data = j;
         j->timer_ready = true;
@@ -978,6 +1025,135 @@ static void handle_tlog(tp_ingress_server *srv, h2o_req_t *req, h2o_iovec_t path
         send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_INTERNAL, "could not schedule");
 }
 
+/* The raw value of query parameter name (no percent-decoding: every value we take is a plain
+ * token): 1 when present once with 1..cap-1 bytes (copied into out), 0 when absent, -1 when empty,
+ * too long or repeated. */
+static int query_value(h2o_req_t *req, const char *name, char *out, size_t cap) {
+    size_t nlen = strlen(name);
+    int found = 0;
+    if (req->query_at == SIZE_MAX)
+        return 0;
+    const char *q = req->path.base + req->query_at + 1, *end = req->path.base + req->path.len;
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *stop = amp ? amp : end;
+        if ((size_t)(stop - q) >= nlen && memcmp(q, name, nlen) == 0 &&
+            (q + nlen == stop || q[nlen] == '=')) {
+            const char *v = q + nlen + (q + nlen < stop ? 1 : 0);
+            size_t vlen = (size_t)(stop - v);
+            if (found++ || vlen == 0 || vlen >= cap)
+                return -1;
+            memcpy(out, v, vlen);
+            out[vlen] = '\0';
+        }
+        q = stop + 1;
+    }
+    return found;
+}
+
+/* A slug in a path: [a-z0-9-]{3,50} copied into out (TP_SLUG_MAX + 1 bytes), else false. */
+static bool path_slug(const char *s, size_t len, char *out) {
+    if (len < 3 || len > TP_SLUG_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+            return false;
+    memcpy(out, s, len);
+    out[len] = '\0';
+    return true;
+}
+
+static void queue_tenant_job(tp_ingress_server *srv, h2o_req_t *req, tp_ingress_route route,
+                             uint64_t start_ns, const tp_caller *caller, const tp_tenant_ask *ask) {
+    job *j = job_new(srv, req, route, start_ns, JOB_TENANT);
+    if (!j) {
+        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_INTERNAL, "out of memory");
+        return;
+    }
+    j->caller = *caller;
+    j->tenant = *ask;
+    if (queue_job(j) != 0)
+        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_INTERNAL, "could not schedule");
+}
+
+/* GET /api/admin/tenants?state=&plan=&limit=&cursor= (admin role): a page of tenants. */
+static void handle_tenant_list(tp_ingress_server *srv, h2o_req_t *req, uint64_t start_ns) {
+    tp_ingress_route route = TP_ROUTE_ADMIN_TENANT_LIST;
+    static const char *const names[] = {"state", "plan", "limit", "cursor"};
+    tp_caller caller;
+    tp_tenant_ask ask;
+    char limit[16] = "", field[32] = "", code[16] = "", msg[160] = "";
+    char *vals[4];
+    size_t caps[4];
+    if (!authenticate(srv, req, route, start_ns, &caller))
+        return;
+    if (!caller.is_admin) {
+        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_FORBIDDEN,
+                            "the admin endpoint needs the admin role");
+        return;
+    }
+    memset(&ask, 0, sizeof(ask));
+    ask.list = true;
+    vals[0] = ask.state, caps[0] = sizeof(ask.state);
+    vals[1] = ask.plan, caps[1] = sizeof(ask.plan);
+    vals[2] = limit, caps[2] = sizeof(limit);
+    vals[3] = ask.cursor, caps[3] = sizeof(ask.cursor);
+    for (int i = 0; i < 4 && !field[0]; i++) {
+        if (query_value(req, names[i], vals[i], caps[i]) < 0) {
+            snprintf(field, sizeof(field), "%s", names[i]);
+            snprintf(code, sizeof(code), i == 2 ? "out_of_range" : i == 3 ? "pattern" : "enum");
+            snprintf(msg, sizeof(msg), "%s must be given once, with a value", names[i]);
+        }
+    }
+    if (!field[0] && limit[0]) {
+        char *endp = NULL;
+        long n = strtol(limit, &endp, 10);
+        bool digits = limit[0] >= '0' && limit[0] <= '9' && endp && *endp == '\0';
+        if (!digits || n < 1 || n > TP_TENANT_LIST_LIMIT_MAX) {
+            snprintf(field, sizeof(field), "limit");
+            snprintf(code, sizeof(code), digits ? "out_of_range" : "type");
+            snprintf(msg, sizeof(msg), "limit must be an integer 1..%d", TP_TENANT_LIST_LIMIT_MAX);
+        } else {
+            ask.limit = (int)n;
+        }
+    }
+    if (!field[0]) {
+        tp_tenant_query q = {.state = ask.state, .plan = ask.plan, .limit = ask.limit,
+                             .cursor = ask.cursor};
+        tp_tenant_query_check(&q, field, sizeof(field), code, msg, sizeof(msg));
+    }
+    if (field[0]) {
+        char pointer[48];
+        tp_problem *p = tp_problem_new(TP_PROBLEM_VALIDATION, "invalid query parameters");
+        snprintf(pointer, sizeof(pointer), "/query/%s", field);
+        if (p)
+            tp_problem_add_error(p, pointer, code, msg);
+        send_problem(srv, req, route, start_ns, p);
+        return;
+    }
+    queue_tenant_job(srv, req, route, start_ns, &caller, &ask);
+}
+
+/* GET /api/admin/tenants/{slug} (admin role) and GET /api/tenants/{slug} (the owner; the admin
+ * role sees every tenant, as with request status). */
+static void handle_tenant_get(tp_ingress_server *srv, h2o_req_t *req, tp_ingress_route route,
+                              const char *slug, uint64_t start_ns) {
+    tp_caller caller;
+    tp_tenant_ask ask;
+    if (!authenticate(srv, req, route, start_ns, &caller))
+        return;
+    if (route == TP_ROUTE_ADMIN_TENANT && !caller.is_admin) {
+        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_FORBIDDEN,
+                            "the admin endpoint needs the admin role");
+        return;
+    }
+    memset(&ask, 0, sizeof(ask));
+    snprintf(ask.slug, sizeof(ask.slug), "%s", slug);
+    if (route == TP_ROUTE_TENANT && !caller.is_admin)
+        snprintf(ask.owner, sizeof(ask.owner), "%s", caller.sub);
+    queue_tenant_job(srv, req, route, start_ns, &caller, &ask);
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req) {
     tp_ingress_server *srv = ((handler *)self)->srv;
     uint64_t start_ns = uv_hrtime();
@@ -989,13 +1165,29 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
     tp_ingress_route route = TP_ROUTE_OTHER;
     bool want_post = false;
 
+    static const char admin_prefix[] = "/api/admin/tenants/", tenant_prefix[] = "/api/tenants/";
+    const size_t ap_len = sizeof(admin_prefix) - 1, tp_len = sizeof(tenant_prefix) - 1;
+    char slug[TP_SLUG_MAX + 1] = "";
+
     srv->metrics.in_flight++;
     if (path_is(path, "/api/admin/tenants")) {
-        route = TP_ROUTE_ADMIN_TENANTS;
-        want_post = true;
-    } else if (path_is(path, "/api/tenants/provision")) {
+        route = get ? TP_ROUTE_ADMIN_TENANT_LIST : TP_ROUTE_ADMIN_TENANTS;
+        want_post = !get;
+    } else if (path_is(path, "/api/tenants/provision") && !get) {
         route = TP_ROUTE_SELF_SERVE;
         want_post = true;
+    } else if (path.len > ap_len && memcmp(path.base, admin_prefix, ap_len) == 0) {
+        route = TP_ROUTE_ADMIN_TENANT;
+        if (!path_slug(path.base + ap_len, path.len - ap_len, slug)) {
+            send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_NOT_FOUND, "no such tenant");
+            return 0;
+        }
+    } else if (path.len > tp_len && memcmp(path.base, tenant_prefix, tp_len) == 0) {
+        route = TP_ROUTE_TENANT;
+        if (!path_slug(path.base + tp_len, path.len - tp_len, slug)) {
+            send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_NOT_FOUND, "no such tenant");
+            return 0;
+        }
     } else if (path.len > sp_len && memcmp(path.base, status_prefix, sp_len) == 0) {
         route = TP_ROUTE_STATUS;
     } else if (path.len > 14 && memcmp(path.base, "/api/receipts/", 14) == 0) {
@@ -1013,8 +1205,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
         return 0;
     }
     if (want_post ? !post : !get) {
-        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_METHOD_NOT_ALLOWED,
-                            want_post ? "use POST" : "use GET");
+        char detail[32];
+        snprintf(detail, sizeof(detail), "use %s", route_allow(route));
+        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_METHOD_NOT_ALLOWED, detail);
         return 0;
     }
     if (srv->stopping && route != TP_ROUTE_HEALTHZ) {
@@ -1024,9 +1217,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
     }
     /* Overload: the routes that need the pool are refused past the cap instead of queueing on
      * libuv's unbounded work queue (in_flight counts this request too). */
-    if (srv->metrics.in_flight > srv->inflight_max &&
-        (route == TP_ROUTE_ADMIN_TENANTS || route == TP_ROUTE_SELF_SERVE ||
-         route == TP_ROUTE_STATUS || route == TP_ROUTE_READYZ || route == TP_ROUTE_RECEIPTS_LOG)) {
+    if (srv->metrics.in_flight > srv->inflight_max && route != TP_ROUTE_HEALTHZ &&
+        route != TP_ROUTE_METRICS && route != TP_ROUTE_OPENAPI && route != TP_ROUTE_OTHER) {
         tp_problem *p = tp_problem_new(TP_PROBLEM_UNAVAILABLE, "too many requests in flight");
         if (p)
             tp_problem_set_string(p, "retryAfter", RETRY_AFTER_S);
@@ -1043,6 +1235,13 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
         break;
     case TP_ROUTE_RECEIPTS_LOG:
         handle_tlog(srv, req, path, start_ns);
+        break;
+    case TP_ROUTE_ADMIN_TENANT_LIST:
+        handle_tenant_list(srv, req, start_ns);
+        break;
+    case TP_ROUTE_ADMIN_TENANT:
+    case TP_ROUTE_TENANT:
+        handle_tenant_get(srv, req, route, slug, start_ns);
         break;
     case TP_ROUTE_HEALTHZ:
         send_json(srv, req, route, start_ns, 200, json_pack("{s:s}", "status", "ok"));

@@ -358,8 +358,11 @@ static void test_healthz_and_unknown(void **state) {
     assert_string_equal(r.body, "{\"status\":\"ok\"}");
     assert_int_equal(http(&r, "GET", "/nope", NULL, NULL, NULL, 0, NULL), 404);
     assert_problem(&r, "not-found");
-    assert_int_equal(http(&r, "GET", "/api/admin/tenants", tok_admin, NULL, NULL, 0, NULL), 405);
+    assert_int_equal(http(&r, "PUT", "/api/admin/tenants", tok_admin, NULL, NULL, 0, NULL), 405);
     assert_problem(&r, "method-not-allowed");
+    assert_non_null(strstr(r.headers, "allow: GET, POST"));
+    assert_int_equal(http(&r, "POST", "/api/provisioning/requests/x", tok_admin, NULL, NULL, 0, NULL), 405);
+    assert_non_null(strstr(r.headers, "allow: GET"));
 }
 
 static void test_auth_required(void **state) {

@@ -1,0 +1,633 @@
+/* test_tenants_e2e: the tenant view and lifecycle front doors of issue 11 end to end on the real
+ * stack: tenants provisioned by a tp-worker child (billing and self-serve records), then read
+ * through a tp-ingress child (GET /api/admin/tenants with filters and cursor pages, one tenant for
+ * the admin and for its owner, bad parameters) and through tpctl (tenant get|list|history, the
+ * history over verified receipts and failing on a tampered outbox row). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "support/e2e.h"
+#include "support/ingress_child.h"
+#include "tp/error.h"
+#include "tp/ingress.h"
+
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <time.h>
+#include <unistd.h>
+
+#define OUT_CAP (256 * 1024)
+
+typedef struct seed {
+    const char *slug;
+    tp_plan plan;
+    const char *owner; /* NULL: billing */
+} seed;
+
+/* Ten tenants: seven from billing, three self-serve (two of alice's, one of bob's). */
+static const seed seeds[] = {
+    {"tv-alpha", TP_PLAN_FREE, NULL},        {"tv-bravo", TP_PLAN_STARTER, NULL},
+    {"tv-charlie", TP_PLAN_PRO, NULL},       {"tv-delta", TP_PLAN_ENTERPRISE, NULL},
+    {"tv-echo", TP_PLAN_PRO, NULL},          {"tv-foxtrot", TP_PLAN_STARTER, NULL},
+    {"tv-golf", TP_PLAN_FREE, NULL},         {"tv-alice-one", TP_PLAN_STARTER, "alice"},
+    {"tv-alice-two", TP_PLAN_PRO, "alice"},  {"tv-bob-one", TP_PLAN_STARTER, "bob"},
+};
+#define N_SEEDS ((int)(sizeof(seeds) / sizeof(seeds[0])))
+
+typedef struct ctx {
+    e2e e;
+    ingress_child ingress;
+    char *tok_admin, *tok_alice, *tok_bob;
+    char *out; /* captured tpctl output */
+    char tpctl[1024];
+    int shared_fd;
+} ctx;
+
+static ctx *g;
+
+/* ---- HTTP (bodies of any size: a page of tenants is larger than ingress_http's buffer) ------- */
+
+typedef struct resp {
+    long status;
+    char *body;
+    size_t len;
+    char headers[8192];
+    size_t hlen;
+} resp;
+
+static size_t on_body(char *p, size_t sz, size_t n, void *arg) {
+    resp *r = arg;
+    char *nb = realloc(r->body, r->len + sz * n + 1);
+    if (!nb)
+        return 0;
+    memcpy(nb + r->len, p, sz * n);
+    r->len += sz * n;
+    nb[r->len] = '\0';
+    r->body = nb;
+    return sz * n;
+}
+
+static size_t on_header(char *p, size_t sz, size_t n, void *arg) {
+    resp *r = arg;
+    size_t take = sz * n;
+    if (r->hlen + take >= sizeof(r->headers))
+        take = sizeof(r->headers) - r->hlen - 1;
+    for (size_t i = 0; i < take; i++)
+        r->headers[r->hlen + i] = (char)((p[i] >= 'A' && p[i] <= 'Z') ? p[i] + 32 : p[i]);
+    r->hlen += take;
+    r->headers[r->hlen] = '\0';
+    return sz * n;
+}
+
+static void resp_clear(resp *r) {
+    free(r->body);
+    memset(r, 0, sizeof(*r));
+}
+
+/* One request (body NULL: none); extra: NULL-terminated "Name: value" headers. */
+static long http(resp *r, const char *method, const char *path, const char *token, const char *body,
+                 const char *const *extra) {
+    char url[1024], auth[4096];
+    struct curl_slist *h = NULL;
+    CURL *c = curl_easy_init();
+    resp_clear(r);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", g->ingress.port, path);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 60000L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
+    if (token) {
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+        h = curl_slist_append(h, auth);
+    }
+    h = curl_slist_append(h, "Expect:");
+    if (body)
+        h = curl_slist_append(h, "Content-Type: application/json");
+    for (int i = 0; extra && extra[i]; i++)
+        h = curl_slist_append(h, extra[i]);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    if (body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
+    }
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    if (!r->body)
+        r->body = calloc(1, 1);
+    return r->status;
+}
+
+static long get(resp *r, const char *path, const char *token) {
+    return http(r, "GET", path, token, NULL, NULL);
+}
+
+static json_t *body_json(const resp *r) {
+    json_t *o = json_loads(r->body, 0, NULL);
+    if (!o)
+        fprintf(stderr, "not JSON (%ld): %s\n", r->status, r->body);
+    assert_non_null(o);
+    return o;
+}
+
+static void assert_problem(const resp *r, const char *slug) {
+    char want[160];
+    assert_non_null(strstr(r->headers, "content-type: application/problem+json"));
+    snprintf(want, sizeof(want), "\"type\":\"%s%s\"", TP_PROBLEM_TYPE_PREFIX, slug);
+    if (!strstr(r->body, want))
+        fprintf(stderr, "want %s in %s\n", want, r->body);
+    assert_non_null(strstr(r->body, want));
+}
+
+/* GET path as token, expecting 200; returns the parsed body. */
+static json_t *get_ok(const char *path, const char *token) {
+    resp r = {0};
+    long st = get(&r, path, token);
+    if (st != 200)
+        fprintf(stderr, "GET %s -> %ld %s\n", path, st, r.body);
+    assert_int_equal(st, 200);
+    assert_non_null(strstr(r.headers, "content-type: application/json"));
+    assert_non_null(strstr(r.headers, "cache-control: no-store"));
+    json_t *o = body_json(&r);
+    resp_clear(&r);
+    return o;
+}
+
+/* ---- set-up ---------------------------------------------------------------------------------- */
+
+static char *mint(const char *sub, const char *roles) {
+    char err[256], *tok = NULL;
+    if (tp_auth_mint_dev(g->e.cfg, NULL, sub, roles, 900, &tok, err, sizeof(err)) != 0)
+        fprintf(stderr, "mint: %s\n", err);
+    return tok;
+}
+
+static int setup(void **state) {
+    (void)state;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    g = calloc(1, sizeof(*g));
+    if (!g || !(g->out = malloc(OUT_CAP)))
+        return -1;
+    /* A shared hold on the fault lock: nobody stops OPA or Kafka under this test. */
+    g->shared_fd = open("/tmp/tp-stack-faults.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (g->shared_fd < 0 || flock(g->shared_fd, LOCK_SH) != 0)
+        return -1;
+    if (e2e_setup(&g->e, "tenants", NULL) != 0 || e2e_worker_start(&g->e, 0) != 0 ||
+        ingress_child_start(&g->e, &g->ingress, "tenants", NULL) != 0 ||
+        e2e_bin_path("tpctl", g->tpctl, sizeof(g->tpctl)) != 0)
+        return -1;
+    /* tpctl must read this test's config, not the shared stack's TP_* variables. */
+    unsetenv("TP_PG_DSN");
+    unsetenv("TP_KAFKA_BOOTSTRAP");
+    unsetenv("TP_OPA_URL");
+    g->tok_admin = mint("root-admin", "admin");
+    g->tok_alice = mint("alice", "user");
+    g->tok_bob = mint("bob", "user");
+    if (!g->tok_admin || !g->tok_alice || !g->tok_bob)
+        return -1;
+    for (int i = 0; i < N_SEEDS; i++) {
+        tp_request req;
+        e2e_request_init(&req, seeds[i].slug, seeds[i].plan);
+        if (seeds[i].owner) {
+            req.source = TP_SOURCE_SELF_SERVE_API;
+            snprintf(req.actor.id, sizeof(req.actor.id), "%s", seeds[i].owner);
+            snprintf(req.actor.type, sizeof(req.actor.type), "user");
+        }
+        if (e2e_submit(&g->e, &req, 1, -1) != 0)
+            return -1;
+    }
+    if (e2e_wait_int(&g->e, N_SEEDS, 90,
+                     "SELECT count(*) FROM provisioning_requests WHERE state = 'SUCCEEDED'") != N_SEEDS) {
+        fprintf(stderr, "the seed tenants were not provisioned (worker log %s)\n", g->e.log_path[0]);
+        return -1;
+    }
+    /* One suspended tenant, as the lifecycle's worker side will leave one. */
+    if (e2e_int(&g->e, "WITH u AS (UPDATE tenants SET status = 'suspended', suspended_reason = "
+                       "'PAYMENT_FAILED' WHERE slug = 'tv-echo' RETURNING 1) SELECT count(*) FROM u") != 1)
+        return -1;
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    int rc = 0, st = ingress_child_stop(&g->ingress);
+    if (st != 0) {
+        fprintf(stderr, "tp-ingress exit status %d (log %s)\n", st, g->ingress.log_path);
+        rc = -1;
+    }
+    st = e2e_worker_stop(&g->e, 0, SIGTERM, 20000, NULL);
+    if (st != 0) {
+        fprintf(stderr, "tp-worker exit status %d (log %s)\n", st, g->e.log_path[0]);
+        rc = -1;
+    }
+    e2e_teardown(&g->e);
+    if (g->shared_fd >= 0)
+        close(g->shared_fd);
+    free(g->tok_admin);
+    free(g->tok_alice);
+    free(g->tok_bob);
+    free(g->out);
+    free(g);
+    curl_global_cleanup();
+    return rc;
+}
+
+/* ---- the list: filters and pages ------------------------------------------------------------- */
+
+/* Pages through GET /api/admin/tenants?<filter>&limit=<limit>; appends the slugs (comma
+ * separated, in order) to slugs and returns how many pages it took. Every item must satisfy the
+ * filter's plan/state (NULL: any). */
+static int page_all(const char *filter, int limit, const char *plan, const char *state_want,
+                    char *slugs, size_t cap) {
+    char path[512], cursor[256] = "";
+    int pages = 0;
+    slugs[0] = '\0';
+    for (;;) {
+        snprintf(path, sizeof(path), "/api/admin/tenants?%s%slimit=%d%s%s", filter,
+                 filter[0] ? "&" : "", limit, cursor[0] ? "&cursor=" : "", cursor);
+        json_t *o = get_ok(path, g->tok_admin);
+        json_t *items = json_object_get(o, "items"), *next = json_object_get(o, "nextCursor");
+        size_t i;
+        json_t *it;
+        pages++;
+        assert_true(json_is_array(items));
+        assert_true(json_array_size(items) <= (size_t)limit);
+        json_array_foreach(items, i, it) {
+            if (plan)
+                assert_string_equal(json_string_value(json_object_get(it, "plan")), plan);
+            if (state_want)
+                assert_string_equal(json_string_value(json_object_get(it, "state")), state_want);
+            size_t len = strlen(slugs);
+            snprintf(slugs + len, cap - len, "%s%s", len ? "," : "", json_string_value(json_object_get(it, "slug")));
+        }
+        if (json_is_null(next)) {
+            json_decref(o);
+            break;
+        }
+        assert_true(json_is_string(next));
+        /* A full page announces the next one. */
+        assert_int_equal(json_array_size(items), limit);
+        snprintf(cursor, sizeof(cursor), "%s", json_string_value(next));
+        json_decref(o);
+        assert_true(pages < 50);
+    }
+    return pages;
+}
+
+/* The slugs the database holds for a WHERE clause, in slug order, comma separated. */
+static void db_slugs(const char *where, char *out, size_t cap) {
+    assert_int_equal(e2e_text(&g->e, out, cap,
+                              "SELECT coalesce(string_agg(slug, ',' ORDER BY slug), '') FROM tenants %s",
+                              where), 0);
+}
+
+static void test_list_filters_and_pages(void **state) {
+    (void)state;
+    char got[4096], want[4096];
+
+    /* No filter, the default page size: everything on one page, in slug order. */
+    assert_int_equal(page_all("", 50, NULL, NULL, got, sizeof(got)), 1);
+    db_slugs("", want, sizeof(want));
+    assert_string_equal(got, want);
+    json_t *o = get_ok("/api/admin/tenants", g->tok_admin);
+    assert_int_equal(json_array_size(json_object_get(o, "items")), N_SEEDS);
+    assert_true(json_is_null(json_object_get(o, "nextCursor")));
+    json_decref(o);
+
+    /* Pages of 3 over 10 tenants: 4 pages, the same order, nothing twice, nothing missed. */
+    assert_int_equal(page_all("", 3, NULL, NULL, got, sizeof(got)), 4);
+    assert_string_equal(got, want);
+    /* A page size that divides the total: the last full page still says there is no more only
+     * when there is none (10 = 5 + 5: two pages, the second ends with null). */
+    assert_int_equal(page_all("", 5, NULL, NULL, got, sizeof(got)), 2);
+    assert_string_equal(got, want);
+
+    /* Plan filter. */
+    assert_int_equal(page_all("plan=PRO", 1, "PRO", NULL, got, sizeof(got)), 3);
+    db_slugs("WHERE plan = 'PRO'", want, sizeof(want));
+    assert_string_equal(got, want);
+    assert_string_equal(got, "tv-alice-two,tv-charlie,tv-echo");
+
+    /* State filter: the suspended one, with its reason. */
+    o = get_ok("/api/admin/tenants?state=suspended", g->tok_admin);
+    json_t *items = json_object_get(o, "items");
+    assert_int_equal(json_array_size(items), 1);
+    json_t *t = json_array_get(items, 0);
+    assert_string_equal(json_string_value(json_object_get(t, "slug")), "tv-echo");
+    assert_string_equal(json_string_value(json_object_get(t, "state")), "suspended");
+    assert_string_equal(json_string_value(json_object_get(t, "suspendedReason")), "PAYMENT_FAILED");
+    json_decref(o);
+
+    /* Both filters, paged. */
+    page_all("state=active&plan=STARTER", 2, "STARTER", "active", got, sizeof(got));
+    db_slugs("WHERE status = 'active' AND plan = 'STARTER'", want, sizeof(want));
+    assert_string_equal(got, want);
+    assert_string_equal(got, "tv-alice-one,tv-bob-one,tv-bravo,tv-foxtrot");
+
+    /* A filter nothing matches. */
+    o = get_ok("/api/admin/tenants?state=deprovisioned", g->tok_admin);
+    assert_int_equal(json_array_size(json_object_get(o, "items")), 0);
+    assert_true(json_is_null(json_object_get(o, "nextCursor")));
+    json_decref(o);
+}
+
+/* ---- one tenant: admin, owner, someone else ------------------------------------------------- */
+
+static void test_get_admin_owner_other(void **state) {
+    (void)state;
+    resp r = {0};
+    char id[128], hash[80], want[256];
+    json_t *o = get_ok("/api/admin/tenants/tv-charlie", g->tok_admin);
+    assert_int_equal(e2e_text(&g->e, id, sizeof(id), "SELECT id FROM tenants WHERE slug = 'tv-charlie'"), 0);
+    assert_string_equal(json_string_value(json_object_get(o, "id")), id);
+    assert_string_equal(json_string_value(json_object_get(o, "slug")), "tv-charlie");
+    assert_string_equal(json_string_value(json_object_get(o, "name")), "Tenant tv-charlie");
+    assert_string_equal(json_string_value(json_object_get(o, "state")), "active");
+    assert_string_equal(json_string_value(json_object_get(o, "plan")), "PRO");
+    assert_string_equal(json_string_value(json_object_get(o, "residency")), "US");
+    assert_string_equal(json_string_value(json_object_get(o, "region")), "us-east-1");
+    assert_true(json_is_null(json_object_get(o, "ownerId")));
+    assert_true(json_is_null(json_object_get(o, "suspendedReason")));
+    assert_true(json_is_null(json_object_get(o, "purgeAfter")));
+    json_t *q = json_object_get(o, "quota");
+    assert_string_equal(json_string_value(json_object_get(q, "tier")), "PRO");
+    assert_int_equal(json_integer_value(json_object_get(q, "seatCap")),
+                     e2e_int(&g->e, "SELECT seat_cap FROM tenant_quotas WHERE tenant_id = '%s'", id));
+    assert_int_equal(json_integer_value(json_object_get(q, "storageBytes")),
+                     e2e_int(&g->e, "SELECT storage_bytes FROM tenant_quotas WHERE tenant_id = '%s'", id));
+    snprintf(want, sizeof(want), "ns_%s", id);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(o, "namespace"), "id")), want);
+    json_t *parts = json_object_get(o, "partitions");
+    assert_int_equal(json_array_size(parts), 3);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(parts, 0), "name")), "primary");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(parts, 0), "isolation")), "shared");
+    assert_true(json_is_null(json_object_get(json_array_get(parts, 0), "purgeAfter")));
+    /* The last receipt is the chain's head. */
+    json_t *last = json_object_get(o, "lastReceipt");
+    int64_t head = e2e_int(&g->e, "SELECT max(sequence) FROM receipt_outbox WHERE tenant_id = '%s'", id);
+    assert_true(head >= 2);
+    assert_int_equal(json_integer_value(json_object_get(last, "sequence")), head);
+    assert_int_equal(e2e_text(&g->e, hash, sizeof(hash),
+                              "SELECT hash FROM receipt_outbox WHERE tenant_id = '%s' AND sequence = %lld",
+                              id, (long long)head), 0);
+    assert_string_equal(json_string_value(json_object_get(last, "hash")), hash);
+    assert_non_null(json_string_value(json_object_get(last, "actionType")));
+    assert_non_null(json_string_value(json_object_get(o, "createdAt")));
+    json_decref(o);
+
+    /* The admin routes need the admin role. */
+    assert_int_equal(get(&r, "/api/admin/tenants/tv-charlie", g->tok_alice), 403);
+    assert_problem(&r, "forbidden");
+    assert_int_equal(get(&r, "/api/admin/tenants", g->tok_alice), 403);
+    assert_problem(&r, "forbidden");
+    assert_int_equal(get(&r, "/api/admin/tenants", NULL), 401);
+    assert_problem(&r, "unauthorized");
+
+    /* The owner sees her tenant on the self-serve route. */
+    o = get_ok("/api/tenants/tv-alice-one", g->tok_alice);
+    assert_string_equal(json_string_value(json_object_get(o, "ownerId")), "alice");
+    assert_string_equal(json_string_value(json_object_get(o, "plan")), "STARTER");
+    json_decref(o);
+    /* Someone else's tenant answers exactly like a missing one. */
+    char other[2048], missing[2048];
+    assert_int_equal(get(&r, "/api/tenants/tv-bob-one", g->tok_alice), 404);
+    assert_problem(&r, "not-found");
+    snprintf(other, sizeof(other), "%s", r.body);
+    assert_int_equal(get(&r, "/api/tenants/tv-nobody-here", g->tok_alice), 404);
+    snprintf(missing, sizeof(missing), "%s", r.body);
+    assert_string_equal(other, missing);
+    /* A billing tenant has no owner: 404 for every user. */
+    assert_int_equal(get(&r, "/api/tenants/tv-charlie", g->tok_bob), 404);
+    o = get_ok("/api/tenants/tv-bob-one", g->tok_bob);
+    json_decref(o);
+    /* The admin role sees every tenant on the self-serve route too (as with request status). */
+    o = get_ok("/api/tenants/tv-bob-one", g->tok_admin);
+    json_decref(o);
+    /* An unknown tenant on the admin route. */
+    assert_int_equal(get(&r, "/api/admin/tenants/tv-nobody-here", g->tok_admin), 404);
+    assert_problem(&r, "not-found");
+    resp_clear(&r);
+}
+
+/* ---- bad parameters -------------------------------------------------------------------------- */
+
+static void expect_400(const char *query, const char *field, const char *code) {
+    resp r = {0};
+    char path[512], pointer[64];
+    snprintf(path, sizeof(path), "/api/admin/tenants?%s", query);
+    long st = get(&r, path, g->tok_admin);
+    if (st != 400)
+        fprintf(stderr, "%s -> %ld %s\n", path, st, r.body);
+    assert_int_equal(st, 400);
+    assert_problem(&r, "validation-error");
+    json_t *o = body_json(&r);
+    json_t *e0 = json_array_get(json_object_get(o, "errors"), 0);
+    snprintf(pointer, sizeof(pointer), "/query/%s", field);
+    assert_string_equal(json_string_value(json_object_get(e0, "field")), pointer);
+    assert_string_equal(json_string_value(json_object_get(e0, "code")), code);
+    json_decref(o);
+    resp_clear(&r);
+}
+
+static void test_bad_params(void **state) {
+    (void)state;
+    resp r = {0};
+    expect_400("state=bogus", "state", "enum");
+    expect_400("state=ACTIVE", "state", "enum");
+    expect_400("state=", "state", "enum");
+    expect_400("state=active&state=suspended", "state", "enum");
+    expect_400("plan=GOLD", "plan", "enum");
+    expect_400("plan=pro", "plan", "enum");
+    expect_400("limit=0", "limit", "out_of_range");
+    expect_400("limit=201", "limit", "out_of_range");
+    expect_400("limit=-1", "limit", "type");
+    expect_400("limit=abc", "limit", "type");
+    expect_400("limit=1.5", "limit", "type");
+    expect_400("limit=99999999999999999999", "limit", "out_of_range");
+    expect_400("cursor=garbage", "cursor", "pattern");
+    expect_400("cursor=t1.zz", "cursor", "pattern");
+    expect_400("cursor=t1.41", "cursor", "pattern"); /* decodes to "A": not a slug */
+    /* Unknown parameters are ignored; the largest page is allowed. */
+    json_t *o = get_ok("/api/admin/tenants?limit=200&colour=blue", g->tok_admin);
+    assert_int_equal(json_array_size(json_object_get(o, "items")), N_SEEDS);
+    json_decref(o);
+    /* A path that cannot be a slug is simply not there. */
+    assert_int_equal(get(&r, "/api/admin/tenants/UPPER", g->tok_admin), 404);
+    assert_problem(&r, "not-found");
+    assert_int_equal(get(&r, "/api/tenants/a", g->tok_alice), 404);
+    /* Methods. */
+    assert_int_equal(http(&r, "PUT", "/api/admin/tenants", g->tok_admin, "{}", NULL), 405);
+    assert_problem(&r, "method-not-allowed");
+    assert_non_null(strstr(r.headers, "allow: get, post"));
+    assert_int_equal(http(&r, "PATCH", "/api/tenants/tv-alice-one", g->tok_alice, "{}", NULL), 405);
+    assert_non_null(strstr(r.headers, "allow: get"));
+    /* GET /api/tenants/provision is the tenant view of slug "provision" (none here). */
+    assert_int_equal(get(&r, "/api/tenants/provision", g->tok_alice), 404);
+    assert_problem(&r, "not-found");
+    /* The routes are counted under their own labels. */
+    assert_int_equal(get(&r, "/metrics", NULL), 200);
+    assert_non_null(strstr(r.body, "tp_ingress_requests_total{route=\"admin_tenant_list\",status=\"400\"}"));
+    assert_non_null(strstr(r.body, "tp_ingress_requests_total{route=\"admin_tenant_list\",status=\"200\"}"));
+    assert_non_null(strstr(r.body, "tp_ingress_requests_total{route=\"tenant\",status=\"404\"}"));
+    resp_clear(&r);
+}
+
+/* ---- tpctl tenant get | list | history ------------------------------------------------------- */
+
+/* Runs tpctl with args; stdout into g->out (stderr into err_path when not NULL, else dropped). */
+static int tpctl(const char *args, const char *err_path) {
+    return e2e_run(g->out, OUT_CAP, "( %s tenant --config %s %s 2>%s )", g->tpctl, g->e.config_path, args,
+                   err_path ? err_path : "/dev/null");
+}
+
+static void test_tpctl_get_list(void **state) {
+    (void)state;
+    assert_int_equal(tpctl("get tv-delta", NULL), 0);
+    json_t *cli = json_loads(g->out, 0, NULL);
+    assert_non_null(cli);
+    json_t *api = get_ok("/api/admin/tenants/tv-delta", g->tok_admin);
+    assert_true(json_equal(cli, api)); /* the same view on both doors */
+    assert_string_equal(json_string_value(json_object_get(cli, "plan")), "ENTERPRISE");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(cli, "partitions"), 0),
+                                                          "isolation")), "dedicated");
+    json_decref(cli);
+    json_decref(api);
+
+    assert_int_equal(tpctl("get tv-nobody-here", NULL), 1);
+
+    assert_int_equal(tpctl("list --plan FREE", NULL), 0);
+    json_t *page = json_loads(g->out, 0, NULL);
+    assert_non_null(page);
+    assert_int_equal(json_array_size(json_object_get(page, "items")), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(page, "items"), 0), "slug")),
+                        "tv-alpha");
+    json_decref(page);
+
+    /* Pages by hand: --limit 4, then --cursor. */
+    assert_int_equal(tpctl("list --limit 4", NULL), 0);
+    page = json_loads(g->out, 0, NULL);
+    assert_non_null(page);
+    assert_int_equal(json_array_size(json_object_get(page, "items")), 4);
+    char args[512];
+    snprintf(args, sizeof(args), "list --limit 4 --cursor %s", json_string_value(json_object_get(page, "nextCursor")));
+    json_decref(page);
+    assert_int_equal(tpctl(args, NULL), 0);
+    page = json_loads(g->out, 0, NULL);
+    assert_non_null(page);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(page, "items"), 0), "slug")),
+                        "tv-bravo"); /* after tv-alice-one, tv-alice-two, tv-alpha, tv-bob-one */
+    json_decref(page);
+
+    assert_int_equal(tpctl("list --owner alice", NULL), 0);
+    page = json_loads(g->out, 0, NULL);
+    assert_non_null(page);
+    assert_int_equal(json_array_size(json_object_get(page, "items")), 2);
+    json_decref(page);
+
+    assert_int_equal(tpctl("list --state bogus", NULL), 1);
+    assert_int_equal(tpctl("list --limit 0", NULL), 1);
+    assert_int_equal(tpctl("frobnicate", NULL), 2);
+}
+
+static void test_tpctl_history(void **state) {
+    (void)state;
+    char id[128], rid[128], errp[256], lines[64][512];
+    int64_t n = 0;
+    assert_int_equal(e2e_text(&g->e, id, sizeof(id), "SELECT id FROM tenants WHERE slug = 'tv-golf'"), 0);
+    n = e2e_int(&g->e, "SELECT count(*) FROM receipt_outbox WHERE tenant_id = '%s'", id);
+    assert_true(n >= 2);
+
+    /* JSON lines: one per receipt, in chain order, with the facts of each. */
+    assert_int_equal(tpctl("history tv-golf --json", NULL), 0);
+    int count = 0;
+    for (char *save = NULL, *line = strtok_r(g->out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        assert_true(count < 64);
+        snprintf(lines[count++], sizeof(lines[0]), "%.511s", line);
+    }
+    assert_int_equal(count, n);
+    for (int i = 0; i < count; i++) {
+        json_t *o = json_loads(lines[i], 0, NULL);
+        assert_non_null(o);
+        assert_int_equal(json_integer_value(json_object_get(o, "sequence")), i + 1);
+        assert_non_null(json_string_value(json_object_get(o, "time")));
+        assert_non_null(json_string_value(json_object_get(o, "requestId")));
+        assert_string_equal(json_string_value(json_object_get(o, "actor")), "billing-e2e");
+        const char *type = json_string_value(json_object_get(o, "actionType"));
+        json_t *facts = json_object_get(o, "facts");
+        if (i == 0) {
+            assert_string_equal(type, "TENANT_PROVISIONED");
+            assert_string_equal(json_string_value(json_object_get(facts, "plan")), "FREE");
+            assert_string_equal(json_string_value(json_object_get(facts, "environment")), "prod");
+        } else if (strcmp(type, "TENANT_QUOTA_ASSIGNED") == 0) {
+            assert_string_equal(json_string_value(json_object_get(facts, "tier")), "FREE");
+            assert_int_equal(json_integer_value(json_object_get(facts, "quota.seatCap")),
+                             e2e_int(&g->e, "SELECT seat_cap FROM tenant_quotas WHERE tenant_id = '%s'", id));
+        }
+        json_decref(o);
+    }
+    /* Text: one line per receipt and the verified head. */
+    assert_int_equal(tpctl("history tv-golf", NULL), 0);
+    fprintf(stderr, "tpctl tenant history tv-golf:\n%s", g->out);
+    assert_non_null(strstr(g->out, "TENANT_PROVISIONED"));
+    assert_non_null(strstr(g->out, "plan=FREE"));
+    assert_non_null(strstr(g->out, "chain intact"));
+
+    /* A tampered row: the second receipt's previous hash no longer links (the signature covers
+     * it): exit 1 naming that receipt, and no timeline on stdout. */
+    assert_int_equal(e2e_text(&g->e, rid, sizeof(rid),
+                              "SELECT receipt_id FROM receipt_outbox WHERE tenant_id = '%s' AND sequence = 2", id), 0);
+    assert_int_equal(e2e_int(&g->e, "WITH u AS (UPDATE receipt_outbox SET previous_hash = repeat('1', 64) "
+                                    "WHERE receipt_id = '%s' RETURNING 1) SELECT count(*) FROM u", rid), 1);
+    snprintf(errp, sizeof(errp), "/tmp/tp-e2e-tenants-%s.history.err", g->e.suffix);
+    assert_int_equal(tpctl("history tv-golf", errp), 1);
+    assert_null(strstr(g->out, "TENANT_PROVISIONED"));
+    {
+        char err[8192] = "";
+        FILE *f = fopen(errp, "r");
+        assert_non_null(f);
+        size_t k = fread(err, 1, sizeof(err) - 1, f);
+        err[k] = '\0';
+        fclose(f);
+        unlink(errp);
+        fprintf(stderr, "history over a tampered row: %s", err);
+        assert_non_null(strstr(err, "BROKEN"));
+        assert_non_null(strstr(err, rid));
+    }
+
+    /* Another tenant: the payload column changed behind the signed envelope's back. */
+    assert_int_equal(e2e_text(&g->e, id, sizeof(id), "SELECT id FROM tenants WHERE slug = 'tv-foxtrot'"), 0);
+    assert_int_equal(tpctl("history tv-foxtrot", NULL), 0);
+    assert_int_equal(e2e_int(&g->e, "WITH u AS (UPDATE receipt_outbox SET payload = convert_to(replace("
+                                    "convert_from(payload, 'UTF8'), '\"STARTER\"', '\"ENTERPRISE\"'), 'UTF8') "
+                                    "WHERE tenant_id = '%s' AND sequence = 1 RETURNING 1) SELECT count(*) FROM u", id), 1);
+    assert_int_equal(tpctl("history tv-foxtrot", NULL), 1);
+    /* An unknown tenant. */
+    assert_int_equal(tpctl("history tv-nobody-here", NULL), 1);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_list_filters_and_pages),
+        cmocka_unit_test(test_get_admin_owner_other),
+        cmocka_unit_test(test_bad_params),
+        cmocka_unit_test(test_tpctl_get_list),
+        cmocka_unit_test(test_tpctl_history),
+    };
+    if (getenv("TP_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("TP_TEST_FILTER"));
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

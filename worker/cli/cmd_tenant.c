@@ -1,0 +1,341 @@
+/* cmd_tenant.c: `tpctl tenant get|list|history`: the tenant view of tp-ingress's admin routes read
+ * straight from PostgreSQL, and a tenant's timeline rebuilt from its receipts in the outbox after
+ * verifying every signature and the chain (worker/receipts/verify.c, as `tpctl receipts verify`). */
+#include "cli/cli_common.h"
+#include "tp/error.h"
+#include "tp/receipts.h"
+#include "tp/stages.h"
+#include "tp/store.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void tenant_usage(FILE *out) {
+    fprintf(out,
+            "usage: tpctl tenant [--config FILE] get SLUG\n"
+            "       tpctl tenant [--config FILE] list [--state S] [--plan P] [--owner O] [--limit N]\n"
+            "                                         [--cursor C]\n"
+            "       tpctl tenant [--config FILE] history SLUG [--keyset K] [--json]\n"
+            "  get:     the tenant as JSON (state, plan, quota vector, namespace, partitions, the\n"
+            "           last receipt's sequence and hash), read from pg.dsn.\n"
+            "  list:    a page of tenants in slug order ({items, nextCursor}); S is provisioning,\n"
+            "           active, suspended, deprovisioned or quarantined; P FREE, STARTER, PRO or\n"
+            "           ENTERPRISE; N 1..%d (default %d); C the nextCursor of the page before.\n"
+            "  history: the tenant's receipts from the outbox, each signature checked against the\n"
+            "           key set (--keyset, else receipts.keyset_file) and the chain followed from\n"
+            "           sequence 1; then one line per receipt (--json: one object): sequence, time,\n"
+            "           action type, request id, actor and the facts it asserts (plan, quota, state\n"
+            "           changes). A break prints nothing but the breaks and exits 1.\n"
+            "  Exit 0 ok, 1 not found / invalid filter / broken chain, 2 usage or I/O.\n",
+            TP_TENANT_LIST_LIMIT_MAX, TP_TENANT_LIST_LIMIT_DEFAULT);
+}
+
+typedef struct tenant_args {
+    const char *config, *sub, *slug, *state, *plan, *owner, *cursor, *keyset;
+    int limit;
+    bool json;
+} tenant_args;
+
+static int print_pretty(const char *json) {
+    json_t *doc = json_loads(json, 0, NULL);
+    char *pretty = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+    printf("%s\n", pretty ? pretty : json);
+    free(pretty);
+    json_decref(doc);
+    return fflush(stdout) == 0 ? 0 : 2;
+}
+
+static int cmd_get(tp_db *db, const tenant_args *a) {
+    char *json = NULL;
+    int rc = tp_stages_tenant_json(db, a->slug, NULL, &json);
+    if (rc == TP_ENOT_FOUND) {
+        fprintf(stderr, "tpctl tenant get: no tenant %s\n", a->slug);
+        return 1;
+    }
+    if (rc != 0) {
+        fprintf(stderr, "tpctl tenant get: %s (%s)\n", tp_strerror(rc), tp_db_errmsg(db));
+        return 2;
+    }
+    rc = print_pretty(json);
+    free(json);
+    return rc;
+}
+
+static int cmd_list(tp_db *db, const tenant_args *a) {
+    tp_tenant_query q = {.state = a->state, .plan = a->plan, .owner = a->owner, .limit = a->limit,
+                         .cursor = a->cursor};
+    char field[32], code[16], msg[160], *json = NULL;
+    int rc;
+    if (tp_tenant_query_check(&q, field, sizeof(field), code, msg, sizeof(msg)) != 0) {
+        fprintf(stderr, "tpctl tenant list: --%s: %s\n", field, msg);
+        return 1;
+    }
+    rc = tp_stages_tenant_list_json(db, &q, &json);
+    if (rc != 0) {
+        fprintf(stderr, "tpctl tenant list: %s (%s)\n", tp_strerror(rc), tp_db_errmsg(db));
+        return 2;
+    }
+    rc = print_pretty(json);
+    free(json);
+    return rc;
+}
+
+/* ---- history --------------------------------------------------------------------------------- */
+
+/* One receipt row of the outbox as the JSON line of `tpctl receipts tail` (what
+ * tp_receipt_doc_parse reads), the SHA-256 of its payload column and its creation time. */
+static const char HISTORY_SQL[] =
+    "SELECT json_build_object('receiptId', r.receipt_id, 'actionType', r.action_type, "
+    "'tenantId', r.tenant_id, 'requestId', r.request_id, 'sequence', r.sequence, "
+    "'previousHash', r.previous_hash, 'hash', r.hash, 'timestampMs', coalesce(r.signed_at_ms, 0), "
+    "'envelope', r.envelope)::text, encode(sha256(r.payload), 'hex') "
+    "FROM tenants t JOIN receipt_outbox r ON r.tenant_id = t.id WHERE t.slug = $1 "
+    "ORDER BY r.sequence, r.receipt_id";
+
+typedef struct history_state {
+    size_t breaks;
+} history_state;
+
+static void on_break(void *arg, const char *receipt_id, const char *text) {
+    history_state *h = arg;
+    (void)receipt_id;
+    h->breaks++;
+    fprintf(stderr, "BREAK %s\n", text);
+}
+
+/* Copies the scalar members of obj into facts (prefix + key), skipping nulls. */
+static void add_scalars(json_t *facts, json_t *obj, const char *prefix, const char *const *only) {
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v) {
+        char name[128];
+        bool wanted = !only;
+        for (size_t i = 0; only && only[i]; i++)
+            wanted = wanted || strcmp(only[i], key) == 0;
+        if (!wanted || json_is_null(v) || json_is_object(v) || json_is_array(v))
+            continue;
+        snprintf(name, sizeof(name), "%s%s", prefix, key);
+        json_object_set(facts, name, v);
+    }
+}
+
+/* The key facts a receipt asserts, from its (verified) statement's predicate.data: its scalar
+ * members (plan, seats, reason, retention, ...), the tenant's state and the quota's seat cap and
+ * storage. */
+static json_t *receipt_facts(json_t *data) {
+    static const char *const quota_keys[] = {"seatCap", "storageBytes", NULL};
+    json_t *facts = json_object(), *tenant = json_object_get(data, "tenant");
+    if (!facts)
+        return NULL;
+    add_scalars(facts, data, "", NULL);
+    if (json_is_string(json_object_get(tenant, "status")))
+        json_object_set(facts, "state", json_object_get(tenant, "status"));
+    add_scalars(facts, json_object_get(data, "quota"), "quota.", quota_keys);
+    return facts;
+}
+
+static void print_facts_text(json_t *facts) {
+    const char *key;
+    json_t *v;
+    json_object_foreach(facts, key, v) {
+        char *s = json_is_string(v) ? NULL : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+        printf(" %s=%s", key, json_is_string(v) ? json_string_value(v) : (s ? s : "?"));
+        free(s);
+    }
+}
+
+static int cmd_history(tp_db *db, const tp_config *cfg, const tenant_args *a) {
+    const char *keyset_path = a->keyset ? a->keyset : tp_config_get(cfg, "receipts.keyset_file");
+    const char *params[1] = {a->slug};
+    char errstr[256] = "";
+    tp_keyset *ks = NULL;
+    tp_verifier *v = NULL;
+    tp_res *res = NULL;
+    tp_receipt_doc **docs = NULL;
+    history_state hs = {0};
+    tp_verify_summary sum;
+    int rc, code = 2, n = 0;
+    bool found = false;
+    char id[8]; /* only whether the tenant exists matters */
+
+    if (!keyset_path || !*keyset_path) {
+        fprintf(stderr, "tpctl tenant history: no key set (--keyset or receipts.keyset_file)\n");
+        return 2;
+    }
+    if ((rc = tp_keyset_load(keyset_path, &ks, errstr, sizeof(errstr))) != 0) {
+        fprintf(stderr, "tpctl tenant history: key set %s: %s\n", keyset_path,
+                errstr[0] ? errstr : tp_strerror(rc));
+        return 2;
+    }
+    if ((rc = tp_db_query_text(db, "SELECT id FROM tenants WHERE slug = $1", 1, params, id,
+                               sizeof(id), &found)) != 0) {
+        fprintf(stderr, "tpctl tenant history: %s (%s)\n", tp_strerror(rc), tp_db_errmsg(db));
+        goto out;
+    }
+    if (!found) {
+        fprintf(stderr, "tpctl tenant history: no tenant %s\n", a->slug);
+        code = 1;
+        goto out;
+    }
+    if ((rc = tp_db_query(db, HISTORY_SQL, 1, params, &res)) != 0) {
+        fprintf(stderr, "tpctl tenant history: %s (%s)\n", tp_strerror(rc), tp_db_errmsg(db));
+        goto out;
+    }
+    n = tp_res_nrows(res);
+    if ((rc = tp_verifier_new(ks, &v)) != 0 || (n > 0 && !(docs = calloc((size_t)n, sizeof(*docs))))) {
+        fprintf(stderr, "tpctl tenant history: out of memory\n");
+        goto out;
+    }
+    tp_verifier_set_error_cb(v, on_break, &hs);
+    /* Verify everything first: an unverified timeline is never printed. */
+    for (int r = 0; r < n; r++) {
+        const char *line = tp_res_get(res, r, 0);
+        char digest[TP_HASH_HEX_LEN + 1];
+        const tp_receipt_view *view;
+        rc = tp_receipt_doc_parse(line, strlen(line), &docs[r], errstr, sizeof(errstr));
+        if (rc == TP_ENOMEM)
+            goto out;
+        if (rc != 0) {
+            hs.breaks++;
+            fprintf(stderr, "BREAK row %d of the outbox is not a receipt: %s\n", r + 1, errstr);
+            continue;
+        }
+        view = tp_receipt_doc_view(docs[r]);
+        rc = tp_verifier_feed(v, view);
+        if (rc == TP_ENOMEM)
+            goto out;
+        /* The payload column is a copy of the signed envelope's payload: it must be the same. */
+        tp_sha256_hex(view->payload, view->payload_len, digest);
+        if (strcmp(digest, tp_res_get(res, r, 1)) != 0) {
+            hs.breaks++;
+            fprintf(stderr, "BREAK receipt %s (sequence %lld): the outbox's payload column differs "
+                    "from the signed envelope's payload\n", view->receipt_id, (long long)view->sequence);
+        }
+    }
+    tp_verifier_summary(v, &sum);
+    if (hs.breaks > 0 || sum.errors > 0) {
+        fprintf(stderr, "tpctl tenant history: %s: BROKEN: %zu break(s); first: %s\n", a->slug,
+                hs.breaks > sum.errors ? hs.breaks : sum.errors,
+                sum.errors ? sum.first_error : "see the BREAK lines above");
+        code = 1;
+        goto out;
+    }
+    for (int r = 0; r < n; r++) {
+        const tp_receipt_view *view = tp_receipt_doc_view(docs[r]);
+        json_t *st = json_loadb((const char *)view->payload, view->payload_len, 0, NULL);
+        json_t *pred = json_object_get(st, "predicate");
+        json_t *facts = receipt_facts(json_object_get(pred, "data"));
+        const char *time = json_string_value(json_object_get(pred, "timestamp"));
+        const char *actor = json_string_value(json_object_get(json_object_get(pred, "actor"), "id"));
+        if (a->json) {
+            json_t *o = json_pack("{s:I, s:s?, s:s, s:s, s:s, s:s?, s:s, s:O?}", "sequence",
+                                  (json_int_t)view->sequence, "time", time, "actionType",
+                                  view->action_type, "requestId", view->request_id, "receiptId",
+                                  view->receipt_id, "actor", actor, "hash", view->hash_hex, "facts",
+                                  facts);
+            char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+            if (s)
+                printf("%s\n", s);
+            free(s);
+            json_decref(o);
+        } else {
+            printf("%4lld  %s  %-26s request=%s actor=%s", (long long)view->sequence,
+                   time ? time : "?", view->action_type, view->request_id, actor ? actor : "?");
+            print_facts_text(facts);
+            printf("\n");
+        }
+        json_decref(facts);
+        json_decref(st);
+    }
+    if (!a->json) {
+        if (n > 0)
+            printf("# %d receipt(s) verified, chain intact; head: sequence %lld, hash %s\n", n,
+                   (long long)tp_receipt_doc_view(docs[n - 1])->sequence,
+                   tp_receipt_doc_view(docs[n - 1])->hash_hex);
+        else
+            printf("# no receipts yet\n");
+    }
+    code = fflush(stdout) == 0 ? 0 : 2;
+out:
+    for (int r = 0; docs && r < n; r++)
+        tp_receipt_doc_free(docs[r]);
+    free(docs);
+    tp_res_free(res);
+    tp_verifier_free(v);
+    tp_keyset_free(ks);
+    return code;
+}
+
+int tpctl_cmd_tenant(int argc, char **argv) {
+    tenant_args a;
+    tp_config *cfg;
+    tp_db *db = NULL;
+    char err[512];
+    int i = 1, code;
+    memset(&a, 0, sizeof(a));
+    if (i + 1 < argc && strcmp(argv[i], "--config") == 0) {
+        a.config = argv[i + 1];
+        i += 2;
+    }
+    if (i >= argc) {
+        tenant_usage(stderr);
+        return 2;
+    }
+    a.sub = argv[i++];
+    if (strcmp(a.sub, "--help") == 0 || strcmp(a.sub, "-h") == 0) {
+        tenant_usage(stdout);
+        return 0;
+    }
+    bool is_list = strcmp(a.sub, "list") == 0, is_history = strcmp(a.sub, "history") == 0;
+    for (; i < argc; i++) {
+        const char *o = argv[i];
+        bool has_val = i + 1 < argc;
+        if (strcmp(o, "--config") == 0 && has_val) {
+            a.config = argv[++i];
+        } else if (is_list && strcmp(o, "--state") == 0 && has_val) {
+            a.state = argv[++i];
+        } else if (is_list && strcmp(o, "--plan") == 0 && has_val) {
+            a.plan = argv[++i];
+        } else if (is_list && strcmp(o, "--owner") == 0 && has_val) {
+            a.owner = argv[++i];
+        } else if (is_list && strcmp(o, "--cursor") == 0 && has_val) {
+            a.cursor = argv[++i];
+        } else if (is_list && strcmp(o, "--limit") == 0 && has_val) {
+            char *end = NULL;
+            long n = strtol(argv[++i], &end, 10);
+            if (!end || *end || n < 1 || n > TP_TENANT_LIST_LIMIT_MAX) {
+                fprintf(stderr, "tpctl tenant list: --limit must be 1..%d\n", TP_TENANT_LIST_LIMIT_MAX);
+                return 1;
+            }
+            a.limit = (int)n;
+        } else if (is_history && strcmp(o, "--keyset") == 0 && has_val) {
+            a.keyset = argv[++i];
+        } else if (is_history && strcmp(o, "--json") == 0) {
+            a.json = true;
+        } else if (!is_list && !a.slug && o[0] != '-') {
+            a.slug = o;
+        } else {
+            tenant_usage(stderr);
+            return strcmp(o, "--help") == 0 ? 0 : 2;
+        }
+    }
+    if ((!is_list && !is_history && strcmp(a.sub, "get") != 0) || (!is_list && !a.slug)) {
+        tenant_usage(stderr);
+        return 2;
+    }
+    cfg = tpctl_config_load(a.config);
+    if (!cfg)
+        return 2;
+    if (tp_db_connect_cfg(cfg, &db, err, sizeof(err)) != 0) {
+        fprintf(stderr, "tpctl tenant %s: %s\n", a.sub, err);
+        tp_config_free(cfg);
+        return 2;
+    }
+    code = is_list ? cmd_list(db, &a) : is_history ? cmd_history(db, cfg, &a) : cmd_get(db, &a);
+    tp_db_close(db);
+    tp_config_free(cfg);
+    return code;
+}
