@@ -475,9 +475,11 @@ static void test_bad_params(void **state) {
     assert_non_null(strstr(r.headers, "allow: get, post"));
     assert_int_equal(http(&r, "PATCH", "/api/tenants/tv-alice-one", g->tok_alice, "{}", NULL), 405);
     assert_non_null(strstr(r.headers, "allow: get"));
-    /* GET /api/tenants/provision is the tenant view of slug "provision" (none here). */
-    assert_int_equal(get(&r, "/api/tenants/provision", g->tok_alice), 404);
-    assert_problem(&r, "not-found");
+    /* "provision" names the self-serve route, not a tenant. */
+    assert_int_equal(get(&r, "/api/tenants/provision", g->tok_alice), 405);
+    assert_non_null(strstr(r.headers, "allow: post"));
+    /* Authentication comes before the path's slug is looked at. */
+    assert_int_equal(get(&r, "/api/admin/tenants/UPPER", NULL), 401);
     /* The routes are counted under their own labels. */
     assert_int_equal(get(&r, "/metrics", NULL), 200);
     assert_non_null(strstr(r.body, "tp_ingress_requests_total{route=\"admin_tenant_list\",status=\"400\"}"));

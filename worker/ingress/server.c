@@ -220,8 +220,9 @@ static const char *route_allow(tp_ingress_route route) {
     switch (route) {
     case TP_ROUTE_ADMIN_TENANTS:
     case TP_ROUTE_ADMIN_TENANT_LIST:
-    case TP_ROUTE_SELF_SERVE: /* GET /api/tenants/provision is the tenant view of slug "provision" */
         return "GET, POST";
+    case TP_ROUTE_SELF_SERVE:
+        return "POST";
     case TP_ROUTE_ADMIN_TENANT_ACTION:
     case TP_ROUTE_TENANT_ACTION:
         return "POST";
@@ -1147,6 +1148,10 @@ static void handle_tenant_get(tp_ingress_server *srv, h2o_req_t *req, tp_ingress
                             "the admin endpoint needs the admin role");
         return;
     }
+    if (!slug[0]) {
+        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_NOT_FOUND, "no such tenant");
+        return;
+    }
     memset(&ask, 0, sizeof(ask));
     snprintf(ask.slug, sizeof(ask.slug), "%s", slug);
     if (route == TP_ROUTE_TENANT && !caller.is_admin)
@@ -1173,21 +1178,17 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
     if (path_is(path, "/api/admin/tenants")) {
         route = get ? TP_ROUTE_ADMIN_TENANT_LIST : TP_ROUTE_ADMIN_TENANTS;
         want_post = !get;
-    } else if (path_is(path, "/api/tenants/provision") && !get) {
+    } else if (path_is(path, "/api/tenants/provision")) {
+        /* Not a tenant view: "provision" is the self-serve route's own name. */
         route = TP_ROUTE_SELF_SERVE;
         want_post = true;
     } else if (path.len > ap_len && memcmp(path.base, admin_prefix, ap_len) == 0) {
+        /* A path that cannot name a tenant is answered 404 after authentication. */
         route = TP_ROUTE_ADMIN_TENANT;
-        if (!path_slug(path.base + ap_len, path.len - ap_len, slug)) {
-            send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_NOT_FOUND, "no such tenant");
-            return 0;
-        }
+        path_slug(path.base + ap_len, path.len - ap_len, slug);
     } else if (path.len > tp_len && memcmp(path.base, tenant_prefix, tp_len) == 0) {
         route = TP_ROUTE_TENANT;
-        if (!path_slug(path.base + tp_len, path.len - tp_len, slug)) {
-            send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_NOT_FOUND, "no such tenant");
-            return 0;
-        }
+        path_slug(path.base + tp_len, path.len - tp_len, slug);
     } else if (path.len > sp_len && memcmp(path.base, status_prefix, sp_len) == 0) {
         route = TP_ROUTE_STATUS;
     } else if (path.len > 14 && memcmp(path.base, "/api/receipts/", 14) == 0) {
