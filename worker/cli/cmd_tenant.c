@@ -1,17 +1,25 @@
-/* cmd_tenant.c: `tpctl tenant get|list|history`: the tenant view of tp-ingress's admin routes read
- * straight from PostgreSQL, and a tenant's timeline rebuilt from its receipts in the outbox after
- * verifying every signature and the chain (worker/receipts/verify.c, as `tpctl receipts verify`). */
+/* cmd_tenant.c: `tpctl tenant get|list|history|plan|suspend|resume|deprovision`: the tenant view
+ * of tp-ingress's admin routes read straight from PostgreSQL; a tenant's timeline rebuilt from its
+ * receipts in the outbox after verifying every signature and the chain (worker/receipts/verify.c,
+ * as `tpctl receipts verify`); and the lifecycle actions produced to the requests topic as
+ * TenantActionRequest records keyed by the slug, as a billing system sends them. */
 #include "cli/cli_common.h"
+#include "tp/codec.h"
 #include "tp/error.h"
+#include "tp/ids.h"
+#include "tp/kafka.h"
 #include "tp/receipts.h"
+#include "tp/request.h"
 #include "tp/stages.h"
 #include "tp/store.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static void tenant_usage(FILE *out) {
     fprintf(out,
@@ -19,6 +27,13 @@ static void tenant_usage(FILE *out) {
             "       tpctl tenant [--config FILE] list [--state S] [--plan P] [--owner O] [--limit N]\n"
             "                                         [--cursor C]\n"
             "       tpctl tenant [--config FILE] history SLUG [--keyset K] [--json]\n"
+            "       tpctl tenant [--config FILE] plan SLUG --plan P [--seats N] [--storage BYTES]\n"
+            "       tpctl tenant [--config FILE] suspend SLUG --reason R\n"
+            "       tpctl tenant [--config FILE] resume SLUG\n"
+            "       tpctl tenant [--config FILE] deprovision SLUG [--retention-days N]\n"
+            "         actions also take [--request-id ID] [--idempotency-key K] [--reason R]\n"
+            "         [--source BILLING|ADMIN_API|SELF_SERVE_API] [--actor-id ID] [--actor-type T]\n"
+            "         [--roles a,b] [--correlation-id C]\n"
             "  get:     the tenant as JSON (state, plan, quota vector, namespace, partitions, the\n"
             "           last receipt's sequence and hash), read from pg.dsn.\n"
             "  list:    a page of tenants in slug order ({items, nextCursor}); S is provisioning,\n"
@@ -29,6 +44,11 @@ static void tenant_usage(FILE *out) {
             "           sequence 1; then one line per receipt (--json: one object): sequence, time,\n"
             "           action type, request id, actor and the facts it asserts (plan, quota, state\n"
             "           changes). A break prints nothing but the breaks and exits 1.\n"
+            "  plan|suspend|resume|deprovision: one TenantActionRequest (CHANGE_PLAN, SUSPEND, RESUME,\n"
+            "           DEPROVISION) to topic.requests keyed by SLUG, as billing sends it (source BILLING,\n"
+            "           actor billing/system unless told); validated first (exit 1 naming the field);\n"
+            "           waits until it is persisted and prints its request id. Follow it with\n"
+            "           `tpctl status ID`. Retention: 0..3650 days (default 30).\n"
             "  Exit 0 ok, 1 not found / invalid filter / broken chain, 2 usage or I/O.\n",
             TP_TENANT_LIST_LIMIT_MAX, TP_TENANT_LIST_LIMIT_DEFAULT);
 }
@@ -37,6 +57,7 @@ typedef struct tenant_args {
     const char *config, *sub, *slug, *state, *plan, *owner, *cursor, *keyset;
     int limit;
     bool json;
+    tp_request action; /* plan|suspend|resume|deprovision */
 } tenant_args;
 
 static int print_pretty(const char *json) {
@@ -269,6 +290,148 @@ out:
     return code;
 }
 
+/* ---- actions ---------------------------------------------------------------------------------- */
+
+typedef struct delivery_state {
+    int persisted, failed;
+} delivery_state;
+
+static void on_delivery(void *opaque, int err, int32_t partition, int64_t offset) {
+    delivery_state *st = opaque;
+    (void)partition;
+    (void)offset;
+    if (err == 0)
+        st->persisted++;
+    else
+        st->failed++;
+}
+
+/* Validates, encodes and produces the action, waits for its delivery report. */
+static int cmd_action(const tp_config *cfg, tenant_args *a) {
+    tp_request *req = &a->action;
+    char field[64], msg[256], err[512];
+    tp_codec *codec = NULL;
+    tp_producer *producer = NULL;
+    delivery_state st = {0, 0};
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    int rc, code = 2;
+    snprintf(req->tenant.slug, sizeof(req->tenant.slug), "%s", a->slug);
+    if (!req->request_id[0])
+        tp_uuid_v4(req->request_id);
+    req->submitted_at_ms = (int64_t)time(NULL) * 1000;
+    if (tp_request_validate(req, NULL, field, sizeof(field), msg, sizeof(msg)) != 0) {
+        fprintf(stderr, "tpctl tenant %s: %s %s\n", a->sub, field, msg);
+        return 1;
+    }
+    codec = tp_codec_new(tp_config_get(cfg, "codec.schema_dir"), "", err, sizeof(err));
+    if (!codec) {
+        fprintf(stderr, "tpctl tenant %s: codec: %s\n", a->sub, err);
+        goto out;
+    }
+    if ((rc = tp_codec_encode_request(codec, req, &buf, &len)) != 0) {
+        fprintf(stderr, "tpctl tenant %s: encoding: %s\n", a->sub, tp_strerror(rc));
+        goto out;
+    }
+    if (tp_producer_new(cfg, &producer, err, sizeof(err)) != 0) {
+        fprintf(stderr, "tpctl tenant %s: producer: %s\n", a->sub, err);
+        goto out;
+    }
+    tp_kafka_header hdrs[2];
+    int n_hdrs = 0;
+    if (req->correlation_id[0])
+        hdrs[n_hdrs++] = (tp_kafka_header){"correlation-id", req->correlation_id, strlen(req->correlation_id)};
+    if (req->traceparent[0])
+        hdrs[n_hdrs++] = (tp_kafka_header){"traceparent", req->traceparent, strlen(req->traceparent)};
+    /* Keyed by the slug: the tenant's actions stay in order behind its provisioning. */
+    rc = tp_producer_send(producer, tp_config_get(cfg, "topic.requests"), req->tenant.slug,
+                          strlen(req->tenant.slug), buf, len, n_hdrs ? hdrs : NULL, n_hdrs,
+                          on_delivery, &st);
+    if (rc != 0) {
+        fprintf(stderr, "tpctl tenant %s: produce: %s\n", a->sub, tp_strerror(rc));
+        goto out;
+    }
+    if (tp_producer_flush(producer, 60000) != 0 || st.persisted != 1) {
+        fprintf(stderr, "tpctl tenant %s: the record was not persisted\n", a->sub);
+        goto out;
+    }
+    printf("%s\n", req->request_id);
+    fprintf(stderr, "tpctl tenant %s: %s %s persisted (follow it with tpctl status %s)\n", a->sub,
+            tp_action_name(req->action), req->tenant.slug, req->request_id);
+    code = 0;
+out:
+    free(buf);
+    tp_producer_free(producer, 10000);
+    tp_codec_free(codec);
+    return code;
+}
+
+static int parse_ll(const char *s, long long min, long long max, long long *out) {
+    char *end;
+    errno = 0;
+    *out = strtoll(s, &end, 10);
+    return (errno || !*s || *end || *out < min || *out > max) ? -1 : 0;
+}
+
+static int set_roles(tp_actor *actor, const char *csv) {
+    char buf[1024];
+    char *save = NULL, *tok;
+    snprintf(buf, sizeof(buf), "%s", csv);
+    actor->n_roles = 0;
+    for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (actor->n_roles == TP_ROLES_MAX || strlen(tok) > TP_ROLE_MAX)
+            return -1;
+        snprintf(actor->roles[actor->n_roles++], TP_ROLE_MAX + 1, "%s", tok);
+    }
+    return 0;
+}
+
+/* An action's option (opt with its value val); returns true when it was one. Out-of-range values
+ * are kept as given so tp_request_validate names them. */
+static bool action_option(tp_request *r, const char *opt, const char *val, bool *bad) {
+    long long v = 0;
+    if (strcmp(opt, "--plan") == 0) {
+        r->has_plan = tp_plan_parse(val, &r->plan) == 0;
+        *bad = !r->has_plan;
+    } else if (strcmp(opt, "--seats") == 0) {
+        *bad = parse_ll(val, INT32_MIN, INT32_MAX, &v) != 0;
+        r->has_requested_seats = true;
+        r->requested_seats = (int32_t)v;
+    } else if (strcmp(opt, "--storage") == 0) {
+        *bad = parse_ll(val, INT64_MIN, INT64_MAX, &v) != 0;
+        r->has_storage_estimate = true;
+        r->storage_estimate_bytes = v;
+    } else if (strcmp(opt, "--retention-days") == 0) {
+        *bad = parse_ll(val, INT32_MIN, INT32_MAX, &v) != 0;
+        r->has_retention_days = true;
+        r->retention_days = (int32_t)v;
+    } else if (strcmp(opt, "--reason") == 0) {
+        *bad = strlen(val) > TP_REASON_MAX;
+        snprintf(r->reason, sizeof(r->reason), "%s", val);
+    } else if (strcmp(opt, "--request-id") == 0) {
+        *bad = strlen(val) > TP_REQUEST_ID_MAX;
+        snprintf(r->request_id, sizeof(r->request_id), "%s", val);
+    } else if (strcmp(opt, "--idempotency-key") == 0) {
+        *bad = strlen(val) > TP_IDEMPOTENCY_KEY_MAX;
+        snprintf(r->idempotency_key, sizeof(r->idempotency_key), "%s", val);
+    } else if (strcmp(opt, "--source") == 0) {
+        *bad = tp_source_parse(val, &r->source) != 0;
+    } else if (strcmp(opt, "--actor-id") == 0) {
+        *bad = strlen(val) > TP_ACTOR_ID_MAX;
+        snprintf(r->actor.id, sizeof(r->actor.id), "%s", val);
+    } else if (strcmp(opt, "--actor-type") == 0) {
+        snprintf(r->actor.type, sizeof(r->actor.type), "%s", val);
+    } else if (strcmp(opt, "--roles") == 0) {
+        *bad = set_roles(&r->actor, val) != 0;
+    } else if (strcmp(opt, "--correlation-id") == 0) {
+        *bad = strlen(val) > TP_CORRELATION_ID_MAX;
+        snprintf(r->correlation_id, sizeof(r->correlation_id), "%s", val);
+    } else {
+        return false;
+    }
+    return true;
+}
+
 int tpctl_cmd_tenant(int argc, char **argv) {
     tenant_args a;
     tp_config *cfg;
@@ -290,10 +453,32 @@ int tpctl_cmd_tenant(int argc, char **argv) {
         return 0;
     }
     bool is_list = strcmp(a.sub, "list") == 0, is_history = strcmp(a.sub, "history") == 0;
+    static const struct {
+        const char *name;
+        tp_action action;
+    } actions[] = {{"plan", TP_ACTION_CHANGE_PLAN},
+                   {"suspend", TP_ACTION_SUSPEND},
+                   {"resume", TP_ACTION_RESUME},
+                   {"deprovision", TP_ACTION_DEPROVISION}};
+    bool is_action = false;
+    for (size_t k = 0; k < sizeof(actions) / sizeof(actions[0]); k++)
+        if (strcmp(a.sub, actions[k].name) == 0) {
+            is_action = true;
+            a.action.action = actions[k].action;
+        }
+    a.action.source = TP_SOURCE_BILLING;
+    snprintf(a.action.actor.id, sizeof(a.action.actor.id), "billing");
+    snprintf(a.action.actor.type, sizeof(a.action.actor.type), "system");
     for (; i < argc; i++) {
         const char *o = argv[i];
-        bool has_val = i + 1 < argc;
-        if (strcmp(o, "--config") == 0 && has_val) {
+        bool has_val = i + 1 < argc, bad = false;
+        if (is_action && has_val && action_option(&a.action, o, argv[i + 1], &bad)) {
+            if (bad) {
+                fprintf(stderr, "tpctl tenant %s: bad value for %s: %s\n", a.sub, o, argv[i + 1]);
+                return 2;
+            }
+            i++;
+        } else if (strcmp(o, "--config") == 0 && has_val) {
             a.config = argv[++i];
         } else if (is_list && strcmp(o, "--state") == 0 && has_val) {
             a.state = argv[++i];
@@ -322,13 +507,19 @@ int tpctl_cmd_tenant(int argc, char **argv) {
             return strcmp(o, "--help") == 0 ? 0 : 2;
         }
     }
-    if ((!is_list && !is_history && strcmp(a.sub, "get") != 0) || (!is_list && !a.slug)) {
+    if ((!is_list && !is_history && !is_action && strcmp(a.sub, "get") != 0) ||
+        (!is_list && !a.slug)) {
         tenant_usage(stderr);
         return 2;
     }
     cfg = tpctl_config_load(a.config);
     if (!cfg)
         return 2;
+    if (is_action) {
+        code = cmd_action(cfg, &a);
+        tp_config_free(cfg);
+        return code;
+    }
     if (tp_db_connect_cfg(cfg, &db, err, sizeof(err)) != 0) {
         fprintf(stderr, "tpctl tenant %s: %s\n", a.sub, err);
         tp_config_free(cfg);

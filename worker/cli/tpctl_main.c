@@ -17,7 +17,7 @@ static const command commands[] = {
     {"migrate", tpctl_cmd_migrate, "apply schemas/sql migrations to pg.dsn"},
     {"submit", tpctl_cmd_submit, "encode and produce ProvisioningRequest records (as billing does)"},
     {"status", tpctl_cmd_status, "print a request's state and stage conditions as JSON"},
-    {"tenant", tpctl_cmd_tenant, "a tenant's view, a page of tenants, its verified receipt history"},
+    {"tenant", tpctl_cmd_tenant, "tenant get/list/history; plan/suspend/resume/deprovision as billing"},
     {"dlq", tpctl_cmd_dlq, "list dead letters, or replay one (dlq list | dlq replay ID)"},
     {"keygen", tpctl_cmd_keygen, "write an Ed25519 receipt signing key pair and key set entry"},
     {"receipts", tpctl_cmd_receipts, "verify or tail provenance receipts"},
