@@ -31,6 +31,7 @@ typedef enum tp_problem_kind {
     TP_PROBLEM_UNAVAILABLE,        /* 503 service-unavailable */
     TP_PROBLEM_INTERNAL,           /* 500 internal-error */
     TP_PROBLEM_PROVISIONING_FAILED, /* 500 provisioning-failed (a terminal FAILED request) */
+    TP_PROBLEM_INVALID_STATE,      /* 409 invalid-state (the tenant's state forbids the action) */
     TP_PROBLEM_KIND_COUNT_
 } tp_problem_kind;
 
@@ -75,6 +76,14 @@ char *tp_problem_to_json(const tp_problem *p, size_t *len_out);
 int tp_ingress_parse_body(const char *body, size_t len, tp_source source,
                           const char *region_allowlist_csv, tp_request *out,
                           tp_problem **problem_out);
+
+/* Parses the JSON body of a tenant action (untrusted; NULL or empty: {}) into out's action fields
+ * (the caller has set out->action and the rest): CHANGE_PLAN takes plan (required),
+ * requestedSeats 1..10000, storageEstimateBytes >= 0 and reason; the others only reason (required
+ * by SUSPEND, 1..500 bytes). Unknown members are errors. Returns 0, TP_EVALIDATION with
+ * *problem_out (400, every field error collected) or TP_ENOMEM. Any thread. */
+int tp_ingress_parse_action_body(const char *body, size_t len, tp_action action, tp_request *out,
+                                 tp_problem **problem_out);
 
 /* Counts UTF-8 code points of a valid UTF-8 string of len bytes. */
 size_t tp_ingress_utf8_len(const char *s, size_t len);
@@ -161,6 +170,19 @@ typedef struct tp_tenant_ask {
     char cursor[TP_INGRESS_CURSOR_MAX + 1]; /* "": the first page */
 } tp_tenant_ask;
 
+/* The dry run of a tenant action (what tp_stages_action_preview answers). */
+typedef struct tp_ingress_preview {
+    int verdict;                 /* 0 allowed, TP_ENOT_FOUND (no such tenant, or not the
+                                  * self-serve caller's), TP_ECONFLICT (invalid state),
+                                  * TP_EPOLICY_DENIED */
+    char reason[32];             /* ALLOWED, TENANT_NOT_FOUND, INVALID_STATE, POLICY_DENIED */
+    char message[512];           /* why not, "" when allowed */
+    bool policy_asked;           /* decision is filled */
+    tp_policy_decision decision;
+    char tenant_status[16];      /* the tenant's state as read ("" when not found) */
+    char *changes_json;          /* malloc'd JSON array of {field, from, to}; the server frees it */
+} tp_ingress_preview;
+
 typedef struct tp_ingress_hooks {
     void *opaque;
     /* Idempotency-Key replay: the caller (sub) already sent this key. Returns 0 with request_id
@@ -207,6 +229,11 @@ typedef struct tp_ingress_hooks {
      * malloc'd JSON object text. Returns 0, TP_ENOT_FOUND (404: unknown, or not the owner's),
      * TP_EINVAL (400) or another code (503). NULL: 404 for every question. */
     int (*tenants)(void *opaque, const tp_tenant_ask *q, char **json_out);
+    /* The pre-check of a tenant action (req->action != PROVISION), also what ?dryRun=true
+     * answers: reads the tenant, checks the action against its state, asks the action's policy,
+     * writes nothing. A self-serve request only sees the caller's own tenants. Returns 0 with out
+     * filled (any verdict), or a negative code (503, fail closed). NULL: every action is 503. */
+    int (*action_preview)(void *opaque, const tp_request *req, tp_ingress_preview *out);
 } tp_ingress_hooks;
 
 typedef struct tp_ingress_server tp_ingress_server;
@@ -260,6 +287,12 @@ bool tp_ingress_state_is_terminal(const char *state);
  * TP_ENOMEM. Any thread. */
 int tp_ingress_outcome(const char *status_json, int *http_status, char **body_out,
                        bool *problem_out);
+/* The same for a tenant action's request: SUCCEEDED answers 200 with the status view itself;
+ * DENIED a 403 policy-denied problem with the reasons; FAILED a 409 invalid-state problem for
+ * INVALID_STATE, a 404 for TENANT_NOT_FOUND, else a 500 provisioning-failed problem naming the
+ * reason. Returns 0, TP_EINVAL or TP_ENOMEM. Any thread. */
+int tp_ingress_action_outcome(const char *status_json, int *http_status, char **body_out,
+                              bool *problem_out);
 
 /* ---- the production hooks: PostgreSQL, Kafka, OPA ------------------------------------------- */
 

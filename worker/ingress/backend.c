@@ -2,6 +2,7 @@
  * keys, the ACCEPTED record, status and owned tenants, the tenant view, the transparency log's
  * checkpoint and proofs), Kafka (encode, produce, wait for the delivery report with a bound) and
  * OPA (pre-check, readiness). Every hook runs on a pool thread. */
+#include "ingress/ingress_int.h"
 #include "tp/codec.h"
 #include "tp/error.h"
 #include "tp/ingress.h"
@@ -560,6 +561,52 @@ static int hook_tenants(void *opaque, const tp_tenant_ask *q, char **json_out) {
     return rc;
 }
 
+/* A tenant action's dry run. A self-serve caller sees only the tenants it owns: anyone else's
+ * is TENANT_NOT_FOUND, as on GET /api/tenants/{slug}. */
+static int hook_action_preview(void *opaque, const tp_request *req, tp_ingress_preview *out) {
+    tp_ingress_backend *b = opaque;
+    tp_action_preview pv;
+    int rc = 0;
+    memset(out, 0, sizeof(*out));
+    memset(&pv, 0, sizeof(pv));
+    conn *c = conn_acquire(b);
+    if (!c)
+        return TP_EDB;
+    if (req->source == TP_SOURCE_SELF_SERVE_API) {
+        const char *params[2] = {req->tenant.slug, req->actor.id};
+        char one[8];
+        bool mine = false;
+        rc = tp_db_query_text(c->db, "SELECT 1 FROM tenants WHERE slug = $1 AND owner_id = $2", 2,
+                              params, one, sizeof(one), &mine);
+        if (rc == 0 && !mine) {
+            conn_release(b, c, 0);
+            out->verdict = TP_ENOT_FOUND;
+            snprintf(out->reason, sizeof(out->reason), "TENANT_NOT_FOUND");
+            snprintf(out->message, sizeof(out->message), "no such tenant");
+            return 0;
+        }
+    }
+    if (rc == 0)
+        rc = tp_ingress_opa_action_preview(b->opa, c->db, req, &pv);
+    conn_release(b, c, rc);
+    if (rc != 0) {
+        tp_action_preview_release(&pv);
+        return rc;
+    }
+    out->verdict = pv.reason == TP_PREVIEW_ALLOWED           ? 0
+                   : pv.reason == TP_PREVIEW_TENANT_NOT_FOUND ? TP_ENOT_FOUND
+                   : pv.reason == TP_PREVIEW_INVALID_STATE    ? TP_ECONFLICT
+                   : pv.reason == TP_PREVIEW_POLICY_DENIED    ? TP_EPOLICY_DENIED
+                                                              : TP_EINVAL;
+    snprintf(out->reason, sizeof(out->reason), "%s", tp_preview_reason_name(pv.reason));
+    snprintf(out->message, sizeof(out->message), "%s", pv.message);
+    out->policy_asked = pv.policy_asked;
+    out->decision = pv.decision;
+    snprintf(out->tenant_status, sizeof(out->tenant_status), "%s", pv.tenant_status);
+    out->changes_json = pv.changes_json; /* moved */
+    return 0;
+}
+
 static int hook_ready(void *opaque, char *detail, size_t cap) {
     tp_ingress_backend *b = opaque;
     char kerr[256];
@@ -661,6 +708,7 @@ void tp_ingress_backend_hooks(tp_ingress_backend *b, tp_ingress_hooks *hooks) {
     hooks->state_lookup = hook_state_lookup;
     hooks->tlog = hook_tlog;
     hooks->tenants = hook_tenants;
+    hooks->action_preview = hook_action_preview;
 }
 
 void tp_ingress_backend_free(tp_ingress_backend *b) {

@@ -5,6 +5,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tp/ingress.h"
+#include "tp/stages.h"
+#include "tp/store.h"
+
 typedef enum tp_ingress_route {
     TP_ROUTE_ADMIN_TENANTS = 0, /* POST /api/admin/tenants */
     TP_ROUTE_SELF_SERVE,        /* POST /api/tenants/provision */
@@ -54,5 +58,10 @@ typedef struct tp_ingress_server tp_ingress_server;
  * 10 s), pool_wait_ms for hooks still running when tp_ingress_server_free is called (15 s).
  * Before tp_ingress_server_run. */
 void tp_ingress_server_set_drain_ms(tp_ingress_server *srv, uint64_t drain_ms, uint64_t pool_wait_ms);
+
+/* The dry run of a tenant action with this pool thread's OPA client and opa's tiers, allow-list
+ * and admin role (tp_stages_action_preview on db). Returns what it returns, or TP_ENOMEM. */
+int tp_ingress_opa_action_preview(tp_ingress_opa *opa, tp_db *db, const tp_request *req,
+                                  tp_action_preview *out);
 
 #endif

@@ -1,8 +1,11 @@
 /* opa_hook.c: the default OPA pre-check of tp-ingress on top of worker/policy: the same input
- * document and policy as the worker's policy stage, one keep-alive curl client per pool thread. */
+ * document and policy as the worker's policy stage (provisioning, and a tenant action's dry run
+ * through tp_stages_action_preview), one keep-alive curl client per pool thread. */
+#include "ingress/ingress_int.h"
 #include "tp/error.h"
 #include "tp/ingress.h"
 #include "tp/policy.h"
+#include "tp/stages.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,4 +107,15 @@ int tp_ingress_opa_decide(tp_ingress_opa *o, const tp_request *req, int owned_te
 
 int tp_ingress_opa_pre_check(void *opaque, const tp_request *req, tp_policy_decision *out) {
     return tp_ingress_opa_decide(opaque, req, 0, out);
+}
+
+int tp_ingress_opa_action_preview(tp_ingress_opa *o, tp_db *db, const tp_request *req,
+                                  tp_action_preview *out) {
+    if (!thread_client(o))
+        return TP_ENOMEM;
+    tp_policy_context ctx = {.tiers_json = o->tiers_json,
+                             .region_allowlist_csv = o->allowlist,
+                             .max_tenants_per_user = o->max_tenants_per_user,
+                             .admin_role = o->admin_role};
+    return tp_stages_action_preview(db, tl_client, &ctx, req, out);
 }

@@ -134,7 +134,7 @@ out_free:
     return NULL;
 }
 
-static tp_problem *failure_problem(json_t *st, const char *state) {
+static tp_problem *failure_problem(json_t *st, const char *state, bool action) {
     const char *reason = str_at(st, "failureReason");
     const char *message = str_at(st, "failureMessage");
     tp_problem *p;
@@ -142,17 +142,22 @@ static tp_problem *failure_problem(json_t *st, const char *state) {
         json_t *opa = json_object_get(json_object_get(st, "policy"), "opa");
         json_t *reasons = json_object_get(opa, "reasons"), *r;
         size_t i;
-        p = tp_problem_new(TP_PROBLEM_POLICY_DENIED, "the provisioning policy denied this request");
+        p = tp_problem_new(TP_PROBLEM_POLICY_DENIED, action ? "the tenant action policy denied this request"
+                                                            : "the provisioning policy denied this request");
         json_array_foreach(reasons, i, r) if (p && json_is_string(r))
             tp_problem_add_reason(p, json_string_value(r));
         if (p && *str_at(opa, "decisionId"))
             tp_problem_set_string(p, "decisionId", str_at(opa, "decisionId"));
-    } else if (strcmp(reason, "SLUG_TAKEN") == 0) {
+    } else if (action && strcmp(reason, "INVALID_STATE") == 0) {
+        p = tp_problem_new(TP_PROBLEM_INVALID_STATE, *message ? message : "the tenant's state does not allow this action");
+    } else if (action && strcmp(reason, "TENANT_NOT_FOUND") == 0) {
+        p = tp_problem_new(TP_PROBLEM_NOT_FOUND, "no such tenant");
+    } else if (!action && strcmp(reason, "SLUG_TAKEN") == 0) {
         p = tp_problem_new(TP_PROBLEM_SLUG_TAKEN, *message ? message : "the slug is owned by another tenant");
     } else {
         char detail[640];
-        snprintf(detail, sizeof(detail), "provisioning failed: %s%s%s", *reason ? reason : "UNKNOWN",
-                 *message ? ": " : "", message);
+        snprintf(detail, sizeof(detail), "%s failed: %s%s%s", action ? "the action" : "provisioning",
+                 *reason ? reason : "UNKNOWN", *message ? ": " : "", message);
         p = tp_problem_new(TP_PROBLEM_PROVISIONING_FAILED, detail);
     }
     if (p && *reason)
@@ -162,8 +167,8 @@ static tp_problem *failure_problem(json_t *st, const char *state) {
     return p;
 }
 
-int tp_ingress_outcome(const char *status_json, int *http_status, char **body_out,
-                       bool *problem_out) {
+static int outcome(const char *status_json, bool action, int *http_status, char **body_out,
+                   bool *problem_out) {
     json_error_t jerr;
     json_t *st = status_json ? json_loads(status_json, 0, &jerr) : NULL;
     const char *state = json_string_value(json_object_get(st, "state"));
@@ -177,13 +182,16 @@ int tp_ingress_outcome(const char *status_json, int *http_status, char **body_ou
     }
     if (!tp_ingress_state_is_terminal(state))
         goto out;
-    if (strcmp(state, "SUCCEEDED") == 0) {
+    if (strcmp(state, "SUCCEEDED") == 0 && action) {
+        *body_out = json_dumps(st, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        *http_status = 200;
+    } else if (strcmp(state, "SUCCEEDED") == 0) {
         json_t *body = success_body(st);
         *body_out = body ? json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
         json_decref(body);
         *http_status = 201;
     } else {
-        tp_problem *p = failure_problem(st, state);
+        tp_problem *p = failure_problem(st, state, action);
         *body_out = p ? tp_problem_to_json(p, NULL) : NULL;
         *http_status = p ? tp_problem_status(p) : 500;
         *problem_out = true;
@@ -196,4 +204,14 @@ int tp_ingress_outcome(const char *status_json, int *http_status, char **body_ou
 out:
     json_decref(st);
     return rc;
+}
+
+int tp_ingress_outcome(const char *status_json, int *http_status, char **body_out,
+                       bool *problem_out) {
+    return outcome(status_json, false, http_status, body_out, problem_out);
+}
+
+int tp_ingress_action_outcome(const char *status_json, int *http_status, char **body_out,
+                              bool *problem_out) {
+    return outcome(status_json, true, http_status, body_out, problem_out);
 }

@@ -38,6 +38,7 @@ static const kind_def kinds[TP_PROBLEM_KIND_COUNT_] = {
     [TP_PROBLEM_UNAVAILABLE] = {503, "service-unavailable", "A dependency is unavailable"},
     [TP_PROBLEM_INTERNAL] = {500, "internal-error", "Internal error"},
     [TP_PROBLEM_PROVISIONING_FAILED] = {500, "provisioning-failed", "Provisioning failed"},
+    [TP_PROBLEM_INVALID_STATE] = {409, "invalid-state", "The tenant's state does not allow this action"},
 };
 
 static int set_new(json_t *obj, const char *key, json_t *v) {

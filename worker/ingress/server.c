@@ -151,6 +151,7 @@ struct job {
     char status_id[TP_REQUEST_ID_MAX + 1];
     tp_tlog_query tlog;
     tp_tenant_ask tenant;
+    bool dry_run; /* a tenant action's ?dryRun=true: preview only, nothing enqueued */
     /* results, written by the pool thread */
     int rc;
     int failed_hook; /* 0 none, 1 idempotency, 2 pre-check, 3 enqueue, 4 status, 5 ready, 6 tlog,
@@ -158,6 +159,8 @@ struct job {
     bool replayed;
     tp_policy_decision decision;
     bool have_decision;
+    tp_ingress_preview preview; /* a tenant action's pre-check (its changes_json is owned) */
+    bool have_preview;
     char *status_json;
     char owner[TP_ACTOR_ID_MAX + 1];
     char detail[256];
@@ -223,6 +226,8 @@ static const char *route_allow(tp_ingress_route route) {
         return "GET, POST";
     case TP_ROUTE_SELF_SERVE:
         return "POST";
+    case TP_ROUTE_ADMIN_TENANT:
+        return "GET, DELETE";
     case TP_ROUTE_ADMIN_TENANT_ACTION:
     case TP_ROUTE_TENANT_ACTION:
         return "POST";
@@ -327,7 +332,36 @@ static void new_request_id(char out[37]) {
              b[15]);
 }
 
+/* An action's fingerprint: its action, tenant and the fields it carries. */
+static json_t *action_fingerprint_doc(const tp_request *req) {
+    json_t *o = json_pack("{s:s, s:s, s:s}", "action", tp_action_name(req->action), "source",
+                          tp_source_name(req->source), "slug", req->tenant.slug);
+    if (!o)
+        return NULL;
+    if (req->has_plan)
+        json_object_set_new(o, "plan", json_string(tp_plan_name(req->plan)));
+    if (req->has_requested_seats)
+        json_object_set_new(o, "requestedSeats", json_integer(req->requested_seats));
+    if (req->has_storage_estimate)
+        json_object_set_new(o, "storageEstimateBytes", json_integer(req->storage_estimate_bytes));
+    if (req->reason[0])
+        json_object_set_new(o, "reason", json_string(req->reason));
+    if (req->has_retention_days)
+        json_object_set_new(o, "retentionDays", json_integer(req->retention_days));
+    return o;
+}
+
 int tp_ingress_fingerprint(const tp_request *req, unsigned char fp[32]) {
+    if (req->action != TP_ACTION_PROVISION) {
+        json_t *a = action_fingerprint_doc(req);
+        char *txt = a ? json_dumps(a, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+        json_decref(a);
+        if (!txt)
+            return TP_ENOMEM;
+        crypto_hash_sha256(fp, (const unsigned char *)txt, strlen(txt));
+        free(txt);
+        return 0;
+    }
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "source",
                           tp_source_name(req->source), "name", req->tenant.name, "slug",
                           req->tenant.slug, "residency", tp_residency_name(req->tenant.residency),
@@ -390,7 +424,33 @@ static void run_submit(job *j) {
             return;
         }
     }
-    if (h->pre_check) {
+    if (j->request.action != TP_ACTION_PROVISION) {
+        /* A tenant action: the dry run is the pre-check (state, then policy). */
+        if (!h->action_preview) {
+            j->rc = TP_EUNAVAILABLE;
+            j->failed_hook = 2;
+            snprintf(j->detail, sizeof(j->detail), "no action pre-check is configured");
+            return;
+        }
+        rc = h->action_preview(h->opaque, &j->request, &j->preview);
+        if (rc != 0) {
+            j->rc = rc;
+            j->failed_hook = 2;
+            return;
+        }
+        j->have_preview = true;
+        if (j->preview.policy_asked) {
+            j->decision = j->preview.decision;
+            j->have_decision = true;
+        }
+        if (j->preview.verdict != 0) {
+            j->rc = j->preview.verdict;
+            j->failed_hook = 2;
+            return;
+        }
+        if (j->dry_run)
+            return; /* validated and asked: nothing is enqueued */
+    } else if (h->pre_check) {
         rc = h->pre_check(h->opaque, &j->request, &j->decision);
         if (rc != 0) {
             j->rc = rc;
@@ -441,7 +501,9 @@ static void run_outcome(job *j) {
     }
     free(j->out_body);
     j->out_body = NULL;
-    if (tp_ingress_outcome(json, &j->out_status, &j->out_body, &j->out_problem) != 0)
+    if ((j->request.action == TP_ACTION_PROVISION
+             ? tp_ingress_outcome(json, &j->out_status, &j->out_body, &j->out_problem)
+             : tp_ingress_action_outcome(json, &j->out_status, &j->out_body, &j->out_problem)) != 0)
         j->out_status = 0;
     if (!h->state_lookup) {
         json_t *o = json_loads(json, 0, NULL);
@@ -512,10 +574,72 @@ static void answer_outcome(job *j) {
     finish(j->srv, j->route, j->start_ns, j->out_status);
 }
 
+/* A policy decision as {"opa": {allow, decisionId, reasons}}. */
+static json_t *decision_json(const tp_policy_decision *d) {
+    json_t *reasons = json_array();
+    for (int i = 0; reasons && i < d->n_reasons && i < TP_POLICY_REASONS_MAX; i++)
+        json_array_append_new(reasons, json_string(d->reasons[i]));
+    return json_pack("{s:{s:b, s:s, s:o}}", "opa", "allow", d->allow, "decisionId", d->decision_id,
+                     "reasons", reasons ? reasons : json_array());
+}
+
+/* ?dryRun=true of an allowed action: 200 with the decision and the changes it would make. */
+static void answer_dry_run(job *j) {
+    tp_log_ctx lc = {.request_id = j->request.request_id, .traceparent = j->request.traceparent};
+    json_t *changes = j->preview.changes_json ? json_loads(j->preview.changes_json, 0, NULL) : NULL;
+    json_t *body = json_pack("{s:b, s:b, s:s, s:s, s:s, s:o, s:o}", "dryRun", 1, "allowed", 1,
+                             "action", tp_action_name(j->request.action), "slug",
+                             j->request.tenant.slug, "tenantState", j->preview.tenant_status,
+                             "policy", j->have_decision ? decision_json(&j->decision) : json_null(),
+                             "changes", json_is_array(changes) ? changes : json_array());
+    if (changes && !json_is_array(changes))
+        json_decref(changes);
+    tp_log(TP_LOG_INFO, COMPONENT, &lc, "dry run %s slug=%s: allowed", tp_action_name(j->request.action),
+           j->request.tenant.slug);
+    send_json(j->srv, j->req, j->route, j->start_ns, 200, body);
+}
+
+/* A tenant action refused by its pre-check: 404 (no such tenant), 409 (invalid state), 403
+ * (policy), 500 (not an action: a bug). */
+static tp_problem *action_refusal(job *j) {
+    const tp_ingress_preview *pv = &j->preview;
+    tp_problem *p;
+    if (j->rc == TP_ENOT_FOUND)
+        return tp_problem_new(TP_PROBLEM_NOT_FOUND, "no such tenant");
+    if (j->rc == TP_ECONFLICT) {
+        p = tp_problem_new(TP_PROBLEM_INVALID_STATE, pv->message[0] ? pv->message : NULL);
+        if (p)
+            tp_problem_set_string(p, "failureReason", "INVALID_STATE");
+        if (p && pv->tenant_status[0])
+            tp_problem_set_string(p, "tenantState", pv->tenant_status);
+        return p;
+    }
+    if (j->rc == TP_EPOLICY_DENIED) {
+        p = tp_problem_new(TP_PROBLEM_POLICY_DENIED, "the tenant action policy denied this request");
+        for (int i = 0; p && i < pv->decision.n_reasons && i < TP_POLICY_REASONS_MAX; i++)
+            tp_problem_add_reason(p, pv->decision.reasons[i]);
+        if (p && pv->decision.decision_id[0])
+            tp_problem_set_string(p, "decisionId", pv->decision.decision_id);
+        return p;
+    }
+    return tp_problem_new(TP_PROBLEM_INTERNAL, "the pre-check did not recognise the action");
+}
+
 static void answer_submit(job *j) {
     tp_ingress_server *srv = j->srv;
     h2o_req_t *req = j->req;
     tp_log_ctx lc = {.request_id = j->request.request_id, .traceparent = j->request.traceparent};
+    if (j->rc == 0 && j->dry_run) {
+        answer_dry_run(j);
+        return;
+    }
+    if (j->rc != 0 && j->have_preview && j->failed_hook == 2) {
+        tp_log(TP_LOG_INFO, COMPONENT, &lc, "%s%s slug=%s refused: %s %s", j->dry_run ? "dry run " : "",
+               tp_action_name(j->request.action), j->request.tenant.slug, j->preview.reason,
+               j->preview.message);
+        send_problem(srv, req, j->route, j->start_ns, action_refusal(j));
+        return;
+    }
     if (j->rc == 0) {
         const char *status = j->state[0] && !tp_ingress_state_is_terminal(j->state) ? j->state
                                                                                     : "ACCEPTED";
@@ -528,9 +652,11 @@ static void answer_submit(job *j) {
                                           "decisionId", j->decision.decision_id));
         if (body && j->replayed)
             json_object_set_new(body, "replayed", json_true());
-        tp_log(TP_LOG_INFO, COMPONENT, &lc, "accepted %s %s slug=%s",
-               tp_source_name(j->request.source), j->replayed ? "(replay)" : "",
-               j->request.tenant.slug);
+        if (body && j->request.action != TP_ACTION_PROVISION)
+            json_object_set_new(body, "action", json_string(tp_action_name(j->request.action)));
+        tp_log(TP_LOG_INFO, COMPONENT, &lc, "accepted %s %s %s slug=%s",
+               tp_action_name(j->request.action), tp_source_name(j->request.source),
+               j->replayed ? "(replay)" : "", j->request.tenant.slug);
         send_json(srv, req, j->route, j->start_ns, 202, body);
         return;
     }
@@ -617,6 +743,7 @@ static void answer_tenant(job *j) {
 
 static void job_free_closed(uv_handle_t *h) {
     job *j = h->data;
+    free(j->preview.changes_json);
     free(j->out_body);
     free(j->status_json);
     free(j);
@@ -628,6 +755,7 @@ static void job_free(job *j) {
         uv_close((uv_handle_t *)&j->timer, job_free_closed);
         return;
     }
+    free(j->preview.changes_json);
     free(j->out_body);
     free(j->status_json);
     free(j);
@@ -1159,36 +1287,213 @@ static void handle_tenant_get(tp_ingress_server *srv, h2o_req_t *req, tp_ingress
     queue_tenant_job(srv, req, route, start_ns, &caller, &ask);
 }
 
+/* A 400 about one query parameter. */
+static void send_query_problem(tp_ingress_server *srv, h2o_req_t *req, tp_ingress_route route,
+                               uint64_t start_ns, const char *name, const char *code,
+                               const char *msg) {
+    char pointer[48];
+    tp_problem *p = tp_problem_new(TP_PROBLEM_VALIDATION, "invalid query parameters");
+    snprintf(pointer, sizeof(pointer), "/query/%s", name);
+    if (p)
+        tp_problem_add_error(p, pointer, code, msg);
+    send_problem(srv, req, route, start_ns, p);
+}
+
+/* The tenant actions: POST /api/admin/tenants/{slug}/plan|suspend|resume and
+ * DELETE /api/admin/tenants/{slug} (admin role), POST /api/tenants/{slug}/plan (self-serve: the
+ * caller's own tenant). Validated on the loop; the pre-check (state, policy) and the enqueue on
+ * the pool, as a provisioning POST; ?dryRun=true stops after the pre-check. */
+static void handle_action(tp_ingress_server *srv, h2o_req_t *req, tp_ingress_route route,
+                          const char *slug, tp_action action, uint64_t start_ns) {
+    bool del = action == TP_ACTION_DEPROVISION;
+    tp_caller caller;
+    char dry[8] = "", days[8] = "", field[64], msg[256];
+    tp_problem *p = NULL;
+    int have;
+    if (!authenticate(srv, req, route, start_ns, &caller))
+        return;
+    if (route != TP_ROUTE_TENANT_ACTION && !caller.is_admin) {
+        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_FORBIDDEN,
+                            "the admin endpoint needs the admin role");
+        return;
+    }
+    if (!slug[0]) {
+        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_NOT_FOUND, "no such tenant");
+        return;
+    }
+    have = query_value(req, "dryRun", dry, sizeof(dry));
+    if (have < 0 || (have == 1 && strcmp(dry, "true") != 0 && strcmp(dry, "false") != 0)) {
+        send_query_problem(srv, req, route, start_ns, "dryRun", "enum", "dryRun must be true or false");
+        return;
+    }
+    job *j = job_new(srv, req, route, start_ns, JOB_SUBMIT);
+    if (!j) {
+        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_INTERNAL, "out of memory");
+        return;
+    }
+    tp_request *r = &j->request;
+    j->caller = caller;
+    j->dry_run = have == 1 && strcmp(dry, "true") == 0;
+    r->action = action;
+    r->source = route == TP_ROUTE_TENANT_ACTION ? TP_SOURCE_SELF_SERVE_API : TP_SOURCE_ADMIN_API;
+    snprintf(r->tenant.slug, sizeof(r->tenant.slug), "%s", slug);
+    if (del) {
+        /* DELETE takes no body; the retention comes in the query. */
+        have = query_value(req, "retentionDays", days, sizeof(days));
+        char *end = NULL;
+        long n = have == 1 ? strtol(days, &end, 10) : 0;
+        if (have < 0 || (have == 1 && (days[0] < '0' || days[0] > '9' || *end || n > TP_RETENTION_DAYS_MAX))) {
+            j->guard->job = NULL;
+            free(j);
+            send_query_problem(srv, req, route, start_ns, "retentionDays", "out_of_range",
+                               "retentionDays must be an integer 0..3650");
+            return;
+        }
+        r->has_retention_days = have == 1;
+        r->retention_days = (int32_t)n;
+    } else {
+        if (req->entity.len > 0 && !is_json_content_type(header_value(req, H2O_TOKEN_CONTENT_TYPE))) {
+            j->guard->job = NULL;
+            free(j);
+            send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_UNSUPPORTED_MEDIA,
+                                "send the body as application/json");
+            return;
+        }
+        if (req->entity.len > srv->body_limit) {
+            char detail[96];
+            j->guard->job = NULL;
+            free(j);
+            snprintf(detail, sizeof(detail), "the body limit is %zu bytes", srv->body_limit);
+            send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_TOO_LARGE, detail);
+            return;
+        }
+        int rc = tp_ingress_parse_action_body(req->entity.base, req->entity.base ? req->entity.len : 0,
+                                              action, r, &p);
+        if (rc != 0) {
+            j->guard->job = NULL;
+            free(j);
+            send_problem(srv, req, route, start_ns, p);
+            return;
+        }
+    }
+    h2o_iovec_t key = header_value_str(req, H2O_STRLIT("idempotency-key"));
+    if (key.base && !copy_token(r->idempotency_key, sizeof(r->idempotency_key), key)) {
+        j->guard->job = NULL;
+        free(j);
+        p = tp_problem_new(TP_PROBLEM_VALIDATION, "invalid Idempotency-Key header");
+        if (p)
+            tp_problem_add_error(p, "/headers/Idempotency-Key", "pattern",
+                                 "1..255 visible ASCII characters");
+        send_problem(srv, req, route, start_ns, p);
+        return;
+    }
+    h2o_iovec_t prefer = header_value_str(req, H2O_STRLIT("prefer"));
+    j->wait_s = j->dry_run ? -1 : tp_ingress_parse_prefer_wait(prefer.base, prefer.len);
+    new_request_id(r->request_id);
+    snprintf(r->actor.id, sizeof(r->actor.id), "%s", caller.sub);
+    snprintf(r->actor.type, sizeof(r->actor.type), "user");
+    r->actor.n_roles = caller.n_roles;
+    memcpy(r->actor.roles, caller.roles, sizeof(r->actor.roles));
+    h2o_iovec_t trace = header_value_str(req, H2O_STRLIT("traceparent"));
+    if (trace.base && tp_traceparent_valid(trace.base, trace.len))
+        tp_copy_field(r->traceparent, sizeof(r->traceparent), trace.base, trace.len);
+    h2o_iovec_t corr = header_value_str(req, H2O_STRLIT("x-correlation-id"));
+    if (!copy_token(r->correlation_id, sizeof(r->correlation_id), corr))
+        snprintf(r->correlation_id, sizeof(r->correlation_id), "%s", r->request_id);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    r->submitted_at_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    /* The same rules the worker applies to a record from the topic. */
+    if (tp_request_validate(r, srv->allowlist, field, sizeof(field), msg, sizeof(msg)) != 0) {
+        j->guard->job = NULL;
+        free(j);
+        p = tp_problem_new(TP_PROBLEM_VALIDATION, msg);
+        if (p)
+            tp_problem_add_error(p, field, "not_allowed", msg);
+        send_problem(srv, req, route, start_ns, p);
+        return;
+    }
+    if (j->dry_run)
+        r->idempotency_key[0] = '\0'; /* a dry run records nothing, not even its key */
+    if (tp_ingress_fingerprint(r, j->fp) != 0) {
+        j->guard->job = NULL;
+        free(j);
+        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_INTERNAL, "out of memory");
+        return;
+    }
+    if (queue_job(j) != 0) /* freed j */
+        send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_INTERNAL, "could not schedule");
+}
+
+/* The tail of a tenant path after its slug: "" (the tenant), or an action's name. */
+static bool tenant_path(const char *rest, size_t len, char *slug, tp_action *action, bool *is_action) {
+    const char *slash = memchr(rest, '/', len);
+    size_t slen = slash ? (size_t)(slash - rest) : len;
+    *is_action = false;
+    if (!path_slug(rest, slen, slug))
+        slug[0] = '\0';
+    if (!slash)
+        return true;
+    const char *tail = slash + 1;
+    size_t tlen = len - slen - 1;
+    static const struct {
+        const char *name;
+        tp_action action;
+    } names[] = {{"plan", TP_ACTION_CHANGE_PLAN}, {"suspend", TP_ACTION_SUSPEND}, {"resume", TP_ACTION_RESUME}};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (h2o_memis(tail, tlen, names[i].name, strlen(names[i].name))) {
+            *action = names[i].action;
+            *is_action = true;
+            return true;
+        }
+    return false;
+}
+
+/* True when route's path serves method (the Allow list of route_allow). */
+static bool method_allowed(tp_ingress_route route, h2o_iovec_t method) {
+    const char *allow = route_allow(route);
+    while (*allow) {
+        size_t n = strcspn(allow, ",");
+        if (h2o_memis(method.base, method.len, allow, n))
+            return true;
+        allow += n;
+        while (*allow == ',' || *allow == ' ')
+            allow++;
+    }
+    return false;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req) {
     tp_ingress_server *srv = ((handler *)self)->srv;
     uint64_t start_ns = uv_hrtime();
     h2o_iovec_t path = req->path_normalized;
     bool get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
-    bool post = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"));
     static const char status_prefix[] = "/api/provisioning/requests/";
     const size_t sp_len = sizeof(status_prefix) - 1;
     tp_ingress_route route = TP_ROUTE_OTHER;
-    bool want_post = false;
 
     static const char admin_prefix[] = "/api/admin/tenants/", tenant_prefix[] = "/api/tenants/";
     const size_t ap_len = sizeof(admin_prefix) - 1, tp_len = sizeof(tenant_prefix) - 1;
     char slug[TP_SLUG_MAX + 1] = "";
+    tp_action action = TP_ACTION_PROVISION;
+    bool is_action = false;
 
     srv->metrics.in_flight++;
     if (path_is(path, "/api/admin/tenants")) {
         route = get ? TP_ROUTE_ADMIN_TENANT_LIST : TP_ROUTE_ADMIN_TENANTS;
-        want_post = !get;
     } else if (path_is(path, "/api/tenants/provision")) {
         /* Not a tenant view: "provision" is the self-serve route's own name. */
         route = TP_ROUTE_SELF_SERVE;
-        want_post = true;
-    } else if (path.len > ap_len && memcmp(path.base, admin_prefix, ap_len) == 0) {
+    } else if (path.len > ap_len && memcmp(path.base, admin_prefix, ap_len) == 0 &&
+               tenant_path(path.base + ap_len, path.len - ap_len, slug, &action, &is_action)) {
         /* A path that cannot name a tenant is answered 404 after authentication. */
-        route = TP_ROUTE_ADMIN_TENANT;
-        path_slug(path.base + ap_len, path.len - ap_len, slug);
-    } else if (path.len > tp_len && memcmp(path.base, tenant_prefix, tp_len) == 0) {
-        route = TP_ROUTE_TENANT;
-        path_slug(path.base + tp_len, path.len - tp_len, slug);
+        route = is_action ? TP_ROUTE_ADMIN_TENANT_ACTION : TP_ROUTE_ADMIN_TENANT;
+        if (!is_action && h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE")))
+            action = TP_ACTION_DEPROVISION;
+    } else if (path.len > tp_len && memcmp(path.base, tenant_prefix, tp_len) == 0 &&
+               tenant_path(path.base + tp_len, path.len - tp_len, slug, &action, &is_action) &&
+               (!is_action || action == TP_ACTION_CHANGE_PLAN)) {
+        route = is_action ? TP_ROUTE_TENANT_ACTION : TP_ROUTE_TENANT;
     } else if (path.len > sp_len && memcmp(path.base, status_prefix, sp_len) == 0) {
         route = TP_ROUTE_STATUS;
     } else if (path.len > 14 && memcmp(path.base, "/api/receipts/", 14) == 0) {
@@ -1205,7 +1510,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
         send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_NOT_FOUND, "no such resource");
         return 0;
     }
-    if (want_post ? !post : !get) {
+    if (!method_allowed(route, req->method)) {
         char detail[32];
         snprintf(detail, sizeof(detail), "use %s", route_allow(route));
         send_simple_problem(srv, req, route, start_ns, TP_PROBLEM_METHOD_NOT_ALLOWED, detail);
@@ -1241,8 +1546,17 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
         handle_tenant_list(srv, req, start_ns);
         break;
     case TP_ROUTE_ADMIN_TENANT:
+        if (action == TP_ACTION_DEPROVISION)
+            handle_action(srv, req, route, slug, action, start_ns);
+        else
+            handle_tenant_get(srv, req, route, slug, start_ns);
+        break;
     case TP_ROUTE_TENANT:
         handle_tenant_get(srv, req, route, slug, start_ns);
+        break;
+    case TP_ROUTE_ADMIN_TENANT_ACTION:
+    case TP_ROUTE_TENANT_ACTION:
+        handle_action(srv, req, route, slug, action, start_ns);
         break;
     case TP_ROUTE_HEALTHZ:
         send_json(srv, req, route, start_ns, 200, json_pack("{s:s}", "status", "ok"));

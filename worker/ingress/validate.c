@@ -307,3 +307,82 @@ out_done:
     }
     return 0;
 }
+
+/* ---- tenant action bodies --------------------------------------------------------------------- */
+
+int tp_ingress_parse_action_body(const char *body, size_t len, tp_action action, tp_request *out,
+                                 tp_problem **problem_out) {
+    vctx v = {0};
+    json_error_t jerr;
+    json_t *root = NULL;
+    const char *key;
+    json_t *val;
+    bool change_plan = action == TP_ACTION_CHANGE_PLAN;
+    *problem_out = NULL;
+    /* An empty body is an empty object (resume takes none). */
+    if (!body || len == 0) {
+        root = json_object();
+        if (!root)
+            return TP_ENOMEM;
+    } else {
+        root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+        if (!root) {
+            *problem_out = malformed(&jerr);
+            return *problem_out ? TP_EVALIDATION : TP_ENOMEM;
+        }
+    }
+    if (!json_is_object(root)) {
+        fail(&v, "", "type", "the body must be a JSON object");
+        goto out_done;
+    }
+    json_object_foreach(root, key, val) {
+        bool known = strcmp(key, "reason") == 0 ||
+                     (change_plan && (strcmp(key, "plan") == 0 || strcmp(key, "requestedSeats") == 0 ||
+                                      strcmp(key, "storageEstimateBytes") == 0));
+        if (!known) {
+            char field[128];
+            json_pointer(field, sizeof(field), key);
+            fail(&v, field, "unknown_field", "unknown field (allowed: %s)",
+                 change_plan ? "plan, requestedSeats, storageEstimateBytes, reason" : "reason");
+        }
+    }
+    if (change_plan) {
+        json_int_t x;
+        out->has_plan = check_enum(&v, root, "plan", true, "FREE, STARTER, PRO, ENTERPRISE",
+                                   parse_plan, &out->plan);
+        if (check_int(&v, root, "requestedSeats", SEATS_MIN, SEATS_MAX, &x)) {
+            out->has_requested_seats = true;
+            out->requested_seats = (int32_t)x;
+        }
+        if (check_int(&v, root, "storageEstimateBytes", 0, INT64_MAX, &x)) {
+            out->has_storage_estimate = true;
+            out->storage_estimate_bytes = (int64_t)x;
+        }
+    }
+    {
+        size_t rlen = 0;
+        const char *r = get_string(&v, root, "reason", action == TP_ACTION_SUSPEND, &rlen);
+        if (r && (rlen == 0 || strlen(r) != rlen))
+            fail(&v, "/reason", "too_short", "reason must be 1..%d bytes without NUL", TP_REASON_MAX);
+        else if (r && tp_copy_field(out->reason, sizeof(out->reason), r, rlen) != 0)
+            fail(&v, "/reason", "too_long", "reason must be at most %d bytes", TP_REASON_MAX);
+    }
+out_done:
+    json_decref(root);
+    if (v.rc != 0) {
+        tp_problem_free(v.problem);
+        return v.rc;
+    }
+    if (v.problem) {
+        char detail[96];
+        snprintf(detail, sizeof(detail), "%zu field error(s); see errors[]",
+                 tp_problem_error_count(v.problem));
+        if (tp_problem_set_detail(v.problem, detail) != 0) {
+            tp_problem_free(v.problem);
+            return TP_ENOMEM;
+        }
+        *problem_out = v.problem;
+        return TP_EVALIDATION;
+    }
+    return 0;
+}
