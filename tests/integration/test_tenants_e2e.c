@@ -20,13 +20,11 @@
 
 #include <curl/curl.h>
 #include <librdkafka/rdkafka.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -54,7 +52,6 @@ typedef struct ctx {
     char *tok_admin, *tok_alice, *tok_bob;
     char *out; /* captured tpctl output */
     char tpctl[1024];
-    int shared_fd;
 } ctx;
 
 static ctx *g;
@@ -187,10 +184,6 @@ static int setup(void **state) {
     g = calloc(1, sizeof(*g));
     if (!g || !(g->out = malloc(OUT_CAP)))
         return -1;
-    /* A shared hold on the fault lock: nobody stops OPA or Kafka under this test. */
-    g->shared_fd = open("/tmp/tp-stack-faults.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0666);
-    if (g->shared_fd < 0 || flock(g->shared_fd, LOCK_SH) != 0)
-        return -1;
     if (e2e_setup(&g->e, "tenants", NULL) != 0 || e2e_worker_start(&g->e, 0) != 0 ||
         ingress_child_start(&g->e, &g->ingress, "tenants", NULL) != 0 ||
         e2e_bin_path("tpctl", g->tpctl, sizeof(g->tpctl)) != 0)
@@ -239,9 +232,7 @@ static int teardown(void **state) {
         fprintf(stderr, "tp-worker exit status %d (log %s)\n", st, g->e.log_path[0]);
         rc = -1;
     }
-    e2e_teardown(&g->e);
-    if (g->shared_fd >= 0)
-        close(g->shared_fd);
+    e2e_teardown(&g->e); /* e2e_setup held the stack lock shared for this process */
     free(g->tok_admin);
     free(g->tok_alice);
     free(g->tok_bob);
