@@ -938,6 +938,9 @@ static void test_action_succeeds(void **state) {
     assert_non_null(strstr(g->out, "TENANT_RESUMED"));
     assert_non_null(strstr(g->out, "TENANT_PLAN_CHANGED"));
     assert_non_null(strstr(g->out, "TENANT_DEPROVISIONED"));
+    /* each action's line says what changed */
+    assert_non_null(strstr(g->out, "status=\"suspended\"→\"active\""));
+    assert_non_null(strstr(g->out, "→\"deprovisioned\""));
     resp_clear(&r);
 }
 

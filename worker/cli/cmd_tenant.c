@@ -143,15 +143,40 @@ static void add_scalars(json_t *facts, json_t *obj, const char *prefix, const ch
     }
 }
 
+/* An action receipt's changes ({field, from, to}) as "field" = "from→to", except the quota
+ * vector's (its TENANT_QUOTA_ASSIGNED receipt shows the new one). */
+static void add_changes(json_t *facts, json_t *changes) {
+    size_t i;
+    json_t *c;
+    json_array_foreach(changes, i, c) {
+        const char *field = json_string_value(json_object_get(c, "field"));
+        char *from, *to, text[512];
+        if (!field || strncmp(field, "quota.", 6) == 0)
+            continue;
+        from = json_dumps(json_object_get(c, "from"), JSON_ENCODE_ANY | JSON_COMPACT);
+        to = json_dumps(json_object_get(c, "to"), JSON_ENCODE_ANY | JSON_COMPACT);
+        snprintf(text, sizeof(text), "%s→%s", from ? from : "?", to ? to : "?");
+        json_object_set_new(facts, field, json_string(text));
+        free(from);
+        free(to);
+    }
+}
+
 /* The key facts a receipt asserts, from its (verified) statement's predicate.data: its scalar
- * members (plan, seats, reason, retention, ...), the tenant's state and the quota's seat cap and
- * storage. */
+ * members (plan, seats, reason, retention, ...), an action's changes (plan "PRO"→"STARTER"), the
+ * tenant's state and the quota's seat cap and storage. */
 static json_t *receipt_facts(json_t *data) {
     static const char *const quota_keys[] = {"seatCap", "storageBytes", NULL};
     json_t *facts = json_object(), *tenant = json_object_get(data, "tenant");
     if (!facts)
         return NULL;
     add_scalars(facts, data, "", NULL);
+    /* the line names the tenant and the receipt type already */
+    json_object_del(facts, "slug");
+    json_object_del(facts, "tenantId");
+    json_object_del(facts, "action");
+    json_object_del(facts, "effectiveAt");
+    add_changes(facts, json_object_get(data, "changes"));
     if (json_is_string(json_object_get(tenant, "status")))
         json_object_set(facts, "state", json_object_get(tenant, "status"));
     add_scalars(facts, json_object_get(data, "quota"), "quota.", quota_keys);
