@@ -182,19 +182,26 @@ typedef struct tp_outbox_round {
     int64_t marked;                    /* out */
     int rc;                            /* out: 0 or the first failure (the round stops there) */
     const char *failed_step;           /* out */
-    /* The transparency log: after the rest, extend the tree and sign a checkpoint, on a
-     * connection of its own (tlog_db), so that the session holding the slots stays as idle as
-     * before: a relay killed mid-checkpoint must not keep its slots past its death while a
-     * busy backend notices it. A failure here does not end the session: it is reported, the
-     * connection is dropped and the checkpoint tried again later. */
-    const tp_signer *signer;           /* in: NULL disables checkpoints */
-    tp_db *tlog_db;                    /* in/out: NULL connects */
-    bool checkpoint;                   /* in */
-    int checkpoint_rc;                 /* out */
-    char checkpoint_err[256];          /* out: what PostgreSQL said when it failed */
-    char *checkpoint_note;             /* out: a new signed checkpoint to publish (loop frees) */
-    tp_checkpoint cp;                  /* out: its fields */
 } tp_outbox_round;
+
+/* The transparency log's job, a pool job of its own next to the rounds (never two at once):
+ * extend the tree and sign a checkpoint, on a connection of its own (db), so that neither a
+ * publishing round waits for it nor the session holding the slots stays busy with it (a relay
+ * killed mid-checkpoint must not keep its slots past its death while a busy backend notices
+ * it). A failure is reported, the connection dropped and the checkpoint tried again later. */
+typedef struct tp_outbox_checkpoint_job {
+    const tp_config *cfg;              /* in */
+    const tp_signer *signer;           /* in */
+    tp_db *db;                         /* in/out: NULL connects */
+    int rc;                            /* out */
+    char err[256];                     /* out: what PostgreSQL said when it failed */
+    char *note;                        /* out: a new signed checkpoint to publish (loop frees) */
+    tp_checkpoint cp;                  /* out: its fields */
+} tp_outbox_checkpoint_job;
+
+/* Pool thread: extends the stored tree to every committed leaf and signs a checkpoint at the
+ * largest size whose receipts are all marked published (tp_tlog_db_checkpoint). */
+void tp_outbox_checkpoint_run(tp_outbox_checkpoint_job *job);
 
 /* Pool thread: connect if needed, mark, claim, reconcile, fetch, in that order, stopping at the first
  * failure (the caller then closes round->db: its session, locks and LISTEN are suspect). */

@@ -1,8 +1,9 @@
 /* relay.c: the transactional-outbox relay on tp-worker's loop: unpublished receipt_outbox rows →
  * Avro ProvenanceReceipt records on the receipts topic (with their transparency-log leaf index as
- * the leaf-index header), marked published on PERSISTED delivery reports; after marking, at most
- * once per tlog.checkpoint_interval_ms, a round extends the log's tree and signs a checkpoint,
- * which goes to the checkpoints topic. Woken by events only: a commit in this process (tp_relay_wake), a NOTIFY on
+ * the leaf-index header), marked published on PERSISTED delivery reports; after marks, at most
+ * once per tlog.checkpoint_interval_ms, a pool job of its own (never two at once, never in a
+ * publishing round's way) extends the log's tree and signs a checkpoint, which goes to the
+ * checkpoints topic. Woken by events only: a commit in this process (tp_relay_wake), a NOTIFY on
  * tp_outbox from another, a delivery report; a timer runs only to retry after a failure, and,
  * while this relay holds fewer than every slot, to look for slots a dead relay left behind.
  * Fetch, produce and mark overlap: one database round at a time on a pool thread while earlier
@@ -75,11 +76,14 @@ struct tp_relay {
     int64_t stored[TP_OUTBOX_SLOTS][TP_OUTBOX_PARTITIONS_MAX]; /* last written per slot */
     tp_outbox_pos *pos; /* the running round's positions (TP_OUTBOX_SLOTS * PARTITIONS_MAX) */
 
-    /* The transparency log's checkpoints. */
+    /* The transparency log's checkpoints: a pool job of their own, on a connection of their own. */
     tp_signer *signer;         /* NULL: no key, no checkpoints (logged once) */
     int64_t checkpoint_interval_ms;
-    uint64_t last_checkpoint_ms; /* loop time of the last checkpoint round */
-    bool checkpoint_owed;      /* receipts were marked published since the last checkpoint */
+    uint64_t last_checkpoint_ms; /* loop time the last checkpoint job started */
+    bool checkpoint_owed;      /* receipts were marked published since the last job started */
+    tp_outbox_checkpoint_job cp_job; /* owned by the pool thread while cp_running */
+    uv_work_t cp_work;
+    bool cp_running;
 
     bool stopped;
     bool freeing;
@@ -470,21 +474,6 @@ static void collect_marks(tp_relay *r, tp_outbox_round *round) {
     round->pos = r->pos;
 }
 
-static void on_checkpoint_timer(uv_timer_t *t) { kick(t->data); }
-
-/* Whether this round signs a checkpoint: receipts were marked since the last one and its interval
- * is over; when it is not over yet, the timer comes back for it. */
-static bool checkpoint_due(tp_relay *r) {
-    uint64_t now = uv_now(r->loop), next = r->last_checkpoint_ms + (uint64_t)r->checkpoint_interval_ms;
-    if (!r->signer || !r->checkpoint_owed || r->failed || r->freeing)
-        return false;
-    if (r->last_checkpoint_ms == 0 || now >= next)
-        return true;
-    if (!uv_is_active((uv_handle_t *)&r->checkpoint_timer))
-        uv_timer_start(&r->checkpoint_timer, on_checkpoint_timer, next - now, 0);
-    return false;
-}
-
 static void checkpoint_delivered(void *opaque, int err, int32_t partition, int64_t offset) {
     (void)opaque;
     (void)offset;
@@ -495,11 +484,11 @@ static void checkpoint_delivered(void *opaque, int err, int32_t partition, int64
         tp_log_debug("relay", "checkpoint delivered to partition %d", (int)partition);
 }
 
-/* Publishes the checkpoint a round signed (the row in tlog_checkpoints is already durable: a lost
+/* Publishes the checkpoint the job signed (the row in tlog_checkpoints is already durable: a lost
  * record is superseded by the next checkpoint, which is consistent with it). */
-static void publish_checkpoint(tp_relay *r, tp_outbox_round *round) {
-    tp_checkpoint_record rec = {round->cp.origin, round->cp.size, round->cp.root,
-                                sizeof(round->cp.root), round->checkpoint_note};
+static void publish_checkpoint(tp_relay *r, tp_outbox_checkpoint_job *job) {
+    tp_checkpoint_record rec = {job->cp.origin, job->cp.size, job->cp.root,
+                                sizeof(job->cp.root), job->note};
     unsigned char *buf = NULL;
     size_t len = 0;
     int rc = tp_codec_encode_checkpoint(r->codec, &rec, &buf, &len);
@@ -508,11 +497,40 @@ static void publish_checkpoint(tp_relay *r, tp_outbox_round *round) {
                               strlen(rec.origin), buf, len, NULL, 0, checkpoint_delivered, NULL);
     free(buf);
     if (rc != 0)
-        tp_log_warn("relay", "checkpoint of size %lld not sent: %s", (long long)round->cp.size,
+        tp_log_warn("relay", "checkpoint of size %lld not sent: %s", (long long)job->cp.size,
                     tp_strerror(rc));
     else
-        tp_log_info("relay", "signed checkpoint: %lld receipts in the log", (long long)round->cp.size);
+        tp_log_info("relay", "signed checkpoint: %lld receipts in the log", (long long)job->cp.size);
 }
+
+static void checkpoint_work(uv_work_t *req) { tp_outbox_checkpoint_run(req->data); }
+static void checkpoint_after(uv_work_t *req, int status);
+static void on_checkpoint_timer(uv_timer_t *t);
+
+/* Starts the checkpoint job when receipts were marked since the last one started, none runs and
+ * its interval is over; when it is not over yet, the timer comes back for it. Loop thread. */
+static void checkpoint_kick(tp_relay *r) {
+    uint64_t now, next;
+    if (!r->signer || !r->checkpoint_owed || r->cp_running || r->failed || r->freeing)
+        return;
+    now = uv_now(r->loop);
+    next = r->last_checkpoint_ms + (uint64_t)r->checkpoint_interval_ms;
+    if (r->last_checkpoint_ms != 0 && now < next) {
+        if (!uv_is_active((uv_handle_t *)&r->checkpoint_timer))
+            uv_timer_start(&r->checkpoint_timer, on_checkpoint_timer, next - now, 0);
+        return;
+    }
+    /* Marks committed from here on are owed the next one: this job may not see them. */
+    r->checkpoint_owed = false;
+    r->last_checkpoint_ms = now ? now : 1;
+    r->cp_job.cfg = r->cfg;
+    r->cp_job.signer = r->signer;
+    r->cp_running = true;
+    r->cp_work.data = &r->cp_job;
+    uv_queue_work(r->loop, &r->cp_work, checkpoint_work, checkpoint_after);
+}
+
+static void on_checkpoint_timer(uv_timer_t *t) { checkpoint_kick(t->data); }
 
 /* Starts a database round when there is something to do and none runs: marks first, then a
  * fetch when something may be waiting. Loop thread. */
@@ -530,8 +548,7 @@ static void kick(tp_relay *r) {
     }
     reconcile = reconcile && !r->reconcile_wait && !r->stopped && !r->failed;
     collect_marks(r, round);
-    round->checkpoint = checkpoint_due(r);
-    if (!round->mark_ids && !fetch && !reconcile && !round->checkpoint &&
+    if (!round->mark_ids && !fetch && !reconcile &&
         !(round->db == NULL && !r->stopped && r->need_claim))
         return;
     round->cfg = r->cfg;
@@ -619,16 +636,6 @@ static void round_after(uv_work_t *req, int status) {
         round_positions(r, round);
         if (round->claim)
             claim_check(r, round);
-        if (round->checkpoint) {
-            r->last_checkpoint_ms = uv_now(r->loop);
-            if (round->checkpoint_rc != 0)
-                tp_log_warn("relay", "checkpoint: %s (%s); tried again after the next marks",
-                            tp_strerror(round->checkpoint_rc), round->checkpoint_err);
-            else
-                r->checkpoint_owed = false;
-            if (round->checkpoint_note && !r->stopped)
-                publish_checkpoint(r, round);
-        }
         if (round->mark_ids) {
             r->checkpoint_owed = true;
             r->published += tp_outbox_settle_marked(&r->fl, &dropped);
@@ -647,10 +654,37 @@ static void round_after(uv_work_t *req, int status) {
     free(round->mark_ids);
     round->mark_ids = NULL;
     round->n_pos = 0;
-    free(round->checkpoint_note);
-    round->checkpoint_note = NULL;
-    round->checkpoint = false;
     kick(r);
+    checkpoint_kick(r); /* after marks: the log may now name more receipts */
+    notify_owner(r);
+}
+
+static void relay_destroy(tp_relay *r);
+
+static void checkpoint_after(uv_work_t *req, int status) {
+    tp_outbox_checkpoint_job *job = req->data;
+    tp_relay *r = (tp_relay *)((char *)job - offsetof(tp_relay, cp_job));
+    (void)status;
+    r->cp_running = false;
+    if (r->freeing) {
+        free(job->note);
+        job->note = NULL;
+        tp_db_close(job->db);
+        job->db = NULL;
+        if (r->open_handles == 0 && !r->running)
+            relay_destroy(r);
+        return;
+    }
+    if (job->rc != 0) {
+        tp_log_warn("relay", "checkpoint: %s (%s); tried again after its interval",
+                    tp_strerror(job->rc), job->err);
+        r->checkpoint_owed = true;
+    }
+    if (job->note && !r->stopped)
+        publish_checkpoint(r, job);
+    free(job->note);
+    job->note = NULL;
+    checkpoint_kick(r); /* marks made while it ran are owed one more */
     notify_owner(r);
 }
 
@@ -683,7 +717,6 @@ int tp_relay_new(const tp_config *cfg, void *loop, tp_relay **out) {
         tp_log_warn("relay", "no signing key at %s: no transparency-log checkpoints",
                     tp_config_get(cfg, "receipts.signing_key_file"));
     }
-    r->round.signer = r->signer;
     r->pos = calloc((size_t)TP_OUTBOX_SLOTS * TP_OUTBOX_PARTITIONS_MAX, sizeof(*r->pos));
     r->codec = tp_codec_new(tp_config_get(cfg, "codec.schema_dir"), "", err, sizeof(err));
     r->round.codec = r->codec ? tp_codec_new(tp_config_get(cfg, "codec.schema_dir"), "", err, sizeof(err)) : NULL;
@@ -747,7 +780,7 @@ void tp_relay_stop(tp_relay *r) {
     kick(r);
 }
 
-bool tp_relay_idle(const tp_relay *r) { return !r || (!r->running && r->fl.n_rows == 0); }
+bool tp_relay_idle(const tp_relay *r) { return !r || (!r->running && !r->cp_running && r->fl.n_rows == 0); }
 
 bool tp_relay_failed(const tp_relay *r) { return r && r->failed; }
 
@@ -761,7 +794,7 @@ static void relay_destroy(tp_relay *r) {
 
 static void relay_closed(uv_handle_t *h) {
     tp_relay *r = h->data;
-    if (--r->open_handles == 0 && !r->running)
+    if (--r->open_handles == 0 && !r->running && !r->cp_running)
         relay_destroy(r);
 }
 
@@ -771,9 +804,11 @@ static void relay_release(tp_relay *r) {
     fd_watch_close(&r->watch);
     tp_db_close(r->round.db);
     r->round.db = NULL;
-    tp_db_close(r->round.tlog_db);
-    r->round.tlog_db = NULL;
-    if (r->open_handles == 0)
+    if (!r->cp_running) { /* else checkpoint_after closes it */
+        tp_db_close(r->cp_job.db);
+        r->cp_job.db = NULL;
+    }
+    if (r->open_handles == 0 && !r->cp_running)
         relay_destroy(r);
 }
 

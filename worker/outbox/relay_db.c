@@ -511,9 +511,6 @@ void tp_outbox_round_run(tp_outbox_round *round) {
     round->rows = NULL;
     round->n_rows = 0;
     round->reconcile_rc = 0;
-    round->checkpoint_rc = 0;
-    round->checkpoint_err[0] = '\0';
-    round->checkpoint_note = NULL;
     round->session_replaced = false;
     round->reconciled_marked = 0;
     round->reconciled_read = 0;
@@ -534,23 +531,25 @@ void tp_outbox_round_run(tp_outbox_round *round) {
         if (rc != 0 && fail(round, rc, "notify") != 0)
             return;
     }
-    if (round->checkpoint && round->signer) {
-        char err[256];
-        if (!round->tlog_db && tp_db_connect_cfg(round->cfg, &round->tlog_db, err, sizeof(err)) != 0) {
-            round->tlog_db = NULL;
-            round->checkpoint_rc = TP_EDB;
-            snprintf(round->checkpoint_err, sizeof(round->checkpoint_err), "%s", err);
-            return;
-        }
-        round->checkpoint_rc = tp_tlog_db_checkpoint(round->tlog_db, round->signer,
-                                                     tp_config_get(round->cfg, "tlog.origin"),
-                                                     &round->checkpoint_note, &round->cp);
-        if (round->checkpoint_rc != 0 && round->checkpoint_rc != TP_ENOMEM) {
-            snprintf(round->checkpoint_err, sizeof(round->checkpoint_err), "%s",
-                     tp_db_errmsg(round->tlog_db));
-            tp_db_close(round->tlog_db); /* a fresh connection next time */
-            round->tlog_db = NULL;
-        }
+}
+
+void tp_outbox_checkpoint_run(tp_outbox_checkpoint_job *job) {
+    char err[256];
+    job->rc = 0;
+    job->err[0] = '\0';
+    job->note = NULL;
+    if (!job->db && tp_db_connect_cfg(job->cfg, &job->db, err, sizeof(err)) != 0) {
+        job->db = NULL;
+        job->rc = TP_EDB;
+        snprintf(job->err, sizeof(job->err), "%s", err);
+        return;
+    }
+    job->rc = tp_tlog_db_checkpoint(job->db, job->signer, tp_config_get(job->cfg, "tlog.origin"),
+                                    &job->note, &job->cp);
+    if (job->rc != 0 && job->rc != TP_ENOMEM) {
+        snprintf(job->err, sizeof(job->err), "%s", tp_db_errmsg(job->db));
+        tp_db_close(job->db); /* a fresh connection next time */
+        job->db = NULL;
     }
 }
 
