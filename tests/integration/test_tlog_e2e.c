@@ -37,7 +37,7 @@ typedef struct tstate {
     unsigned char (*leaves)[32];
 } tstate;
 
-static int setup(void **state) {
+static int setup_with(void **state, const char *extra_config) {
     tstate *s = calloc(1, sizeof(*s));
     const char *name = *state ? *state : "tlog";
     if (!s)
@@ -46,7 +46,7 @@ static int setup(void **state) {
     s->lock_fd = open("/tmp/tp-stack-faults.lock", O_RDWR | O_CREAT, 0666);
     if (s->lock_fd >= 0)
         flock(s->lock_fd, LOCK_SH);
-    if (e2e_setup(&s->e, name, NULL) != 0) {
+    if (e2e_setup(&s->e, name, extra_config) != 0) {
         e2e_teardown(&s->e);
         if (s->lock_fd >= 0)
             e2e_faults_unlock(s->lock_fd);
@@ -58,6 +58,13 @@ static int setup(void **state) {
     unsetenv("TP_OPA_URL");
     *state = s;
     return 0;
+}
+
+static int setup(void **state) { return setup_with(state, NULL); }
+
+/* Lock waits without a bound: a checkpoint job that waits for the tree stays waiting. */
+static int setup_unbounded_locks(void **state) {
+    return setup_with(state, "pg.lock_timeout_ms = 0\npg.statement_timeout_ms = 0");
 }
 
 static int teardown(void **state) {
@@ -419,6 +426,47 @@ static void test_checkpoints_signed_and_published(void **state) {
     }
 }
 
+/* The checkpoint job runs beside the publishing rounds, never in their way: while it waits for the
+ * tree (its row locked here, with no lock timeout), receipts keep being fetched, published and
+ * marked; no checkpoint is signed meanwhile; once the tree is free, one covers them all. Before,
+ * the tree was extended at the end of a publishing round, and that round waited with it. */
+static void test_publishing_goes_on_while_checkpoint_waits(void **state) {
+    tstate *s = *state;
+    e2e *e = &s->e;
+    enum { N = 6 };
+    tp_request reqs[N];
+    tp_db *holder = NULL;
+    tp_res *res = NULL;
+    char err[256];
+    for (int i = 0; i < N; i++) {
+        char slug[64];
+        snprintf(slug, sizeof(slug), "cpw-%s-%d", e->suffix, i);
+        e2e_request_init(&reqs[i], slug, (tp_plan)(i % 4));
+    }
+    assert_int_equal(tp_db_connect(e->db.dsn, &holder, err, sizeof(err)), 0);
+    assert_int_equal(tp_db_begin(holder), 0);
+    assert_int_equal(tp_db_query(holder, "SELECT size FROM tlog_tree WHERE id = 1 FOR UPDATE", 0, NULL, &res), 0);
+    tp_res_free(res);
+
+    assert_int_equal(e2e_worker_start(e, 0), 0);
+    assert_int_equal(e2e_submit_batch(e, reqs, N / 2), 0);
+    assert_int_equal(e2e_wait_int(e, 3 * (N / 2), 60, "SELECT count(*) FROM receipt_outbox WHERE published_at IS NOT NULL"), 3 * (N / 2));
+    /* Marks were made: the checkpoint job starts and waits for the tree row. */
+    assert_int_equal(e2e_wait_int(e, 1, 60, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                            "current_database() AND wait_event_type = 'Lock'"), 1);
+    assert_int_equal(e2e_submit_batch(e, reqs + N / 2, N - N / 2), 0);
+    assert_int_equal(e2e_wait_int(e, 3 * N, 60, "SELECT count(*) FROM receipt_outbox WHERE published_at IS NOT NULL"), 3 * N);
+    /* still waiting, and nothing signed */
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                "AND wait_event_type = 'Lock'"), 1);
+    assert_int_equal(e2e_int(e, "SELECT count(*) FROM tlog_checkpoints"), 0);
+
+    assert_int_equal(tp_db_rollback(holder), 0);
+    tp_db_close(holder);
+    assert_int_equal(e2e_wait_int(e, 3 * N, 30, "SELECT coalesce(max(size), 0) FROM tlog_checkpoints"), 3 * N);
+    assert_int_equal(load_leaves(s), 3 * N);
+}
+
 /* ---- tpctl receipts verify: the log audit end to end ------------------------------------------ */
 
 #define OUT_CAP (1 << 20)
@@ -717,6 +765,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_prestate_setup_teardown(test_leaves_tree_and_proofs, setup, teardown, "tlog"),
         cmocka_unit_test_prestate_setup_teardown(test_checkpoints_signed_and_published, setup, teardown, "tlogcp"),
+        cmocka_unit_test_prestate_setup_teardown(test_publishing_goes_on_while_checkpoint_waits,
+                                                 setup_unbounded_locks, teardown, "tlogcpw"),
         cmocka_unit_test_prestate_setup_teardown(test_verify_audits_the_log, setup, teardown, "tlogva"),
     };
     if (getenv("TP_TEST_FILTER"))
