@@ -1,7 +1,8 @@
 /* relay_db.c: the outbox relay's PostgreSQL round on a pool thread: connect and LISTEN, mark
  * delivered rows published (with the topic positions that allows), rebalance the advisory-lock
  * slots between relays, reconcile newly taken slots with the receipts topic's tail, fetch the
- * next unpublished rows of the held, reconciled slots. */
+ * next unpublished rows of the held, reconciled slots; and the checkpoint job (on a connection of
+ * its own): extend the log's tree, sign a checkpoint. */
 #include "outbox/outbox_int.h"
 #include "tp/tlog_db.h"
 #include "tp/error.h"
