@@ -676,7 +676,8 @@ static void checkpoint_after(uv_work_t *req, int status) {
         return;
     }
     if (job->rc != 0) {
-        tp_log_warn("relay", "checkpoint: %s (%s); tried again after its interval",
+        /* Not at once (the database may be down): after the next round, as before. */
+        tp_log_warn("relay", "checkpoint: %s (%s); tried again after the next round",
                     tp_strerror(job->rc), job->err);
         r->checkpoint_owed = true;
     }
@@ -684,7 +685,8 @@ static void checkpoint_after(uv_work_t *req, int status) {
         publish_checkpoint(r, job);
     free(job->note);
     job->note = NULL;
-    checkpoint_kick(r); /* marks made while it ran are owed one more */
+    if (job->rc == 0)
+        checkpoint_kick(r); /* marks made while it ran are owed one more */
     notify_owner(r);
 }
 
