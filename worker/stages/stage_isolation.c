@@ -40,6 +40,28 @@ static bool cell_eq_int(const tp_res *res, int row, int col, int64_t want) {
     return tp_res_get_int64(res, row, col, &v) == 0 && v == want;
 }
 
+/* What the tenant owns, by its id ($1) and by the ids its rows must have ($2..$4: the three
+ * partitions; the namespace's is 'ns_' || $1), so a row under the right id but another tenant is
+ * seen too. Each "owned by, or named like" is a UNION of index lookups, never an OR nor an IN: a
+ * prepared statement's generic plan is kept for the connection's life, and for
+ * "tenant_id = $1 OR id IN (...)" PostgreSQL picks a sequential scan while the tables are small
+ * (never analyzed, it assumes 10 pages), also for "id IN ($2, $3, $4)" alone, and keeps it as
+ * they grow: 4-5 ms a request at 3,000
+ * tenants in scripts/bench. test_stage_plans checks the generic plan uses the indexes. */
+#define NS_COLS "SELECT 'n', id, tenant_id, slug, NULL, NULL, NULL, NULL, NULL FROM tenant_namespaces "
+#define PART_COLS                                                                                  \
+    "SELECT 'p', id, tenant_id, name, region, isolation, NULL, NULL, NULL FROM tenant_partitions "
+const char tp_isolation_read_sql[] =
+    NS_COLS "WHERE tenant_id = $1 UNION " NS_COLS "WHERE id = 'ns_' || $1 "
+    "UNION ALL (" PART_COLS "WHERE tenant_id = $1 UNION " PART_COLS "WHERE id = $2 UNION " PART_COLS
+    "WHERE id = $3 UNION " PART_COLS "WHERE id = $4) "
+    "UNION ALL SELECT 'q', tier, requests_per_minute::text, requests_per_day::text, "
+    "ingest_events_per_minute::text, max_tokens_per_request::text, "
+    "storage_bytes::text, seat_cap::text, burst_multiplier::float8::text "
+    "FROM tenant_quotas WHERE tenant_id = $1";
+#undef NS_COLS
+#undef PART_COLS
+
 /* Gathers the facts in two round trips (the tenant under its row lock with the kill switch, then
  * every namespace, partition and quota row that names it); strings copied into the caller's
  * buffers. */
@@ -89,16 +111,7 @@ static int gather(tp_stage_ctx *ctx, tp_isolation_facts *f, char *residency, cha
     for (int k = 0; k < 3; k++)
         snprintf(part_ids[k], sizeof(part_ids[k]), "%s%s", part_prefix, tp_partition_names[k]);
     const char *p2[4] = {tid, part_ids[0], part_ids[1], part_ids[2]};
-    rc = tp_db_query(ctx->db,
-                     "SELECT 'n', id, tenant_id, slug, NULL, NULL, NULL, NULL, NULL "
-                     "FROM tenant_namespaces WHERE tenant_id = $1 OR id = 'ns_' || $1 "
-                     "UNION ALL SELECT 'p', id, tenant_id, name, region, isolation, NULL, NULL, NULL "
-                     "FROM tenant_partitions WHERE tenant_id = $1 OR id IN ($2, $3, $4) "
-                     "UNION ALL SELECT 'q', tier, requests_per_minute::text, requests_per_day::text, "
-                     "ingest_events_per_minute::text, max_tokens_per_request::text, "
-                     "storage_bytes::text, seat_cap::text, burst_multiplier::float8::text "
-                     "FROM tenant_quotas WHERE tenant_id = $1",
-                     4, p2, &res);
+    rc = tp_db_query(ctx->db, tp_isolation_read_sql, 4, p2, &res);
     if (rc != 0)
         return tp_stage_db_error(ctx, rc, "read what the tenant owns");
     want_iso = strcmp(plan, "ENTERPRISE") == 0 ? "dedicated" : "shared";

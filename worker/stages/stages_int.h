@@ -186,4 +186,8 @@ int tp_action_evaluate(tp_db *db, tp_policy_client *pc, const tp_policy_context 
                        const tp_quota_tier *tiers, const tp_request *req, int64_t now_ms,
                        tp_action_preview *out);
 
+/* The isolation guard's read of what a tenant owns (stage_isolation.c); exposed for the plan
+ * test. */
+extern const char tp_isolation_read_sql[];
+
 #endif
