@@ -89,7 +89,9 @@ int tp_stages_accept(tp_db *db, const tp_request *req, const char *payload_json_
  * called (straight into RUNNING, with env's origin). A terminal request is a no-op that reports its
  * terminal status. Returns 0 when *out describes the outcome (including FAILED/DENIED/RETRY);
  * a negative TP_E* only when even the outcome could not be recorded: transient (retry later) or
- * permanent (the database refuses this request's bookkeeping: retrying cannot help). */
+ * permanent (the database refuses this request's bookkeeping: retrying cannot help), or
+ * TP_ECONFLICT when the request id is already recorded for another action or tenant (nothing of
+ * that request is touched; out->message says which). */
 int tp_stages_run(tp_stage_env *env, const tp_request *req, tp_run_result *out);
 
 /* Puts a FAILED request back to ACCEPTED: its failed/retrying stages and the policy stage return

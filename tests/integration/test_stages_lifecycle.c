@@ -874,6 +874,59 @@ static void test_fault_in_each_action_stage(void **state) {
     }
 }
 
+/* A request id is one request: a record that reuses the id of another request (another action,
+ * or another tenant) is refused with TP_ECONFLICT (the worker dead-letters it) and leaves the
+ * first request exactly as it was: it does not run the first one's remaining stages nor mark it
+ * FAILED, and it is not answered with the first one's outcome. */
+static void test_request_id_reused(void **state) {
+    fixture *f = *state;
+    tp_request prov, req;
+    tp_run_result out;
+    char buf[256], facts[1024], again[1024];
+
+    /* A provisioning stopped at its partitions stage (a transient fault) ... */
+    make_provision(&prov, "req-reuse", "reuse-co", TP_SOURCE_ADMIN_API, TP_PLAN_PRO);
+    assert_int_equal(tp_db_exec_script(f->db,
+                                       "CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                                       "BEGIN RAISE EXCEPTION 'injected fault' USING ERRCODE = '40001'; "
+                                       "END $$; CREATE TRIGGER fault BEFORE INSERT ON tenant_partitions "
+                                       "FOR EACH ROW EXECUTE FUNCTION fault();"),
+                     0);
+    out = run(f, &prov);
+    assert_int_equal(out.status, TP_RUN_RETRY);
+    request_facts(f, "req-reuse", facts, sizeof(facts));
+    /* ... and an action that reuses its id, for the same tenant or another one. */
+    for (int per_stage = 0; per_stage <= 1; per_stage++) {
+        f->env.per_stage_tx = per_stage;
+        make_action(&req, "req-reuse", "reuse-co", TP_ACTION_SUSPEND, TP_SOURCE_BILLING);
+        assert_int_equal(tp_stages_run(&f->env, &req, &out), TP_ECONFLICT);
+        assert_non_null(strstr(out.message, "PROVISION"));
+        make_plan_change(&req, "req-reuse", "other-co", TP_SOURCE_BILLING, TP_PLAN_FREE);
+        assert_int_equal(tp_stages_run(&f->env, &req, &out), TP_ECONFLICT);
+        request_facts(f, "req-reuse", again, sizeof(again));
+        assert_string_equal(facts, again);
+    }
+    f->env.per_stage_tx = false;
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM policy_decisions WHERE request_id = $1",
+                          "req-reuse"), 1);
+    assert_int_equal(tp_db_exec_script(f->db, "DROP TRIGGER fault ON tenant_partitions; "
+                                              "DROP FUNCTION fault();"),
+                     0);
+    /* The provisioning then finishes as if nothing had come in between. */
+    run_ok(f, &prov);
+    qtext(f->db, "SELECT state || '/' || action || '/' || tenant_slug FROM provisioning_requests "
+                 "WHERE request_id = $1", "req-reuse", buf, sizeof(buf));
+    assert_string_equal(buf, "SUCCEEDED/PROVISION/reuse-co");
+    /* Once it is terminal, a reuse is still a conflict, not the provisioning's SUCCEEDED. */
+    make_action(&req, "req-reuse", "reuse-co", TP_ACTION_SUSPEND, TP_SOURCE_BILLING);
+    assert_int_equal(tp_stages_run(&f->env, &req, &out), TP_ECONFLICT);
+    make_provision(&req, "req-reuse", "reuse-other", TP_SOURCE_ADMIN_API, TP_PLAN_PRO);
+    assert_int_equal(tp_stages_run(&f->env, &req, &out), TP_ECONFLICT);
+    qtext(f->db, "SELECT status FROM tenants WHERE slug = $1", "reuse-co", buf, sizeof(buf));
+    assert_string_equal(buf, "active");
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenants WHERE slug = $1", "reuse-other"), 0);
+}
+
 int main(void) {
     e2e_stack_share(); /* a fault test elsewhere must not restart OPA under us */
     const struct CMUnitTest tests[] = {
@@ -884,6 +937,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_denies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_duplicates_apply_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fault_in_each_action_stage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_request_id_reused, setup, teardown),
     };
     if (getenv("TP_TEST_FILTER"))
         cmocka_set_test_filter(getenv("TP_TEST_FILTER"));

@@ -203,6 +203,8 @@ typedef struct request_row {
     char reason[64];
     char message[512];
     char tenant_id[64];
+    char action[16];                /* the action and slug the request was recorded with */
+    char slug[TP_SLUG_MAX + 1];
     bool done[TP_STAGE_COUNT_];     /* per stage: SUCCEEDED */
     int attempts[TP_STAGE_COUNT_];  /* per stage: attempts so far */
 } request_row;
@@ -231,6 +233,10 @@ static void fill_row(const tp_res *res, request_row *row) {
     snprintf(row->message, sizeof(row->message), "%s", tp_res_get(res, 0, 2));
     snprintf(row->tenant_id, sizeof(row->tenant_id), "%s", tp_res_get(res, 0, 3));
     parse_stages(tp_res_get(res, 0, 4), row);
+    if (tp_res_ncols(res) > 6) {
+        snprintf(row->action, sizeof(row->action), "%s", tp_res_get(res, 0, 5));
+        snprintf(row->slug, sizeof(row->slug), "%s", tp_res_get(res, 0, 6));
+    }
 }
 
 /* One round trip at the start of a run: records the request if it is new (straight into RUNNING),
@@ -250,13 +256,13 @@ static int start_request(tp_db *db, const tp_stage_env *env, const tp_request *r
                      INSERT_REQUEST_CTES("'RUNNING'")
                      ", upd AS (UPDATE provisioning_requests SET state = 'RUNNING', updated_at = "
                      "clock_timestamp() WHERE request_id = $1 AND state = 'ACCEPTED') "
-                     "SELECT 'RUNNING', '', '', '', '' FROM ins UNION ALL "
+                     "SELECT 'RUNNING', '', '', '', '', $12, $6 FROM ins UNION ALL "
                      "SELECT CASE r.state WHEN 'ACCEPTED' THEN 'RUNNING' ELSE r.state END, "
                      "coalesce(r.failure_reason, ''), coalesce(r.failure_message, ''), "
                      "coalesce(r.tenant_id, ''), coalesce((SELECT string_agg(s.stage || ':' || "
                      "s.status || ':' || s.attempts, ',') FROM provisioning_stages s WHERE "
-                     "s.request_id = r.request_id), '') FROM provisioning_requests r "
-                     "WHERE r.request_id = $1",
+                     "s.request_id = r.request_id), ''), r.action, r.tenant_slug "
+                     "FROM provisioning_requests r WHERE r.request_id = $1",
                      12, params, &res);
     free(own);
     if (rc != 0)
@@ -736,6 +742,17 @@ static int run_request(tp_stage_ctx *ctx, const tp_request *req, tp_run_result *
     if (!row.found) {
         rc = TP_EDB;
         goto out_db;
+    }
+    if (strcmp(row.action, tp_action_name(req->action)) != 0 || strcmp(row.slug, req->tenant.slug) != 0) {
+        /* Another request has this id: running its stage list with this record's body (or
+         * answering with its outcome) would mix two requests. Nothing of it is touched; the
+         * worker dead-letters this record (a permanent error). */
+        out->status = TP_RUN_RETRY;
+        out->err = TP_ECONFLICT;
+        snprintf(out->message, sizeof(out->message),
+                 "request id %s is already the %s request for tenant %s (this record: %s for %s)",
+                 req->request_id, row.action, row.slug, tp_action_name(req->action), req->tenant.slug);
+        return TP_ECONFLICT;
     }
     if (terminal_outcome(&row, out))
         return 0;
