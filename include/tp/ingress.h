@@ -289,7 +289,7 @@ int tp_ingress_outcome(const char *status_json, int *http_status, char **body_ou
                        bool *problem_out);
 /* The same for a tenant action's request: SUCCEEDED answers 200 with the status view itself;
  * DENIED a 403 policy-denied problem with the reasons; FAILED a 409 invalid-state problem for
- * INVALID_STATE, a 404 for TENANT_NOT_FOUND, else a 500 provisioning-failed problem naming the
+ * INVALID_STATE and TENANT_CHANGED, a 404 for TENANT_NOT_FOUND, else a 500 provisioning-failed problem naming the
  * reason. Returns 0, TP_EINVAL or TP_ENOMEM. Any thread. */
 int tp_ingress_action_outcome(const char *status_json, int *http_status, char **body_out,
                               bool *problem_out);

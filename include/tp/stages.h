@@ -147,6 +147,10 @@ typedef struct tp_action_preview {
      * "partitions.primary.isolation","from":"dedicated","to":"shared"}, ...]. Filled on a policy
      * deny too (what was asked). */
     char *changes_json;
+    /* What the decision was taken on besides the request: the tenant's plan, owner, seats and
+     * storage as read, a compact JSON object ("" when OPA was not asked). The state stage applies
+     * the decision only to a tenant that still has these (else FAILED/TENANT_CHANGED). */
+    char basis[2048];
 } tp_action_preview;
 
 /* The dry run of an action (tp-ingress's ?dryRun=true and pre-check): reads the tenant by slug,

@@ -927,6 +927,64 @@ static void test_request_id_reused(void **state) {
     assert_int_equal(qint(f->db, "SELECT count(*) FROM tenants WHERE slug = $1", "reuse-other"), 0);
 }
 
+/* The decision is about the tenant as the policy stage read it: when another action changed what
+ * the policy looked at (here the plan: a self-serve owner may not offboard an ENTERPRISE tenant)
+ * before the state stage runs, the state stage does not apply the stale decision. The request
+ * ends FAILED/TENANT_CHANGED and the tenant is not changed. */
+static void test_decision_stale_after_plan_change(void **state) {
+    fixture *f = *state;
+    tp_request prov, req, other;
+    tp_run_result out;
+    char before[64], after[64], buf[256];
+
+    for (int per_stage = 0; per_stage <= 1; per_stage++) {
+        char slug[32], rid[64];
+        snprintf(slug, sizeof(slug), "stale-co-%d", per_stage);
+        snprintf(rid, sizeof(rid), "req-stale-prov-%d", per_stage);
+        make_provision(&prov, rid, slug, TP_SOURCE_SELF_SERVE_API, TP_PLAN_PRO);
+        run_ok(f, &prov);
+        /* The owner offboards its PRO tenant: allowed; the state stage meets a fault ... */
+        assert_int_equal(tp_db_exec_script(f->db,
+                                           "CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS "
+                                           "$$ BEGIN RAISE EXCEPTION 'injected fault' USING ERRCODE = "
+                                           "'40001'; END $$; CREATE TRIGGER fault BEFORE UPDATE ON "
+                                           "tenants FOR EACH ROW EXECUTE FUNCTION fault();"),
+                         0);
+        snprintf(rid, sizeof(rid), "req-stale-bye-%d", per_stage);
+        make_action(&req, rid, slug, TP_ACTION_DEPROVISION, TP_SOURCE_SELF_SERVE_API);
+        f->env.per_stage_tx = per_stage;
+        out = run(f, &req);
+        f->env.per_stage_tx = false;
+        assert_int_equal(out.status, TP_RUN_RETRY);
+        assert_int_equal(out.stage, TP_STAGE_STATE);
+        assert_int_equal(qint(f->db, "SELECT count(*) FROM policy_decisions WHERE request_id = $1 "
+                                     "AND allow", rid), 1);
+        assert_int_equal(tp_db_exec_script(f->db, "DROP TRIGGER fault ON tenants; DROP FUNCTION fault();"), 0);
+        /* ... meanwhile an admin upgrades the tenant to ENTERPRISE ... */
+        snprintf(buf, sizeof(buf), "req-stale-up-%d", per_stage);
+        make_plan_change(&other, buf, slug, TP_SOURCE_ADMIN_API, TP_PLAN_ENTERPRISE);
+        run_ok(f, &other);
+        tenant_digest(f->db, slug, before, sizeof(before));
+        /* ... so the owner's retry must not deprovision an ENTERPRISE tenant. */
+        f->env.per_stage_tx = per_stage;
+        out = run(f, &req);
+        f->env.per_stage_tx = false;
+        if (out.status != TP_RUN_FAILED)
+            fprintf(stderr, "%s: status %d reason %s\n", rid, out.status, out.failure_reason);
+        assert_int_equal(out.status, TP_RUN_FAILED);
+        assert_string_equal(out.failure_reason, "TENANT_CHANGED");
+        assert_int_equal(out.stage, TP_STAGE_STATE);
+        qtext(f->db, "SELECT failure_message FROM provisioning_requests WHERE request_id = $1", rid,
+              buf, sizeof(buf));
+        assert_non_null(strstr(buf, "ENTERPRISE"));
+        tenant_digest(f->db, slug, after, sizeof(after));
+        assert_string_equal(before, after);
+        qtext(f->db, "SELECT status || '/' || plan FROM tenants WHERE slug = $1", slug, buf, sizeof(buf));
+        assert_string_equal(buf, "active/ENTERPRISE");
+        assert_int_equal(qint(f->db, "SELECT count(*) FROM receipt_outbox WHERE request_id = $1", rid), 0);
+    }
+}
+
 int main(void) {
     e2e_stack_share(); /* a fault test elsewhere must not restart OPA under us */
     const struct CMUnitTest tests[] = {
@@ -938,6 +996,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_duplicates_apply_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fault_in_each_action_stage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_id_reused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decision_stale_after_plan_change, setup, teardown),
     };
     if (getenv("TP_TEST_FILTER"))
         cmocka_set_test_filter(getenv("TP_TEST_FILTER"));

@@ -148,7 +148,8 @@ static tp_problem *failure_problem(json_t *st, const char *state, bool action) {
             tp_problem_add_reason(p, json_string_value(r));
         if (p && *str_at(opa, "decisionId"))
             tp_problem_set_string(p, "decisionId", str_at(opa, "decisionId"));
-    } else if (action && strcmp(reason, "INVALID_STATE") == 0) {
+    } else if (action && (strcmp(reason, "INVALID_STATE") == 0 || strcmp(reason, "TENANT_CHANGED") == 0)) {
+        /* TENANT_CHANGED: another action changed the tenant under the decision (a conflict too). */
         p = tp_problem_new(TP_PROBLEM_INVALID_STATE, *message ? message : "the tenant's state does not allow this action");
     } else if (action && strcmp(reason, "TENANT_NOT_FOUND") == 0) {
         p = tp_problem_new(TP_PROBLEM_NOT_FOUND, "no such tenant");

@@ -215,6 +215,19 @@ static void join_reasons(const tp_policy_decision *d, char *buf, size_t cap) {
     }
 }
 
+json_t *tp_action_basis(json_t *tenant) {
+    json_t *o = json_object();
+    static const char *const keys[] = {"plan", "ownerId", "seats", "storageEstimateBytes"};
+    for (size_t i = 0; o && i < sizeof(keys) / sizeof(keys[0]); i++) {
+        json_t *v = json_object_get(tenant, keys[i]);
+        if (json_object_set_new(o, keys[i], v ? json_incref(v) : json_null()) != 0) {
+            json_decref(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
 int tp_action_evaluate(tp_db *db, tp_policy_client *pc, const tp_policy_context *pctx,
                        const tp_quota_tier *tiers, const tp_request *req, int64_t now_ms,
                        tp_action_preview *out) {
@@ -277,6 +290,21 @@ int tp_action_evaluate(tp_db *db, tp_policy_client *pc, const tp_policy_context 
             .storage_estimate_bytes = json_integer_value(storage),
         };
         input = tp_policy_build_action_input(req, &t, pctx);
+    }
+    {
+        json_t *basis = tp_action_basis(before);
+        char *text = basis ? json_dumps(basis, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+        json_decref(basis);
+        if (!text || strlen(text) >= sizeof(out->basis)) {
+            free(text);
+            free(input);
+            json_decref(changes);
+            json_decref(before);
+            memset(out, 0, sizeof(*out));
+            return TP_ENOMEM;
+        }
+        memcpy(out->basis, text, strlen(text) + 1);
+        free(text);
     }
     json_decref(before);
     before = NULL;

@@ -67,6 +67,9 @@ int tp_stage_action_policy_run(tp_stage_ctx *ctx) {
         json_object_set_new(ctx->output, "tenantStatus", json_string(ev->tenant_status));
         changes = ev->changes_json ? json_loads(ev->changes_json, 0, NULL) : NULL;
         json_object_set_new(ctx->output, "changes", changes ? changes : json_array());
+        /* What the decision rests on: the state stage checks the tenant still has it. */
+        if (ev->basis[0])
+            json_object_set_new(ctx->output, "basis", json_loads(ev->basis, 0, NULL));
     }
     return 0;
 }
@@ -134,6 +137,56 @@ static int apply_change(tp_stage_ctx *ctx, const char *tenant_id, int64_t now_ms
     return rc != 0 ? tp_stage_db_error(ctx, rc, "change tenant") : 0;
 }
 
+/* The basis of the request's allowed decision: from this run's evaluation, else from the policy
+ * stage's committed output (an earlier run). *out NULL when there is none (a policy stage recorded
+ * before decisions carried their basis): nothing to compare. */
+static int decision_basis(tp_stage_ctx *ctx, json_t **out) {
+    tp_res *res = NULL;
+    const char *params[1] = {ctx->req->request_id};
+    json_t *o;
+    int rc;
+    *out = NULL;
+    if (ctx->action_eval.policy_asked && ctx->action_eval.basis[0]) {
+        *out = json_loads(ctx->action_eval.basis, 0, NULL);
+        return *out ? 0 : TP_ENOMEM;
+    }
+    rc = tp_db_query(ctx->db,
+                     "SELECT (output -> 'basis')::text FROM provisioning_stages WHERE request_id = "
+                     "$1 AND stage = 'policy' AND status = 'SUCCEEDED'",
+                     1, params, &res);
+    if (rc != 0)
+        return tp_stage_db_error(ctx, rc, "read decision basis");
+    o = tp_res_nrows(res) == 1 && !tp_res_isnull(res, 0, 0) ? json_loads(tp_res_get(res, 0, 0), 0, NULL)
+                                                             : NULL;
+    tp_res_free(res);
+    if (json_is_object(o))
+        *out = o;
+    else
+        json_decref(o);
+    return 0;
+}
+
+/* "plan PRO -> ENTERPRISE, seats 40 -> 60": what differs between two bases. */
+static void basis_diff(json_t *was, json_t *now, char *buf, size_t cap) {
+    const char *key;
+    json_t *v;
+    size_t used = 0;
+    buf[0] = '\0';
+    json_object_foreach(now, key, v) {
+        json_t *w = json_object_get(was, key);
+        if (w && json_equal(w, v))
+            continue;
+        char *a = w ? json_dumps(w, JSON_ENCODE_ANY) : NULL, *b = json_dumps(v, JSON_ENCODE_ANY);
+        int n = snprintf(buf + used, cap - used, "%s%s %.60s -> %.60s", used ? ", " : "", key,
+                         a ? a : "null", b ? b : "null");
+        free(a);
+        free(b);
+        if (n < 0 || (size_t)n >= cap - used)
+            break;
+        used += (size_t)n;
+    }
+}
+
 int tp_stage_action_state_run(tp_stage_ctx *ctx) {
     const tp_request *req = ctx->req;
     json_t *before = NULL, *changes = NULL;
@@ -162,6 +215,38 @@ int tp_stage_action_state_run(tp_stage_ctx *ctx) {
         ctx->output = json_pack("{s:s?, s:s?}", "tenantId", tenant_id, "tenantStatus", status);
         json_decref(before);
         return ctx->output ? 0 : TP_ENOMEM;
+    }
+    {
+        /* The decision was taken on the tenant as the policy stage read it (no lock: OPA is not
+         * asked inside a transaction). Another action may have changed what the policy looked
+         * at since (a plan change, seats): the decision is stale and is not applied. */
+        json_t *was = NULL, *now = NULL;
+        if ((rc = decision_basis(ctx, &was)) != 0) {
+            json_decref(before);
+            return rc;
+        }
+        now = was ? tp_action_basis(before) : NULL;
+        if (was && !now) {
+            json_decref(was);
+            json_decref(before);
+            return TP_ENOMEM;
+        }
+        if (was && !json_equal(was, now)) {
+            char diff[300];
+            basis_diff(was, now, diff, sizeof(diff));
+            tp_stage_set_terminal(ctx, TP_RUN_FAILED, "TENANT_CHANGED",
+                                  "the tenant changed after the policy decision (%s); send the "
+                                  "action again to have it decided on the tenant as it is now",
+                                  diff);
+            ctx->output = json_pack("{s:s?, s:s?, s:O, s:O}", "tenantId", tenant_id,
+                                    "tenantStatus", status, "decidedOn", was, "now", now);
+        }
+        json_decref(was);
+        json_decref(now);
+        if (ctx->terminal) {
+            json_decref(before);
+            return ctx->output ? 0 : TP_ENOMEM;
+        }
     }
     if (req->action == TP_ACTION_CHANGE_PLAN && (rc = tp_stage_quota_tier(ctx, req->plan, &tier)) != 0) {
         json_decref(before);

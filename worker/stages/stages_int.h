@@ -174,6 +174,11 @@ int tp_action_read_tenant(tp_db *db, const char *slug, bool lock, json_t **out);
 json_t *tp_action_changes(const tp_request *req, json_t *before, const tp_quota_tier *new_tier,
                           int64_t now_ms);
 
+/* The facts of a tenant snapshot (TP_ACTION_TENANT_SQL) an action's decision rests on besides
+ * the request: {plan, ownerId, seats, storageEstimateBytes} (see tp_action_preview.basis). A new
+ * reference or NULL (out of memory). */
+json_t *tp_action_basis(json_t *tenant);
+
 /* The retention of a DEPROVISION: the request's, else TP_RETENTION_DAYS_DEFAULT. */
 int32_t tp_action_retention_days(const tp_request *req);
 

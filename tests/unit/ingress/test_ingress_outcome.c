@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -172,12 +173,47 @@ static void test_not_terminal_and_garbage(void **state) {
     assert_false(tp_ingress_state_is_terminal(NULL));
 }
 
+/* A tenant action's answer: SUCCEEDED is 200 with the view; a refusal for the tenant's state, or
+ * for a tenant that changed under a decision, is a 409 invalid-state problem naming the reason. */
+static json_t *action_outcome(const char *view, int want_status) {
+    int status = 0;
+    char *body = NULL;
+    bool problem = false;
+    assert_int_equal(tp_ingress_action_outcome(view, &status, &body, &problem), 0);
+    assert_int_equal(status, want_status);
+    json_t *o = json_loads(body, 0, NULL);
+    free(body);
+    assert_non_null(o);
+    return o;
+}
+
+static void test_action_outcomes(void **state) {
+    (void)state;
+    json_t *o = action_outcome("{\"requestId\":\"r\",\"state\":\"SUCCEEDED\",\"action\":\"SUSPEND\"}", 200);
+    assert_string_equal(json_string_value(json_object_get(o, "action")), "SUSPEND");
+    json_decref(o);
+    static const char *const conflicts[] = {"INVALID_STATE", "TENANT_CHANGED"};
+    for (size_t i = 0; i < 2; i++) {
+        char view[256];
+        snprintf(view, sizeof(view), "{\"requestId\":\"r\",\"state\":\"FAILED\",\"failureReason\":"
+                                     "\"%s\",\"failureMessage\":\"why\"}", conflicts[i]);
+        o = action_outcome(view, 409);
+        assert_string_equal(json_string_value(json_object_get(o, "failureReason")), conflicts[i]);
+        json_decref(o);
+    }
+    o = action_outcome("{\"requestId\":\"r\",\"state\":\"FAILED\",\"failureReason\":\"TENANT_NOT_FOUND\"}", 404);
+    json_decref(o);
+    o = action_outcome("{\"requestId\":\"r\",\"state\":\"FAILED\",\"failureReason\":\"RETRIES_EXHAUSTED\"}", 500);
+    json_decref(o);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prefer_wait),
         cmocka_unit_test(test_succeeded_is_the_seed_body),
         cmocka_unit_test(test_terminal_failures),
         cmocka_unit_test(test_not_terminal_and_garbage),
+        cmocka_unit_test(test_action_outcomes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
