@@ -985,6 +985,53 @@ static void test_decision_stale_after_plan_change(void **state) {
     }
 }
 
+/* Two plan changes of one tenant from two workers (another key): A's quota stage meets a fault
+ * after its state stage committed, B (to ENTERPRISE) runs through meanwhile. A's retry must leave
+ * the quota vector of the plan the tenant has (B's), not A's: the vector and the plan agree, the
+ * isolation guard passes and the tenant is not quarantined. */
+static void test_plan_changes_interleaved(void **state) {
+    fixture *f = *state;
+    tp_request prov, a, b;
+    tp_run_result out;
+    char buf[256];
+
+    for (int per_stage = 0; per_stage <= 1; per_stage++) {
+        char slug[32], rid[64];
+        snprintf(slug, sizeof(slug), "twice-co-%d", per_stage);
+        snprintf(rid, sizeof(rid), "req-twice-prov-%d", per_stage);
+        make_provision(&prov, rid, slug, TP_SOURCE_ADMIN_API, TP_PLAN_STARTER);
+        prov.requested_seats = 5;
+        run_ok(f, &prov);
+        assert_int_equal(tp_db_exec_script(f->db,
+                                           "CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS "
+                                           "$$ BEGIN RAISE EXCEPTION 'injected fault' USING ERRCODE = "
+                                           "'40001'; END $$; CREATE TRIGGER fault BEFORE INSERT ON "
+                                           "tenant_quotas FOR EACH ROW EXECUTE FUNCTION fault();"),
+                         0);
+        snprintf(rid, sizeof(rid), "req-twice-a-%d", per_stage);
+        make_plan_change(&a, rid, slug, TP_SOURCE_BILLING, TP_PLAN_PRO);
+        f->env.per_stage_tx = true; /* the state stage commits alone */
+        out = run(f, &a);
+        assert_int_equal(out.status, TP_RUN_RETRY);
+        assert_int_equal(out.stage, TP_STAGE_QUOTA);
+        assert_int_equal(tp_db_exec_script(f->db, "DROP TRIGGER fault ON tenant_quotas; DROP FUNCTION fault();"), 0);
+        f->env.per_stage_tx = false;
+        snprintf(rid, sizeof(rid), "req-twice-b-%d", per_stage);
+        make_plan_change(&b, rid, slug, TP_SOURCE_ADMIN_API, TP_PLAN_ENTERPRISE);
+        run_ok(f, &b);
+        f->env.per_stage_tx = per_stage;
+        out = run(f, &a);
+        f->env.per_stage_tx = false;
+        if (out.status != TP_RUN_SUCCEEDED)
+            fprintf(stderr, "%s: status %d stage %s reason %s %s\n", a.request_id, out.status,
+                    tp_stage_name(out.stage), out.failure_reason, out.message);
+        assert_int_equal(out.status, TP_RUN_SUCCEEDED);
+        qtext(f->db, "SELECT t.status || '/' || t.plan || '/' || q.tier FROM tenants t JOIN "
+                     "tenant_quotas q ON q.tenant_id = t.id WHERE t.slug = $1", slug, buf, sizeof(buf));
+        assert_string_equal(buf, "active/ENTERPRISE/ENTERPRISE");
+    }
+}
+
 int main(void) {
     e2e_stack_share(); /* a fault test elsewhere must not restart OPA under us */
     const struct CMUnitTest tests[] = {
@@ -997,6 +1044,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_fault_in_each_action_stage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_id_reused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decision_stale_after_plan_change, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_plan_changes_interleaved, setup, teardown),
     };
     if (getenv("TP_TEST_FILTER"))
         cmocka_set_test_filter(getenv("TP_TEST_FILTER"));

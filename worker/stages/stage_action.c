@@ -278,15 +278,31 @@ int tp_stage_action_state_run(tp_stage_ctx *ctx) {
 
 int tp_stage_action_quota_run(tp_stage_ctx *ctx) {
     tp_quota_tier q;
-    char v[7][32];
+    tp_plan plan;
+    char v[7][32], now_plan[16];
+    bool found = false;
     int rc;
     if (!ctx->tenant_id[0]) {
         snprintf(ctx->message, sizeof(ctx->message), "no tenant recorded for the request");
         return TP_EDB_PERMANENT;
     }
-    if ((rc = tp_stage_quota_tier(ctx, ctx->req->plan, &q)) != 0) {
+    /* The vector of the plan the tenant has now, under its lock: the request's plan, unless a
+     * later plan change (another worker, after this request's state stage committed) already
+     * set another one, whose vector must then stay. */
+    {
+        const char *tp[1] = {ctx->tenant_id};
+        rc = tp_db_query_text(ctx->db, "SELECT plan FROM tenants WHERE id = $1 FOR UPDATE", 1, tp,
+                              now_plan, sizeof(now_plan), &found);
+        if (rc != 0)
+            return tp_stage_db_error(ctx, rc, "read plan");
+        if (!found || tp_plan_parse(now_plan, &plan) != 0) {
+            snprintf(ctx->message, sizeof(ctx->message), "tenant %s has no known plan", ctx->tenant_id);
+            return TP_EDB_PERMANENT;
+        }
+    }
+    if ((rc = tp_stage_quota_tier(ctx, plan, &q)) != 0) {
         snprintf(ctx->message, sizeof(ctx->message), "quota tiers have no valid entry for %s",
-                 tp_plan_name(ctx->req->plan));
+                 tp_plan_name(plan));
         return rc;
     }
     snprintf(v[0], sizeof(v[0]), "%lld", (long long)q.requests_per_minute);
@@ -296,7 +312,7 @@ int tp_stage_action_quota_run(tp_stage_ctx *ctx) {
     snprintf(v[4], sizeof(v[4]), "%lld", (long long)q.storage_bytes);
     snprintf(v[5], sizeof(v[5]), "%lld", (long long)q.seat_cap);
     snprintf(v[6], sizeof(v[6]), "%.3f", q.burst_multiplier);
-    const char *params[9] = {ctx->tenant_id, tp_plan_name(ctx->req->plan), v[0], v[1], v[2],
+    const char *params[9] = {ctx->tenant_id, tp_plan_name(plan), v[0], v[1], v[2],
                              v[3], v[4], v[5], v[6]};
     /* The whole vector of the new plan replaces the old one (one row per tenant). */
     rc = tp_db_exec(ctx->db,
@@ -314,7 +330,7 @@ int tp_stage_action_quota_run(tp_stage_ctx *ctx) {
     if (rc != 0)
         return tp_stage_db_error(ctx, rc, "swap quota");
     ctx->output = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "tier",
-                            tp_plan_name(ctx->req->plan), "requestsPerMinute",
+                            tp_plan_name(plan), "requestsPerMinute",
                             (json_int_t)q.requests_per_minute, "requestsPerDay",
                             (json_int_t)q.requests_per_day, "ingestEventsPerMinute",
                             (json_int_t)q.ingest_events_per_minute, "maxTokensPerRequest",
