@@ -1032,6 +1032,60 @@ static void test_plan_changes_interleaved(void **state) {
     }
 }
 
+/* A plan change's receipts stage meets a fault after its state and quota stages committed; a
+ * suspension (another worker) runs through meanwhile. The plan change's receipt, sealed later,
+ * still describes its own change: "after" is the tenant as the plan change left it (active, PRO,
+ * PRO's vector), not the suspended tenant of the next action. */
+static void test_receipt_after_is_own_change(void **state) {
+    fixture *f = *state;
+    tp_request prov, a, b;
+    tp_run_result out;
+    char buf[256], tid[64];
+
+    for (int per_stage = 0; per_stage <= 1; per_stage++) {
+        char slug[32], rid[64];
+        snprintf(slug, sizeof(slug), "own-after-%d", per_stage);
+        snprintf(rid, sizeof(rid), "req-own-prov-%d", per_stage);
+        make_provision(&prov, rid, slug, TP_SOURCE_ADMIN_API, TP_PLAN_STARTER);
+        prov.requested_seats = 5;
+        run_ok(f, &prov);
+        qtext(f->db, "SELECT id FROM tenants WHERE slug = $1", slug, tid, sizeof(tid));
+        assert_int_equal(tp_db_exec_script(f->db,
+                                           "CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS "
+                                           "$$ BEGIN RAISE EXCEPTION 'injected fault' USING ERRCODE = "
+                                           "'40001'; END $$; CREATE TRIGGER fault BEFORE INSERT ON "
+                                           "receipt_outbox FOR EACH ROW EXECUTE FUNCTION fault();"),
+                         0);
+        snprintf(rid, sizeof(rid), "req-own-a-%d", per_stage);
+        make_plan_change(&a, rid, slug, TP_SOURCE_BILLING, TP_PLAN_PRO);
+        f->env.per_stage_tx = true; /* state and quota commit alone */
+        out = run(f, &a);
+        assert_int_equal(out.status, TP_RUN_RETRY);
+        assert_int_equal(out.stage, TP_STAGE_RECEIPTS);
+        assert_int_equal(tp_db_exec_script(f->db, "DROP TRIGGER fault ON receipt_outbox; DROP FUNCTION fault();"), 0);
+        f->env.per_stage_tx = false;
+        snprintf(rid, sizeof(rid), "req-own-b-%d", per_stage);
+        make_action(&b, rid, slug, TP_ACTION_SUSPEND, TP_SOURCE_BILLING);
+        run_ok(f, &b);
+        f->env.per_stage_tx = per_stage;
+        out = run(f, &a);
+        f->env.per_stage_tx = false;
+        assert_int_equal(out.status, TP_RUN_SUCCEEDED);
+        receipt_field(f, a.request_id, "TENANT_PLAN_CHANGED", "{predicate,data,after,status}", buf, sizeof(buf));
+        assert_string_equal(buf, "active");
+        receipt_field(f, a.request_id, "TENANT_PLAN_CHANGED", "{predicate,data,after,plan}", buf, sizeof(buf));
+        assert_string_equal(buf, "PRO");
+        receipt_field(f, a.request_id, "TENANT_PLAN_CHANGED", "{predicate,data,after,quota,tier}", buf, sizeof(buf));
+        assert_string_equal(buf, "PRO");
+        receipt_field(f, a.request_id, "TENANT_QUOTA_ASSIGNED", "{predicate,data,tier}", buf, sizeof(buf));
+        assert_string_equal(buf, "PRO");
+        receipt_field(f, b.request_id, "TENANT_SUSPENDED", "{predicate,data,after,status}", buf, sizeof(buf));
+        assert_string_equal(buf, "suspended");
+        assert_status(f, tid, "suspended");
+        assert_chain(f->db, tid, 7); /* provisioning 3, the suspension 1, the plan change 3 */
+    }
+}
+
 int main(void) {
     e2e_stack_share(); /* a fault test elsewhere must not restart OPA under us */
     const struct CMUnitTest tests[] = {
@@ -1045,6 +1099,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_request_id_reused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decision_stale_after_plan_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_plan_changes_interleaved, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_receipt_after_is_own_change, setup, teardown),
     };
     if (getenv("TP_TEST_FILTER"))
         cmocka_set_test_filter(getenv("TP_TEST_FILTER"));

@@ -417,6 +417,8 @@ enum { STAGE_DONE = 0, STAGE_STOP = 1 };
 static void forget_action_state(tp_stage_ctx *ctx) {
     json_decref(ctx->action_state);
     ctx->action_state = NULL;
+    json_decref(ctx->action_quota);
+    ctx->action_quota = NULL;
 }
 
 /* Forgets what the last stage run left on ctx (output, terminal outcome, messages). */
@@ -819,6 +821,7 @@ int tp_stages_run(tp_stage_env *env, const tp_request *req, tp_run_result *out) 
              req->tenant.region[0] ? req->tenant.region : tp_default_region(req->tenant.residency));
     rc = run_request(&ctx, req, out);
     json_decref(ctx.action_state);
+    json_decref(ctx.action_quota);
     tp_action_preview_release(&ctx.action_eval);
     return rc;
 }

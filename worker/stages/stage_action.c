@@ -1,8 +1,9 @@
 /* stage_action.c: the stages of a tenant action (CHANGE_PLAN, SUSPEND, RESUME, DEPROVISION):
  * policy (the dry run's evaluation: tenant found, state valid, the action's OPA package; the
  * decision stored like provisioning's), state (the change itself, under the tenant row lock, the
- * state checked again), quota (a plan change's new vector), receipts (in the tenant's chain, with
- * the before and after). An unknown slug or a state the action is not valid in ends FAILED with
+ * state checked again; records the tenant before and after it), quota (a plan change's new
+ * vector), receipts (in the tenant's chain, with the before and after the state and quota stages
+ * recorded, so a later action never shows up in this one's receipt). An unknown slug or a state the action is not valid in ends FAILED with
  * TENANT_NOT_FOUND / INVALID_STATE before any row of the tenant changes. */
 #include "stages_int.h"
 #include "tp/error.h"
@@ -189,7 +190,7 @@ static void basis_diff(json_t *was, json_t *now, char *buf, size_t cap) {
 
 int tp_stage_action_state_run(tp_stage_ctx *ctx) {
     const tp_request *req = ctx->req;
-    json_t *before = NULL, *changes = NULL;
+    json_t *before = NULL, *changes = NULL, *after = NULL;
     tp_quota_tier tier;
     const char *status, *tenant_id;
     char at[40];
@@ -265,10 +266,17 @@ int tp_stage_action_state_run(tp_stage_ctx *ctx) {
         json_decref(changes);
         return rc;
     }
+    /* The tenant as this change left it, read under the same lock: the receipts stage describes
+     * this action with it, even when it runs later and another action has committed since. */
+    if ((rc = tp_action_read_tenant(ctx->db, req->tenant.slug, true, &after)) != 0) {
+        json_decref(before);
+        json_decref(changes);
+        return tp_stage_db_error(ctx, rc == TP_ENOT_FOUND ? TP_EDB_PERMANENT : rc, "read tenant");
+    }
     tp_action_iso_time(now_ms, at, sizeof(at));
-    ctx->output = json_pack("{s:s, s:s, s:s, s:o, s:o}", "tenantId", ctx->tenant_id, "action",
+    ctx->output = json_pack("{s:s, s:s, s:s, s:o, s:o, s:o}", "tenantId", ctx->tenant_id, "action",
                             tp_action_name(req->action), "effectiveAt", at, "before", before,
-                            "changes", changes);
+                            "changes", changes, "after", after);
     if (!ctx->output)
         return TP_ENOMEM;
     json_decref(ctx->action_state);
@@ -279,7 +287,7 @@ int tp_stage_action_state_run(tp_stage_ctx *ctx) {
 int tp_stage_action_quota_run(tp_stage_ctx *ctx) {
     tp_quota_tier q;
     tp_plan plan;
-    char v[7][32], now_plan[16];
+    char v[7][32], now_plan[16], stored[1024];
     bool found = false;
     int rc;
     if (!ctx->tenant_id[0]) {
@@ -314,8 +322,9 @@ int tp_stage_action_quota_run(tp_stage_ctx *ctx) {
     snprintf(v[6], sizeof(v[6]), "%.3f", q.burst_multiplier);
     const char *params[9] = {ctx->tenant_id, tp_plan_name(plan), v[0], v[1], v[2],
                              v[3], v[4], v[5], v[6]};
-    /* The whole vector of the new plan replaces the old one (one row per tenant). */
-    rc = tp_db_exec(ctx->db,
+    /* The whole vector of the new plan replaces the old one (one row per tenant); the output is
+     * the vector as stored, in the tenant view's form (the receipts stage's "after" quota). */
+    rc = tp_db_query_text(ctx->db,
                     "INSERT INTO tenant_quotas (tenant_id, tier, requests_per_minute, "
                     "requests_per_day, ingest_events_per_minute, max_tokens_per_request, "
                     "storage_bytes, seat_cap, burst_multiplier) VALUES ($1, $2, $3::bigint, "
@@ -325,36 +334,44 @@ int tp_stage_action_quota_run(tp_stage_ctx *ctx) {
                     "ingest_events_per_minute = EXCLUDED.ingest_events_per_minute, "
                     "max_tokens_per_request = EXCLUDED.max_tokens_per_request, storage_bytes = "
                     "EXCLUDED.storage_bytes, seat_cap = EXCLUDED.seat_cap, burst_multiplier = "
-                    "EXCLUDED.burst_multiplier, updated_at = clock_timestamp()",
-                    9, params, NULL);
+                    "EXCLUDED.burst_multiplier, updated_at = clock_timestamp() RETURNING "
+                    "json_build_object('tier', tier, 'requestsPerMinute', requests_per_minute, "
+                    "'requestsPerDay', requests_per_day, 'ingestEventsPerMinute', "
+                    "ingest_events_per_minute, 'maxTokensPerRequest', max_tokens_per_request, "
+                    "'storageBytes', storage_bytes, 'seatCap', seat_cap, 'burstMultiplier', "
+                    "burst_multiplier::float8)::text",
+                    9, params, stored, sizeof(stored), &found);
     if (rc != 0)
         return tp_stage_db_error(ctx, rc, "swap quota");
-    ctx->output = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "tier",
-                            tp_plan_name(plan), "requestsPerMinute",
-                            (json_int_t)q.requests_per_minute, "requestsPerDay",
-                            (json_int_t)q.requests_per_day, "ingestEventsPerMinute",
-                            (json_int_t)q.ingest_events_per_minute, "maxTokensPerRequest",
-                            (json_int_t)q.max_tokens_per_request, "storageBytes",
-                            (json_int_t)q.storage_bytes, "seatCap", (json_int_t)q.seat_cap,
-                            "burstMultiplier", q.burst_multiplier);
-    return ctx->output ? 0 : TP_ENOMEM;
+    ctx->output = found ? json_loads(stored, 0, NULL) : NULL;
+    if (!json_is_object(ctx->output)) {
+        json_decref(ctx->output);
+        ctx->output = NULL;
+        snprintf(ctx->message, sizeof(ctx->message), "the quota swap returned no vector");
+        return TP_EDB_PERMANENT;
+    }
+    json_decref(ctx->action_quota);
+    ctx->action_quota = json_incref(ctx->output);
+    return 0;
 }
 
-/* The state stage's output: from this transaction, else from its committed marker (a later run). */
-static int load_action_state(tp_stage_ctx *ctx, json_t **out) {
+/* The output of this request's stage (state, quota): from this transaction (cached), else from
+ * its committed marker (a later run); *out NULL when the stage left none. */
+static int load_stage_output(tp_stage_ctx *ctx, const char *stage, json_t *cached, json_t **out) {
     tp_res *res = NULL;
-    const char *params[1] = {ctx->req->request_id};
+    const char *params[2] = {ctx->req->request_id, stage};
     int rc;
-    if (ctx->action_state) {
-        *out = json_incref(ctx->action_state);
+    *out = NULL;
+    if (cached) {
+        *out = json_incref(cached);
         return 0;
     }
     rc = tp_db_query(ctx->db,
                      "SELECT output::text FROM provisioning_stages WHERE request_id = $1 AND "
-                     "stage = 'state' AND status = 'SUCCEEDED'",
-                     1, params, &res);
+                     "stage = $2 AND status = 'SUCCEEDED'",
+                     2, params, &res);
     if (rc != 0)
-        return tp_stage_db_error(ctx, rc, "read state change");
+        return tp_stage_db_error(ctx, rc, "read stage output");
     *out = tp_res_nrows(res) == 1 && !tp_res_isnull(res, 0, 0)
                ? json_loads(tp_res_get(res, 0, 0), 0, NULL)
                : NULL;
@@ -362,10 +379,42 @@ static int load_action_state(tp_stage_ctx *ctx, json_t **out) {
     if (!json_is_object(*out)) {
         json_decref(*out);
         *out = NULL;
-        snprintf(ctx->message, sizeof(ctx->message), "the state stage left no output");
-        return TP_EDB_PERMANENT;
     }
     return 0;
+}
+
+/* What the tenant was after this request's own change: the state stage's "after" (read under its
+ * lock when it committed) with, for a plan change, the vector its quota stage stored. Another
+ * action committed since (after a fault, another worker) is not shown as this one's. A state
+ * marker from before "after" was recorded: the tenant now, read under its row lock. */
+static int action_after(tp_stage_ctx *ctx, json_t *state, json_t **out) {
+    json_t *after = json_object_get(state, "after"), *quota = NULL;
+    int rc;
+    *out = NULL;
+    if (json_is_object(after)) {
+        if (!(*out = json_deep_copy(after)))
+            return TP_ENOMEM;
+    } else if ((rc = tp_action_read_tenant(ctx->db, ctx->req->tenant.slug, true, out)) != 0) {
+        return tp_stage_db_error(ctx, rc == TP_ENOT_FOUND ? TP_EDB_PERMANENT : rc, "read tenant");
+    }
+    if (ctx->req->action != TP_ACTION_CHANGE_PLAN || !json_is_object(after))
+        return 0;
+    if ((rc = load_stage_output(ctx, "quota", ctx->action_quota, &quota)) != 0)
+        goto fail;
+    if (!quota) {
+        snprintf(ctx->message, sizeof(ctx->message), "the quota stage left no output");
+        rc = TP_EDB_PERMANENT;
+        goto fail;
+    }
+    if ((rc = json_object_set_new(*out, "quota", quota)) != 0) {
+        rc = TP_ENOMEM;
+        goto fail;
+    }
+    return 0;
+fail:
+    json_decref(*out);
+    *out = NULL;
+    return rc;
 }
 
 /* Seals one receipt of data (sorted, compact) into the chain. */
@@ -386,11 +435,15 @@ int tp_stage_action_receipts_run(tp_stage_ctx *ctx) {
     const char *type;
     int rc;
 
-    if ((rc = load_action_state(ctx, &state)) != 0)
+    if ((rc = load_stage_output(ctx, "state", ctx->action_state, &state)) != 0)
         return rc;
-    if ((rc = tp_action_read_tenant(ctx->db, req->tenant.slug, false, &after)) != 0) {
+    if (!state) {
+        snprintf(ctx->message, sizeof(ctx->message), "the state stage left no output");
+        return TP_EDB_PERMANENT;
+    }
+    if ((rc = action_after(ctx, state, &after)) != 0) {
         json_decref(state);
-        return tp_stage_db_error(ctx, rc == TP_ENOT_FOUND ? TP_EDB_PERMANENT : rc, "read tenant");
+        return rc;
     }
     switch (req->action) {
     case TP_ACTION_CHANGE_PLAN: type = "TENANT_PLAN_CHANGED"; break;

@@ -33,9 +33,11 @@ typedef struct tp_stage_ctx {
     json_t *output;                 /* the stage's output (owned by the runner) */
     /* Tenant actions: the policy stage's evaluation (tenant found, state valid, OPA's decision:
      * the same code as the dry run), and what the state stage changed (its output: before,
-     * changes) for the receipts stage of the same transaction; forgotten on a rollback. */
+     * changes, after) and what a plan change's quota stage assigned (its output: the vector as
+     * stored), for the receipts stage of the same transaction; forgotten on a rollback. */
     tp_action_preview action_eval;
     json_t *action_state;
+    json_t *action_quota;
     int terminal;                   /* 0, TP_RUN_FAILED or TP_RUN_DENIED: committed with the marker */
     char reason[64];                /* failure reason of a terminal outcome */
     char message[512];              /* failure message (terminal or error) */
