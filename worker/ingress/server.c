@@ -332,7 +332,11 @@ static void new_request_id(char out[37]) {
              b[15]);
 }
 
-/* An action's fingerprint: its action, tenant and the fields it carries. */
+/* An action's fingerprint: its action, tenant and the fields it carries, defaults normalised: a
+ * DELETE without retentionDays is the DELETE with the default retention, so both spellings have
+ * one fingerprint (the default is left out, as it always was for the request without it). The
+ * other optional fields have no default to normalise: a plan change without seats or storage
+ * keeps the tenant's, which is another request than one naming a value. */
 static json_t *action_fingerprint_doc(const tp_request *req) {
     json_t *o = json_pack("{s:s, s:s, s:s}", "action", tp_action_name(req->action), "source",
                           tp_source_name(req->source), "slug", req->tenant.slug);
@@ -346,7 +350,7 @@ static json_t *action_fingerprint_doc(const tp_request *req) {
         json_object_set_new(o, "storageEstimateBytes", json_integer(req->storage_estimate_bytes));
     if (req->reason[0])
         json_object_set_new(o, "reason", json_string(req->reason));
-    if (req->has_retention_days)
+    if (req->has_retention_days && req->retention_days != TP_RETENTION_DAYS_DEFAULT)
         json_object_set_new(o, "retentionDays", json_integer(req->retention_days));
     return o;
 }

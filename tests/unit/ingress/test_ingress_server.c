@@ -708,6 +708,30 @@ static void test_idle_keepalive_at_stop(void **state) {
     assert_non_null(strstr(buf, "200"));
 }
 
+/* An Idempotency-Key's fingerprint is over the request's meaning: DELETE without retentionDays
+ * and with the default (30) are one request; another retention is another. */
+static void test_action_fingerprint_defaults(void **state) {
+    (void)state;
+    tp_request a, b;
+    unsigned char fa[32], fb[32];
+    memset(&a, 0, sizeof(a));
+    a.action = TP_ACTION_DEPROVISION;
+    a.source = TP_SOURCE_ADMIN_API;
+    snprintf(a.tenant.slug, sizeof(a.tenant.slug), "acme");
+    b = a;
+    b.has_retention_days = true;
+    b.retention_days = TP_RETENTION_DAYS_DEFAULT;
+    assert_int_equal(tp_ingress_fingerprint(&a, fa), 0);
+    assert_int_equal(tp_ingress_fingerprint(&b, fb), 0);
+    assert_memory_equal(fa, fb, sizeof(fa));
+    b.retention_days = 7;
+    assert_int_equal(tp_ingress_fingerprint(&b, fb), 0);
+    assert_memory_not_equal(fa, fb, sizeof(fa));
+    b.retention_days = 0;
+    assert_int_equal(tp_ingress_fingerprint(&b, fb), 0);
+    assert_memory_not_equal(fa, fb, sizeof(fa));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_healthz_and_unknown),
@@ -718,6 +742,7 @@ int main(void) {
         cmocka_unit_test(test_accepted_with_location),
         cmocka_unit_test(test_policy_deny_and_dependency_failures),
         cmocka_unit_test(test_idempotency_key),
+        cmocka_unit_test(test_action_fingerprint_defaults),
         cmocka_unit_test(test_status_access),
         cmocka_unit_test(test_prefer_wait),
         cmocka_unit_test(test_readyz),
