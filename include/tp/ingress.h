@@ -231,9 +231,12 @@ typedef struct tp_ingress_hooks {
     int (*tenants)(void *opaque, const tp_tenant_ask *q, char **json_out);
     /* The pre-check of a tenant action (req->action != PROVISION), also what ?dryRun=true
      * answers: reads the tenant, checks the action against its state, asks the action's policy,
-     * writes nothing. A self-serve request only sees the caller's own tenants. Returns 0 with out
+     * writes nothing. A self-serve request only sees the caller's own tenants unless sees_all
+     * (the caller has the admin role: it sees every tenant, as on GET /api/tenants/{slug}; the
+     * policy then refuses someone else's tenant with NOT_TENANT_OWNER). Returns 0 with out
      * filled (any verdict), or a negative code (503, fail closed). NULL: every action is 503. */
-    int (*action_preview)(void *opaque, const tp_request *req, tp_ingress_preview *out);
+    int (*action_preview)(void *opaque, const tp_request *req, bool sees_all,
+                          tp_ingress_preview *out);
 } tp_ingress_hooks;
 
 typedef struct tp_ingress_server tp_ingress_server;

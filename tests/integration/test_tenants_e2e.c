@@ -742,6 +742,14 @@ static void test_action_refusals(void **state) {
     /* Someone else's tenant, an unknown one: 404 alike. */
     assert_int_equal(post_json(&r, "/api/tenants/tv-bob-one/plan", g->tok_alice, "{\"plan\":\"PRO\"}", NULL), 404);
     assert_problem(&r, "not-found");
+    /* The admin role sees every tenant on the self-serve routes (GET /api/tenants/tv-bob-one
+     * answers it 200): the self-serve plan change of someone else's tenant is the policy's
+     * NOT_TENANT_OWNER (403), not a 404 for a tenant it can see; a missing one is still 404. */
+    assert_int_equal(post_json(&r, "/api/tenants/tv-bob-one/plan", g->tok_admin, "{\"plan\":\"PRO\"}", NULL), 403);
+    assert_problem(&r, "policy-denied");
+    assert_non_null(strstr(r.body, "NOT_TENANT_OWNER"));
+    assert_int_equal(post_json(&r, "/api/tenants/tv-nobody-here/plan", g->tok_admin, "{\"plan\":\"PRO\"}", NULL), 404);
+    assert_problem(&r, "not-found");
     assert_int_equal(post_json(&r, "/api/admin/tenants/tv-nobody-here/suspend", g->tok_admin,
                                "{\"reason\":\"X\"}", NULL), 404);
     /* The admin routes need the admin role; the owner cannot suspend through self-serve. */

@@ -562,8 +562,11 @@ static int hook_tenants(void *opaque, const tp_tenant_ask *q, char **json_out) {
 }
 
 /* A tenant action's dry run. A self-serve caller sees only the tenants it owns: anyone else's
- * is TENANT_NOT_FOUND, as on GET /api/tenants/{slug}. */
-static int hook_action_preview(void *opaque, const tp_request *req, tp_ingress_preview *out) {
+ * is TENANT_NOT_FOUND, as on GET /api/tenants/{slug}. The admin role sees every tenant there, so
+ * here too (sees_all): someone else's tenant goes to the policy, which answers NOT_TENANT_OWNER
+ * (403) for a self-serve request, instead of a 404 for a tenant the GET shows. */
+static int hook_action_preview(void *opaque, const tp_request *req, bool sees_all,
+                               tp_ingress_preview *out) {
     tp_ingress_backend *b = opaque;
     tp_action_preview pv;
     int rc = 0;
@@ -572,7 +575,7 @@ static int hook_action_preview(void *opaque, const tp_request *req, tp_ingress_p
     conn *c = conn_acquire(b);
     if (!c)
         return TP_EDB;
-    if (req->source == TP_SOURCE_SELF_SERVE_API) {
+    if (req->source == TP_SOURCE_SELF_SERVE_API && !sees_all) {
         const char *params[2] = {req->tenant.slug, req->actor.id};
         char one[8];
         bool mine = false;

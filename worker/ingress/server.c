@@ -436,7 +436,7 @@ static void run_submit(job *j) {
             snprintf(j->detail, sizeof(j->detail), "no action pre-check is configured");
             return;
         }
-        rc = h->action_preview(h->opaque, &j->request, &j->preview);
+        rc = h->action_preview(h->opaque, &j->request, j->caller.is_admin, &j->preview);
         if (rc != 0) {
             j->rc = rc;
             j->failed_hook = 2;
