@@ -421,7 +421,8 @@ static void test_get_admin_owner_other(void **state) {
 
 /* ---- bad parameters -------------------------------------------------------------------------- */
 
-static void expect_400(const char *query, const char *field, const char *code) {
+/* says: a part of the error's message (NULL: not checked). */
+static void expect_400_says(const char *query, const char *field, const char *code, const char *says) {
     resp r = {0};
     char path[512], pointer[64];
     snprintf(path, sizeof(path), "/api/admin/tenants?%s", query);
@@ -435,8 +436,19 @@ static void expect_400(const char *query, const char *field, const char *code) {
     snprintf(pointer, sizeof(pointer), "/query/%s", field);
     assert_string_equal(json_string_value(json_object_get(e0, "field")), pointer);
     assert_string_equal(json_string_value(json_object_get(e0, "code")), code);
+    if (says) {
+        const char *m = json_string_value(json_object_get(e0, "message"));
+        if (!m || !strstr(m, says))
+            fprintf(stderr, "%s: message %s, want %s\n", path, m ? m : "(none)", says);
+        assert_non_null(m);
+        assert_non_null(strstr(m, says));
+    }
     json_decref(o);
     resp_clear(&r);
+}
+
+static void expect_400(const char *query, const char *field, const char *code) {
+    expect_400_says(query, field, code, NULL);
 }
 
 static void test_bad_params(void **state) {
@@ -457,6 +469,12 @@ static void test_bad_params(void **state) {
     expect_400("cursor=garbage", "cursor", "pattern");
     expect_400("cursor=t1.zz", "cursor", "pattern");
     expect_400("cursor=t1.41", "cursor", "pattern"); /* decodes to "A": not a slug */
+    /* A value longer than any valid one is an unknown value, not a missing or repeated one. */
+    expect_400_says("state=deprovisionedxxxxxxxxxxxxxxxx", "state", "enum", "state must be one of");
+    expect_400_says("plan=ENTERPRISEENTERPRISE", "plan", "enum", "plan must be one of");
+    expect_400_says("limit=00000000000000000000001", "limit", "out_of_range", "limit must be");
+    expect_400_says("state=active&state=active", "state", "enum", "given once");
+    expect_400_says("plan=", "plan", "enum", "given once");
     /* Unknown parameters are ignored; the largest page is allowed. */
     json_t *o = get_ok("/api/admin/tenants?limit=200&colour=blue", g->tok_admin);
     assert_int_equal(json_array_size(json_object_get(o, "items")), N_SEEDS);

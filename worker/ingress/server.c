@@ -1159,8 +1159,9 @@ static void handle_tlog(tp_ingress_server *srv, h2o_req_t *req, h2o_iovec_t path
 }
 
 /* The raw value of query parameter name (no percent-decoding: every value we take is a plain
- * token): 1 when present once with 1..cap-1 bytes (copied into out), 0 when absent, -1 when empty,
- * too long or repeated. */
+ * token): 1 when present once with 1..cap-1 bytes (copied into out), 0 when absent,
+ * QUERY_TOO_LONG when longer (no valid value is: an unknown one), -1 when empty or repeated. */
+#define QUERY_TOO_LONG (-2)
 static int query_value(h2o_req_t *req, const char *name, char *out, size_t cap) {
     size_t nlen = strlen(name);
     int found = 0;
@@ -1174,8 +1175,10 @@ static int query_value(h2o_req_t *req, const char *name, char *out, size_t cap) 
             (q + nlen == stop || q[nlen] == '=')) {
             const char *v = q + nlen + (q + nlen < stop ? 1 : 0);
             size_t vlen = (size_t)(stop - v);
-            if (found++ || vlen == 0 || vlen >= cap)
+            if (found++ || vlen == 0)
                 return -1;
+            if (vlen >= cap)
+                return QUERY_TOO_LONG;
             memcpy(out, v, vlen);
             out[vlen] = '\0';
         }
@@ -1232,7 +1235,12 @@ static void handle_tenant_list(tp_ingress_server *srv, h2o_req_t *req, uint64_t 
     vals[2] = limit, caps[2] = sizeof(limit);
     vals[3] = ask.cursor, caps[3] = sizeof(ask.cursor);
     for (int i = 0; i < 4 && !field[0]; i++) {
-        if (query_value(req, names[i], vals[i], caps[i]) < 0) {
+        int got = query_value(req, names[i], vals[i], caps[i]);
+        if (got == QUERY_TOO_LONG) {
+            /* Longer than any valid value: checked (and answered) below as the unknown value it
+             * is, with the same message as any other ("state must be one of ..."). */
+            snprintf(vals[i], caps[i], "%s", i == 2 ? "0" : "?");
+        } else if (got < 0) {
             snprintf(field, sizeof(field), "%s", names[i]);
             snprintf(code, sizeof(code), i == 2 ? "out_of_range" : i == 3 ? "pattern" : "enum");
             snprintf(msg, sizeof(msg), "%s must be given once, with a value", names[i]);
