@@ -896,6 +896,20 @@ static void test_action_accepted_and_replayed(void **state) {
     assert_string_equal(f2.key, "tv-foxtrot");
     assert_int_equal(tpctl("suspend tv-foxtrot", NULL), 1);          /* no reason */
     assert_int_equal(tpctl("deprovision tv-foxtrot --retention-days 4000", NULL), 1);
+    /* A value that is not one (an unknown plan, seats that are not a number) is a validation
+     * error too: exit 1 naming the option, nothing produced; the usage says so. */
+    int64_t end_now = requests_end();
+    assert_int_equal(tpctl("plan tv-foxtrot --plan GOLD", NULL), 1);
+    assert_int_equal(tpctl("plan tv-foxtrot --plan PRO --seats many", NULL), 1);
+    assert_int_equal(tpctl("deprovision tv-foxtrot --retention-days soon", NULL), 1);
+    assert_int_equal(requests_end(), end_now);
+    /* --help after a subcommand: the usage on stdout, exit 0 (as tpctl submit --help). */
+    g->out[0] = '\0';
+    assert_int_equal(tpctl("plan --help", NULL), 0);
+    assert_non_null(strstr(g->out, "usage: tpctl tenant"));
+    g->out[0] = '\0';
+    assert_int_equal(tpctl("list -h", NULL), 0);
+    assert_non_null(strstr(g->out, "usage: tpctl tenant"));
     resp_clear(&r);
 }
 

@@ -46,10 +46,11 @@ static void tenant_usage(FILE *out) {
             "           changes). A break prints nothing but the breaks and exits 1.\n"
             "  plan|suspend|resume|deprovision: one TenantActionRequest (CHANGE_PLAN, SUSPEND, RESUME,\n"
             "           DEPROVISION) to topic.requests keyed by SLUG, as billing sends it (source BILLING,\n"
-            "           actor billing/system unless told); validated first (exit 1 naming the field);\n"
+            "           actor billing/system unless told); validated first (exit 1 naming the field\n"
+            "           or option, an unknown plan or a number that is not one included);\n"
             "           waits until it is persisted and prints its request id. Follow it with\n"
             "           `tpctl status ID`. Retention: 0..3650 days (default 30).\n"
-            "  Exit 0 ok, 1 not found / invalid filter / broken chain, 2 usage or I/O.\n",
+            "  Exit 0 ok, 1 not found / invalid filter or value / broken chain, 2 usage or I/O.\n",
             TP_TENANT_LIST_LIMIT_MAX, TP_TENANT_LIST_LIMIT_DEFAULT);
 }
 
@@ -497,10 +498,16 @@ int tpctl_cmd_tenant(int argc, char **argv) {
     for (; i < argc; i++) {
         const char *o = argv[i];
         bool has_val = i + 1 < argc, bad = false;
+        if (strcmp(o, "--help") == 0 || strcmp(o, "-h") == 0) {
+            tenant_usage(stdout); /* asked for: stdout, exit 0 (as tpctl submit --help) */
+            return 0;
+        }
         if (is_action && has_val && action_option(&a.action, o, argv[i + 1], &bad)) {
             if (bad) {
-                fprintf(stderr, "tpctl tenant %s: bad value for %s: %s\n", a.sub, o, argv[i + 1]);
-                return 2;
+                /* A value of the request that is not one: a validation error (exit 1, as the
+                 * usage says and as list's filters do), not a usage error. */
+                fprintf(stderr, "tpctl tenant %s: %s: invalid value: %s\n", a.sub, o, argv[i + 1]);
+                return 1;
             }
             i++;
         } else if (strcmp(o, "--config") == 0 && has_val) {
@@ -529,7 +536,7 @@ int tpctl_cmd_tenant(int argc, char **argv) {
             a.slug = o;
         } else {
             tenant_usage(stderr);
-            return strcmp(o, "--help") == 0 ? 0 : 2;
+            return 2;
         }
     }
     if ((!is_list && !is_history && !is_action && strcmp(a.sub, "get") != 0) ||
