@@ -360,6 +360,48 @@ static void test_self_serve_owner_and_limit(void **state) {
     assert_int_equal(qint(f->db, "SELECT count(*) FROM tenants WHERE owner_id = $1", "user-42"), 3);
 }
 
+/* Two self-serve requests of one user, each allowed by the policy with the user one tenant below the
+ * cap: the one that reaches the tenant stage second is refused there (before the fix the user
+ * ended with cap + 1 tenants). Request A's decision is taken, then its tenant stage fails (an
+ * injected fault); B runs through; A's retry runs on its earlier decision. */
+static void test_self_serve_limit_rechecked_at_insert(void **state) {
+    fixture *f = *state;
+    tp_request a, b;
+    tp_run_result out;
+    char buf[128];
+    for (int i = 0; i < 2; i++) {
+        char rid[32], slug[32];
+        snprintf(rid, sizeof(rid), "req-cap-%d", i);
+        snprintf(slug, sizeof(slug), "cap-%d", i);
+        make_req(&a, rid, slug, TP_SOURCE_SELF_SERVE_API, TP_PLAN_STARTER);
+        run_ok(f, &a);
+    }
+    assert_int_equal(tp_db_exec_script(f->db,
+                                       "CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                                       "BEGIN RAISE EXCEPTION 'injected fault' USING ERRCODE = '40001'; "
+                                       "END $$; CREATE TRIGGER fault BEFORE INSERT ON tenants FOR EACH "
+                                       "ROW EXECUTE FUNCTION fault();"),
+                     0);
+    make_req(&a, "req-cap-a", "cap-a", TP_SOURCE_SELF_SERVE_API, TP_PLAN_STARTER);
+    assert_int_equal(tp_stages_run(&f->env, &a, &out), 0);
+    assert_int_equal(out.status, TP_RUN_RETRY);
+    assert_int_equal(out.stage, TP_STAGE_TENANT);
+    qtext(f->db, "SELECT status FROM provisioning_stages WHERE request_id = $1 AND stage = 'policy'",
+          "req-cap-a", buf, sizeof(buf));
+    assert_string_equal(buf, "SUCCEEDED"); /* allowed with 2 of 3 */
+    assert_int_equal(tp_db_exec_script(f->db, "DROP TRIGGER fault ON tenants; DROP FUNCTION fault();"), 0);
+    make_req(&b, "req-cap-b", "cap-b", TP_SOURCE_SELF_SERVE_API, TP_PLAN_STARTER);
+    run_ok(f, &b);
+    assert_int_equal(tp_stages_run(&f->env, &a, &out), 0);
+    assert_int_equal(out.status, TP_RUN_FAILED);
+    assert_string_equal(out.failure_reason, "TENANT_LIMIT_REACHED");
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenants WHERE owner_id = $1", "user-42"), 3);
+    qtext(f->db, "SELECT state || '/' || failure_reason FROM provisioning_requests WHERE request_id = $1",
+          "req-cap-a", buf, sizeof(buf));
+    assert_string_equal(buf, "FAILED/TENANT_LIMIT_REACHED");
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM receipt_outbox WHERE request_id = $1", "req-cap-a"), 0);
+}
+
 static void test_retries_exhausted_then_replay(void **state) {
     fixture *f = *state;
     tp_request req;
@@ -834,6 +876,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_slug_taken, setup, teardown),
         cmocka_unit_test_setup_teardown(test_policy_deny, setup, teardown),
         cmocka_unit_test_setup_teardown(test_self_serve_owner_and_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_self_serve_limit_rechecked_at_insert, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retries_exhausted_then_replay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_budget_is_also_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_switch_quarantines, setup, teardown),

@@ -1,10 +1,12 @@
 /* stage_tenant.c: stage 2: inserts the tenant (status provisioning, owner = actor for self-serve).
  * The same request again reuses its tenant; a slug held by another request's tenant is
- * FAILED/SLUG_TAKEN. Concurrent inserts of one slug are settled by the unique index. */
+ * FAILED/SLUG_TAKEN. Concurrent inserts of one slug are settled by the unique index; a self-serve
+ * user's tenant count is checked again under a per-owner lock (FAILED/TENANT_LIMIT_REACHED). */
 #include "stages_int.h"
 #include "tp/error.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The insert found a row already: this request's own (a re-run: link it again) or another
@@ -42,6 +44,37 @@ static int find_tenant(tp_stage_ctx *ctx) {
     return rc != 0 ? tp_stage_db_error(ctx, rc, "link tenant") : 0;
 }
 
+/* The policy counted the user's tenants outside any transaction, and the user's requests for
+ * different slugs run in parallel (and a retry runs on a decision taken earlier), so two of them
+ * could both pass the cap. Counted again here under a per-owner transaction lock held until
+ * COMMIT, with the insert: the count statement starts after the lock is granted, so it sees every
+ * tenant of this user committed before. Sets a terminal FAILED/TENANT_LIMIT_REACHED past the cap. */
+static int check_owner_limit(tp_stage_ctx *ctx) {
+    const tp_request *req = ctx->req;
+    const char *lp[1] = {req->actor.id}, *cp[2] = {req->actor.id, req->request_id};
+    int max = ctx->env->max_tenants_per_user > 0 ? ctx->env->max_tenants_per_user
+                                                 : TP_POLICY_MAX_TENANTS_PER_USER_DEFAULT;
+    char buf[32];
+    bool found = false;
+    int rc = tp_db_exec_queued(ctx->db, "SELECT pg_advisory_xact_lock(hashtext('tp-owner:' || $1))",
+                               1, lp, NULL, NULL);
+    if (rc == 0)
+        rc = tp_db_query_text(ctx->db,
+                              "SELECT count(*) FROM tenants WHERE owner_id = $1 AND "
+                              "created_by_request <> $2 AND status <> 'deprovisioned'",
+                              2, cp, buf, sizeof(buf), &found);
+    if (rc != 0)
+        return tp_stage_db_error(ctx, rc, "owned tenants");
+    int owned = found ? atoi(buf) : 0;
+    if (owned >= max) {
+        tp_stage_set_terminal(ctx, TP_RUN_FAILED, "TENANT_LIMIT_REACHED",
+                              "user %s already owns %d tenants (policy.max_tenants_per_user = %d)",
+                              req->actor.id, owned, max);
+        ctx->output = json_pack("{s:i, s:i}", "ownedTenants", owned, "maxTenantsPerUser", max);
+    }
+    return 0;
+}
+
 int tp_stage_tenant_run(tp_stage_ctx *ctx) {
     const tp_request *req = ctx->req;
     tp_res *res = NULL;
@@ -49,6 +82,9 @@ int tp_stage_tenant_run(tp_stage_ctx *ctx) {
     bool inserted;
     int rc;
 
+    if (req->source == TP_SOURCE_SELF_SERVE_API &&
+        ((rc = check_owner_limit(ctx)) != 0 || ctx->terminal))
+        return rc;
     snprintf(seats, sizeof(seats), "%d", (int)req->requested_seats);
     snprintf(storage, sizeof(storage), "%lld", (long long)req->storage_estimate_bytes);
     const char *params[11] = {
