@@ -123,8 +123,9 @@ int tp_codec_decode_dead_letter(tp_codec *codec, const unsigned char *buf, size_
     if (!codec || !out)
         return TP_EINVAL;
     memset(out, 0, sizeof(*out));
-    rc = tp_codec__open(codec, TP_CODEC_SCHEMA_DEAD_LETTER, TP_CODEC_DEAD_LETTER_MAX, dead_letter_caps, N_OF(dead_letter_caps), buf, len, &v,
-                        errstr, errstr_size);
+    rc = tp_codec__open(codec, TP_CODEC_SCHEMA_DEAD_LETTER, TP_CODEC_DEAD_LETTER_MAX,
+                        dead_letter_caps, N_OF(dead_letter_caps), buf, len, &v, errstr,
+                        errstr_size);
     if (rc)
         return rc;
     rc = extract_dead_letter(&v, out);
@@ -258,8 +259,8 @@ int tp_codec_decode_receipt(tp_codec *codec, const unsigned char *buf, size_t le
     if (!codec || !out)
         return TP_EINVAL;
     memset(out, 0, sizeof(*out));
-    rc = tp_codec__open(codec, TP_CODEC_SCHEMA_RECEIPT, TP_CODEC_RECEIPT_MAX, receipt_caps, N_OF(receipt_caps), buf, len, &v,
-                        errstr, errstr_size);
+    rc = tp_codec__open(codec, TP_CODEC_SCHEMA_RECEIPT, TP_CODEC_RECEIPT_MAX, receipt_caps,
+                        N_OF(receipt_caps), buf, len, &v, errstr, errstr_size);
     if (rc)
         return rc;
     rc = extract_receipt(&v, out);
@@ -455,8 +456,9 @@ int tp_codec_decode_checkpoint(tp_codec *codec, const unsigned char *buf, size_t
     if (!codec || !out)
         return TP_EINVAL;
     memset(out, 0, sizeof(*out));
-    rc = tp_codec__open(codec, TP_CODEC_SCHEMA_CHECKPOINT, TP_CODEC_CHECKPOINT_MAX, checkpoint_caps, N_OF(checkpoint_caps), buf, len, &v,
-                        errstr, errstr_size);
+    rc = tp_codec__open(codec, TP_CODEC_SCHEMA_CHECKPOINT, TP_CODEC_CHECKPOINT_MAX,
+                        checkpoint_caps, N_OF(checkpoint_caps), buf, len, &v, errstr,
+                        errstr_size);
     if (rc)
         return rc;
     if ((rc = dup_string(&v, "origin", &out->origin)) == 0 &&

@@ -332,6 +332,25 @@ static void new_request_id(char out[37]) {
              b[15]);
 }
 
+/* What the ingress adds to every request it enqueues: a new id, the authenticated caller as the
+ * actor, the trace context and correlation id from the headers (the id when absent), the time. */
+static void stamp_request(h2o_req_t *req, const tp_caller *caller, tp_request *r) {
+    new_request_id(r->request_id);
+    snprintf(r->actor.id, sizeof(r->actor.id), "%s", caller->sub);
+    snprintf(r->actor.type, sizeof(r->actor.type), "user");
+    r->actor.n_roles = caller->n_roles;
+    memcpy(r->actor.roles, caller->roles, sizeof(r->actor.roles));
+    h2o_iovec_t trace = header_value_str(req, H2O_STRLIT("traceparent"));
+    if (trace.base && tp_traceparent_valid(trace.base, trace.len))
+        tp_copy_field(r->traceparent, sizeof(r->traceparent), trace.base, trace.len);
+    h2o_iovec_t corr = header_value_str(req, H2O_STRLIT("x-correlation-id"));
+    if (!copy_token(r->correlation_id, sizeof(r->correlation_id), corr))
+        snprintf(r->correlation_id, sizeof(r->correlation_id), "%s", r->request_id);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    r->submitted_at_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* An action's fingerprint: its action, tenant and the fields it carries, defaults normalised: a
  * DELETE without retentionDays is the DELETE with the default retention, so both spellings have
  * one fingerprint (the default is left out, as it always was for the request without it). The
@@ -1020,20 +1039,7 @@ static void handle_submit(tp_ingress_server *srv, h2o_req_t *req, tp_ingress_rou
     h2o_iovec_t prefer = header_value_str(req, H2O_STRLIT("prefer"));
     j->wait_s = tp_ingress_parse_prefer_wait(prefer.base, prefer.len);
     tp_request *r = &j->request;
-    new_request_id(r->request_id);
-    snprintf(r->actor.id, sizeof(r->actor.id), "%s", caller.sub);
-    snprintf(r->actor.type, sizeof(r->actor.type), "user");
-    r->actor.n_roles = caller.n_roles;
-    memcpy(r->actor.roles, caller.roles, sizeof(r->actor.roles));
-    h2o_iovec_t trace = header_value_str(req, H2O_STRLIT("traceparent"));
-    if (trace.base && tp_traceparent_valid(trace.base, trace.len))
-        tp_copy_field(r->traceparent, sizeof(r->traceparent), trace.base, trace.len);
-    h2o_iovec_t corr = header_value_str(req, H2O_STRLIT("x-correlation-id"));
-    if (!copy_token(r->correlation_id, sizeof(r->correlation_id), corr))
-        snprintf(r->correlation_id, sizeof(r->correlation_id), "%s", r->request_id);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    r->submitted_at_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    stamp_request(req, &caller, r);
     if (tp_ingress_fingerprint(r, j->fp) != 0) {
         j->guard->job = NULL;
         free(j);
@@ -1401,20 +1407,7 @@ static void handle_action(tp_ingress_server *srv, h2o_req_t *req, tp_ingress_rou
     }
     h2o_iovec_t prefer = header_value_str(req, H2O_STRLIT("prefer"));
     j->wait_s = j->dry_run ? -1 : tp_ingress_parse_prefer_wait(prefer.base, prefer.len);
-    new_request_id(r->request_id);
-    snprintf(r->actor.id, sizeof(r->actor.id), "%s", caller.sub);
-    snprintf(r->actor.type, sizeof(r->actor.type), "user");
-    r->actor.n_roles = caller.n_roles;
-    memcpy(r->actor.roles, caller.roles, sizeof(r->actor.roles));
-    h2o_iovec_t trace = header_value_str(req, H2O_STRLIT("traceparent"));
-    if (trace.base && tp_traceparent_valid(trace.base, trace.len))
-        tp_copy_field(r->traceparent, sizeof(r->traceparent), trace.base, trace.len);
-    h2o_iovec_t corr = header_value_str(req, H2O_STRLIT("x-correlation-id"));
-    if (!copy_token(r->correlation_id, sizeof(r->correlation_id), corr))
-        snprintf(r->correlation_id, sizeof(r->correlation_id), "%s", r->request_id);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    r->submitted_at_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    stamp_request(req, &caller, r);
     /* The same rules the worker applies to a record from the topic. */
     if (tp_request_validate(r, srv->allowlist, field, sizeof(field), msg, sizeof(msg)) != 0) {
         j->guard->job = NULL;
