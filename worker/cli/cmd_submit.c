@@ -10,7 +10,6 @@
 #include "tp/request.h"
 #include "tp/stages.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,26 +39,6 @@ static void on_delivery(void *opaque, int err, int32_t partition, int64_t offset
         st->persisted++;
     else
         st->failed++;
-}
-
-static int parse_long(const char *s, long long min, long long max, long long *out) {
-    char *end;
-    errno = 0;
-    *out = strtoll(s, &end, 10);
-    return (errno || !*s || *end || *out < min || *out > max) ? -1 : 0;
-}
-
-static int set_roles(tp_actor *actor, const char *csv) {
-    char buf[1024];
-    char *save = NULL, *tok;
-    snprintf(buf, sizeof(buf), "%s", csv);
-    actor->n_roles = 0;
-    for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (actor->n_roles == TP_ROLES_MAX || strlen(tok) > TP_ROLE_MAX)
-            return -1;
-        snprintf(actor->roles[actor->n_roles++], TP_ROLE_MAX + 1, "%s", tok);
-    }
-    return 0;
 }
 
 int tpctl_cmd_submit(int argc, char **argv) {
@@ -121,17 +100,17 @@ int tpctl_cmd_submit(int argc, char **argv) {
             ;
         else if (strcmp(opt, "--source") == 0 && tp_source_parse(val, &base.source) == 0)
             ;
-        else if (strcmp(opt, "--roles") == 0 && set_roles(&base.actor, val) == 0)
+        else if (strcmp(opt, "--roles") == 0 && tpctl_set_roles(&base.actor, val) == 0)
             ;
-        else if (strcmp(opt, "--seats") == 0 && parse_long(val, 0, 2147483647LL, &v) == 0) {
+        else if (strcmp(opt, "--seats") == 0 && tpctl_parse_ll(val, 0, 2147483647LL, &v) == 0) {
             base.has_requested_seats = true;
             base.requested_seats = (int32_t)v;
-        } else if (strcmp(opt, "--storage") == 0 && parse_long(val, 0, INT64_MAX, &v) == 0) {
+        } else if (strcmp(opt, "--storage") == 0 && tpctl_parse_ll(val, 0, INT64_MAX, &v) == 0) {
             base.has_storage_estimate = true;
             base.storage_estimate_bytes = v;
-        } else if (strcmp(opt, "--count") == 0 && parse_long(val, 1, 1000000, &count) == 0)
+        } else if (strcmp(opt, "--count") == 0 && tpctl_parse_ll(val, 1, 1000000, &count) == 0)
             ;
-        else if (strcmp(opt, "--repeat") == 0 && parse_long(val, 1, 1000, &repeat) == 0)
+        else if (strcmp(opt, "--repeat") == 0 && tpctl_parse_ll(val, 1, 1000, &repeat) == 0)
             ;
         else {
             fprintf(stderr, "tpctl submit: bad option or value: %s %s\n", opt, val);

@@ -13,7 +13,6 @@
 #include "tp/stages.h"
 #include "tp/store.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -392,26 +391,6 @@ out:
     return code;
 }
 
-static int parse_ll(const char *s, long long min, long long max, long long *out) {
-    char *end;
-    errno = 0;
-    *out = strtoll(s, &end, 10);
-    return (errno || !*s || *end || *out < min || *out > max) ? -1 : 0;
-}
-
-static int set_roles(tp_actor *actor, const char *csv) {
-    char buf[1024];
-    char *save = NULL, *tok;
-    snprintf(buf, sizeof(buf), "%s", csv);
-    actor->n_roles = 0;
-    for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (actor->n_roles == TP_ROLES_MAX || strlen(tok) > TP_ROLE_MAX)
-            return -1;
-        snprintf(actor->roles[actor->n_roles++], TP_ROLE_MAX + 1, "%s", tok);
-    }
-    return 0;
-}
-
 /* An action's option (opt with its value val); returns true when it was one. Out-of-range values
  * are kept as given so tp_request_validate names them. */
 static bool action_option(tp_request *r, const char *opt, const char *val, bool *bad) {
@@ -420,15 +399,15 @@ static bool action_option(tp_request *r, const char *opt, const char *val, bool 
         r->has_plan = tp_plan_parse(val, &r->plan) == 0;
         *bad = !r->has_plan;
     } else if (strcmp(opt, "--seats") == 0) {
-        *bad = parse_ll(val, INT32_MIN, INT32_MAX, &v) != 0;
+        *bad = tpctl_parse_ll(val, INT32_MIN, INT32_MAX, &v) != 0;
         r->has_requested_seats = true;
         r->requested_seats = (int32_t)v;
     } else if (strcmp(opt, "--storage") == 0) {
-        *bad = parse_ll(val, INT64_MIN, INT64_MAX, &v) != 0;
+        *bad = tpctl_parse_ll(val, INT64_MIN, INT64_MAX, &v) != 0;
         r->has_storage_estimate = true;
         r->storage_estimate_bytes = v;
     } else if (strcmp(opt, "--retention-days") == 0) {
-        *bad = parse_ll(val, INT32_MIN, INT32_MAX, &v) != 0;
+        *bad = tpctl_parse_ll(val, INT32_MIN, INT32_MAX, &v) != 0;
         r->has_retention_days = true;
         r->retention_days = (int32_t)v;
     } else if (strcmp(opt, "--reason") == 0) {
@@ -448,7 +427,7 @@ static bool action_option(tp_request *r, const char *opt, const char *val, bool 
     } else if (strcmp(opt, "--actor-type") == 0) {
         snprintf(r->actor.type, sizeof(r->actor.type), "%s", val);
     } else if (strcmp(opt, "--roles") == 0) {
-        *bad = set_roles(&r->actor, val) != 0;
+        *bad = tpctl_set_roles(&r->actor, val) != 0;
     } else if (strcmp(opt, "--correlation-id") == 0) {
         *bad = strlen(val) > TP_CORRELATION_ID_MAX;
         snprintf(r->correlation_id, sizeof(r->correlation_id), "%s", val);
@@ -521,9 +500,8 @@ int tpctl_cmd_tenant(int argc, char **argv) {
         } else if (is_list && strcmp(o, "--cursor") == 0 && has_val) {
             a.cursor = argv[++i];
         } else if (is_list && strcmp(o, "--limit") == 0 && has_val) {
-            char *end = NULL;
-            long n = strtol(argv[++i], &end, 10);
-            if (!end || *end || n < 1 || n > TP_TENANT_LIST_LIMIT_MAX) {
+            long long n = 0;
+            if (tpctl_parse_ll(argv[++i], 1, TP_TENANT_LIST_LIMIT_MAX, &n) != 0) {
                 fprintf(stderr, "tpctl tenant list: --limit must be 1..%d\n", TP_TENANT_LIST_LIMIT_MAX);
                 return 1;
             }
