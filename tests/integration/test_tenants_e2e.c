@@ -14,11 +14,10 @@
 #include <cmocka.h>
 
 #include "support/e2e.h"
-#include "support/ingress_child.h"
+#include "support/ingress.h"
 #include "tp/error.h"
 #include "tp/ingress.h"
 
-#include <curl/curl.h>
 #include <librdkafka/rdkafka.h>
 #include <jansson.h>
 #include <signal.h>
@@ -48,7 +47,7 @@ static const seed seeds[] = {
 
 typedef struct ctx {
     e2e e;
-    ingress_child ingress;
+    ingress_proc ingress;
     char *tok_admin, *tok_alice, *tok_bob;
     char *out; /* captured tpctl output */
     char tpctl[1024];
@@ -56,116 +55,32 @@ typedef struct ctx {
 
 static ctx *g;
 
-/* ---- HTTP (bodies of any size: a page of tenants is larger than ingress_http's buffer) ------- */
+/* ---- HTTP to the test's tp-ingress ----------------------------------------------------------- */
 
-typedef struct resp {
-    long status;
-    char *body;
-    size_t len;
-    char headers[8192];
-    size_t hlen;
-} resp;
-
-static size_t on_body(char *p, size_t sz, size_t n, void *arg) {
-    resp *r = arg;
-    char *nb = realloc(r->body, r->len + sz * n + 1);
-    if (!nb)
-        return 0;
-    memcpy(nb + r->len, p, sz * n);
-    r->len += sz * n;
-    nb[r->len] = '\0';
-    r->body = nb;
-    return sz * n;
+/* One request (body NULL: none) with a Prefer value ("wait=20") and an Idempotency-Key (either
+ * may be NULL). */
+static long http(http_resp *r, const char *method, const char *path, const char *token, const char *body,
+                 const char *prefer, const char *key) {
+    return http_call(r, g->ingress.port,
+                     &(http_req){.method = method, .path = path, .token = token, .body = body,
+                                 .prefer = prefer, .idempotency_key = key});
 }
 
-static size_t on_header(char *p, size_t sz, size_t n, void *arg) {
-    resp *r = arg;
-    size_t take = sz * n;
-    if (r->hlen + take >= sizeof(r->headers))
-        take = sizeof(r->headers) - r->hlen - 1;
-    for (size_t i = 0; i < take; i++)
-        r->headers[r->hlen + i] = (char)((p[i] >= 'A' && p[i] <= 'Z') ? p[i] + 32 : p[i]);
-    r->hlen += take;
-    r->headers[r->hlen] = '\0';
-    return sz * n;
-}
-
-static void resp_clear(resp *r) {
-    free(r->body);
-    memset(r, 0, sizeof(*r));
-}
-
-/* One request (body NULL: none); extra: NULL-terminated "Name: value" headers. */
-static long http(resp *r, const char *method, const char *path, const char *token, const char *body,
-                 const char *const *extra) {
-    char url[1024], auth[4096];
-    struct curl_slist *h = NULL;
-    CURL *c = curl_easy_init();
-    resp_clear(r);
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", g->ingress.port, path);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 60000L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
-    if (token) {
-        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
-        h = curl_slist_append(h, auth);
-    }
-    h = curl_slist_append(h, "Expect:");
-    if (body)
-        h = curl_slist_append(h, "Content-Type: application/json");
-    for (int i = 0; extra && extra[i]; i++)
-        h = curl_slist_append(h, extra[i]);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    if (body) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
-    }
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    if (!r->body)
-        r->body = calloc(1, 1);
-    return r->status;
-}
-
-static long get(resp *r, const char *path, const char *token) {
-    return http(r, "GET", path, token, NULL, NULL);
-}
-
-static json_t *body_json(const resp *r) {
-    json_t *o = json_loads(r->body, 0, NULL);
-    if (!o)
-        fprintf(stderr, "not JSON (%ld): %s\n", r->status, r->body);
-    assert_non_null(o);
-    return o;
-}
-
-static void assert_problem(const resp *r, const char *slug) {
-    char want[160];
-    assert_non_null(strstr(r->headers, "content-type: application/problem+json"));
-    snprintf(want, sizeof(want), "\"type\":\"%s%s\"", TP_PROBLEM_TYPE_PREFIX, slug);
-    if (!strstr(r->body, want))
-        fprintf(stderr, "want %s in %s\n", want, r->body);
-    assert_non_null(strstr(r->body, want));
+static long get(http_resp *r, const char *path, const char *token) {
+    return http_get(r, g->ingress.port, path, token);
 }
 
 /* GET path as token, expecting 200; returns the parsed body. */
 static json_t *get_ok(const char *path, const char *token) {
-    resp r = {0};
+    http_resp r = {0};
     long st = get(&r, path, token);
     if (st != 200)
         fprintf(stderr, "GET %s -> %ld %s\n", path, st, r.body);
     assert_int_equal(st, 200);
     assert_non_null(strstr(r.headers, "content-type: application/json"));
     assert_non_null(strstr(r.headers, "cache-control: no-store"));
-    json_t *o = body_json(&r);
-    resp_clear(&r);
+    json_t *o = http_assert_json(&r);
+    http_resp_free(&r);
     return o;
 }
 
@@ -180,12 +95,11 @@ static char *mint(const char *sub, const char *roles) {
 
 static int setup(void **state) {
     (void)state;
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     g = calloc(1, sizeof(*g));
     if (!g || !(g->out = malloc(OUT_CAP)))
         return -1;
     if (e2e_setup(&g->e, "tenants", NULL) != 0 || e2e_worker_start(&g->e, 0) != 0 ||
-        ingress_child_start(&g->e, &g->ingress, "tenants", NULL) != 0 ||
+        ingress_start(&g->e, &g->ingress, "tenants", NULL) != 0 ||
         e2e_bin_path("tpctl", g->tpctl, sizeof(g->tpctl)) != 0)
         return -1;
     /* tpctl must read this test's config, not the shared stack's TP_* variables. */
@@ -222,11 +136,9 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    int rc = 0, st = ingress_child_stop(&g->ingress);
-    if (st != 0) {
-        fprintf(stderr, "tp-ingress exit status %d (log %s)\n", st, g->ingress.log_path);
+    int rc = 0, st = ingress_stop(&g->ingress); /* it says why, with its log */
+    if (st != 0)
         rc = -1;
-    }
     st = e2e_worker_stop(&g->e, 0, SIGTERM, 20000, NULL);
     if (st != 0) {
         fprintf(stderr, "tp-worker exit status %d (log %s)\n", st, g->e.log_path[0]);
@@ -238,7 +150,6 @@ static int teardown(void **state) {
     free(g->tok_bob);
     free(g->out);
     free(g);
-    curl_global_cleanup();
     return rc;
 }
 
@@ -345,7 +256,7 @@ static void test_list_filters_and_pages(void **state) {
 
 static void test_get_admin_owner_other(void **state) {
     (void)state;
-    resp r = {0};
+    http_resp r = {0};
     char id[128], hash[80], want[256];
     json_t *o = get_ok("/api/admin/tenants/tv-charlie", g->tok_admin);
     assert_int_equal(e2e_text(&g->e, id, sizeof(id), "SELECT id FROM tenants WHERE slug = 'tv-charlie'"), 0);
@@ -387,11 +298,11 @@ static void test_get_admin_owner_other(void **state) {
 
     /* The admin routes need the admin role. */
     assert_int_equal(get(&r, "/api/admin/tenants/tv-charlie", g->tok_alice), 403);
-    assert_problem(&r, "forbidden");
+    http_assert_problem(&r, "forbidden");
     assert_int_equal(get(&r, "/api/admin/tenants", g->tok_alice), 403);
-    assert_problem(&r, "forbidden");
+    http_assert_problem(&r, "forbidden");
     assert_int_equal(get(&r, "/api/admin/tenants", NULL), 401);
-    assert_problem(&r, "unauthorized");
+    http_assert_problem(&r, "unauthorized");
 
     /* The owner sees her tenant on the self-serve route. */
     o = get_ok("/api/tenants/tv-alice-one", g->tok_alice);
@@ -401,7 +312,7 @@ static void test_get_admin_owner_other(void **state) {
     /* Someone else's tenant answers exactly like a missing one. */
     char other[2048], missing[2048];
     assert_int_equal(get(&r, "/api/tenants/tv-bob-one", g->tok_alice), 404);
-    assert_problem(&r, "not-found");
+    http_assert_problem(&r, "not-found");
     snprintf(other, sizeof(other), "%s", r.body);
     assert_int_equal(get(&r, "/api/tenants/tv-nobody-here", g->tok_alice), 404);
     snprintf(missing, sizeof(missing), "%s", r.body);
@@ -415,23 +326,23 @@ static void test_get_admin_owner_other(void **state) {
     json_decref(o);
     /* An unknown tenant on the admin route. */
     assert_int_equal(get(&r, "/api/admin/tenants/tv-nobody-here", g->tok_admin), 404);
-    assert_problem(&r, "not-found");
-    resp_clear(&r);
+    http_assert_problem(&r, "not-found");
+    http_resp_free(&r);
 }
 
 /* ---- bad parameters -------------------------------------------------------------------------- */
 
 /* says: a part of the error's message (NULL: not checked). */
 static void expect_400_says(const char *query, const char *field, const char *code, const char *says) {
-    resp r = {0};
+    http_resp r = {0};
     char path[512], pointer[64];
     snprintf(path, sizeof(path), "/api/admin/tenants?%s", query);
     long st = get(&r, path, g->tok_admin);
     if (st != 400)
         fprintf(stderr, "%s -> %ld %s\n", path, st, r.body);
     assert_int_equal(st, 400);
-    assert_problem(&r, "validation-error");
-    json_t *o = body_json(&r);
+    http_assert_problem(&r, "validation-error");
+    json_t *o = http_assert_json(&r);
     json_t *e0 = json_array_get(json_object_get(o, "errors"), 0);
     snprintf(pointer, sizeof(pointer), "/query/%s", field);
     assert_string_equal(json_string_value(json_object_get(e0, "field")), pointer);
@@ -444,7 +355,7 @@ static void expect_400_says(const char *query, const char *field, const char *co
         assert_non_null(strstr(m, says));
     }
     json_decref(o);
-    resp_clear(&r);
+    http_resp_free(&r);
 }
 
 static void expect_400(const char *query, const char *field, const char *code) {
@@ -453,7 +364,7 @@ static void expect_400(const char *query, const char *field, const char *code) {
 
 static void test_bad_params(void **state) {
     (void)state;
-    resp r = {0};
+    http_resp r = {0};
     expect_400("state=bogus", "state", "enum");
     expect_400("state=ACTIVE", "state", "enum");
     expect_400("state=", "state", "enum");
@@ -481,13 +392,13 @@ static void test_bad_params(void **state) {
     json_decref(o);
     /* A path that cannot be a slug is simply not there. */
     assert_int_equal(get(&r, "/api/admin/tenants/UPPER", g->tok_admin), 404);
-    assert_problem(&r, "not-found");
+    http_assert_problem(&r, "not-found");
     assert_int_equal(get(&r, "/api/tenants/a", g->tok_alice), 404);
     /* Methods. */
-    assert_int_equal(http(&r, "PUT", "/api/admin/tenants", g->tok_admin, "{}", NULL), 405);
-    assert_problem(&r, "method-not-allowed");
+    assert_int_equal(http(&r, "PUT", "/api/admin/tenants", g->tok_admin, "{}", NULL, NULL), 405);
+    http_assert_problem(&r, "method-not-allowed");
     assert_non_null(strstr(r.headers, "allow: get, post"));
-    assert_int_equal(http(&r, "PATCH", "/api/tenants/tv-alice-one", g->tok_alice, "{}", NULL), 405);
+    assert_int_equal(http(&r, "PATCH", "/api/tenants/tv-alice-one", g->tok_alice, "{}", NULL, NULL), 405);
     assert_non_null(strstr(r.headers, "allow: get"));
     /* "provision" names the self-serve route, not a tenant. */
     assert_int_equal(get(&r, "/api/tenants/provision", g->tok_alice), 405);
@@ -499,7 +410,7 @@ static void test_bad_params(void **state) {
     assert_non_null(strstr(r.body, "tp_ingress_requests_total{route=\"admin_tenant_list\",status=\"400\"}"));
     assert_non_null(strstr(r.body, "tp_ingress_requests_total{route=\"admin_tenant_list\",status=\"200\"}"));
     assert_non_null(strstr(r.body, "tp_ingress_requests_total{route=\"tenant\",status=\"404\"}"));
-    resp_clear(&r);
+    http_resp_free(&r);
 }
 
 /* ---- tpctl tenant get | list | history ------------------------------------------------------- */
@@ -637,9 +548,9 @@ static void test_tpctl_history(void **state) {
 
 /* ---- the mutating routes ---------------------------------------------------------------------- */
 
-static long post_json(resp *r, const char *path, const char *token, const char *body,
-                      const char *const *extra) {
-    return http(r, "POST", path, token, body, extra);
+static long post_json(http_resp *r, const char *path, const char *token, const char *body,
+                      const char *prefer, const char *key) {
+    return http(r, "POST", path, token, body, prefer, key);
 }
 
 /* Everything a dry run must not touch: row counts and checksums of the tenant tables, the
@@ -684,16 +595,16 @@ static json_t *change_of(json_t *changes, const char *field) {
 
 static void test_dry_run_changes_nothing(void **state) {
     (void)state;
-    resp r = {0};
+    http_resp r = {0};
     char before[1024], after[1024];
-    const char *const key[] = {"Idempotency-Key: dry-1", NULL};
+    const char *key = "dry-1";
     db_snapshot(before, sizeof(before));
     int64_t end_before = requests_end();
 
     /* A downgrade: PRO -> STARTER, with the quota vector it would get. */
     assert_int_equal(post_json(&r, "/api/admin/tenants/tv-charlie/plan?dryRun=true", g->tok_admin,
-                               "{\"plan\":\"STARTER\"}", key), 200);
-    json_t *o = body_json(&r);
+                               "{\"plan\":\"STARTER\"}", NULL, key), 200);
+    json_t *o = http_assert_json(&r);
     assert_true(json_is_true(json_object_get(o, "dryRun")));
     assert_true(json_is_true(json_object_get(o, "allowed")));
     assert_string_equal(json_string_value(json_object_get(o, "action")), "CHANGE_PLAN");
@@ -709,97 +620,97 @@ static void test_dry_run_changes_nothing(void **state) {
 
     /* Suspend, resume (of the suspended one), deprovision with a retention, the owner's change. */
     assert_int_equal(post_json(&r, "/api/admin/tenants/tv-bravo/suspend?dryRun=true", g->tok_admin,
-                               "{\"reason\":\"PAYMENT_FAILED\"}", NULL), 200);
-    o = body_json(&r);
+                               "{\"reason\":\"PAYMENT_FAILED\"}", NULL, NULL), 200);
+    o = http_assert_json(&r);
     assert_non_null(change_of(json_object_get(o, "changes"), "status"));
     json_decref(o);
-    assert_int_equal(post_json(&r, "/api/admin/tenants/tv-echo/resume?dryRun=true", g->tok_admin, "", NULL), 200);
+    assert_int_equal(post_json(&r, "/api/admin/tenants/tv-echo/resume?dryRun=true", g->tok_admin, "", NULL, NULL), 200);
     assert_int_equal(http(&r, "DELETE", "/api/admin/tenants/tv-golf?dryRun=true&retentionDays=7", g->tok_admin,
-                          NULL, NULL), 200);
-    o = body_json(&r);
+                          NULL, NULL, NULL), 200);
+    o = http_assert_json(&r);
     assert_string_equal(json_string_value(json_object_get(o, "action")), "DEPROVISION");
     assert_non_null(change_of(json_object_get(o, "changes"), "status"));
     json_decref(o);
     assert_int_equal(post_json(&r, "/api/tenants/tv-alice-two/plan?dryRun=true", g->tok_alice,
-                               "{\"plan\":\"STARTER\"}", NULL), 200);
+                               "{\"plan\":\"STARTER\"}", NULL, NULL), 200);
     /* Refused dry runs answer as the real request would. */
-    assert_int_equal(post_json(&r, "/api/admin/tenants/tv-charlie/resume?dryRun=true", g->tok_admin, "{}", NULL), 409);
-    assert_problem(&r, "invalid-state");
+    assert_int_equal(post_json(&r, "/api/admin/tenants/tv-charlie/resume?dryRun=true", g->tok_admin, "{}", NULL, NULL), 409);
+    http_assert_problem(&r, "invalid-state");
 
     db_snapshot(after, sizeof(after));
     assert_string_equal(before, after);
     assert_int_equal(requests_end(), end_before);
-    resp_clear(&r);
+    http_resp_free(&r);
 }
 
 static void test_action_refusals(void **state) {
     (void)state;
-    resp r = {0};
+    http_resp r = {0};
     char before[1024], after[1024];
     db_snapshot(before, sizeof(before));
     int64_t end_before = requests_end();
 
     /* Invalid state: resume an active tenant, suspend a suspended one: 409 with the reason. */
-    assert_int_equal(post_json(&r, "/api/admin/tenants/tv-charlie/resume", g->tok_admin, "{}", NULL), 409);
-    assert_problem(&r, "invalid-state");
+    assert_int_equal(post_json(&r, "/api/admin/tenants/tv-charlie/resume", g->tok_admin, "{}", NULL, NULL), 409);
+    http_assert_problem(&r, "invalid-state");
     assert_non_null(strstr(r.body, "\"failureReason\":\"INVALID_STATE\""));
     assert_non_null(strstr(r.body, "\"tenantState\":\"active\""));
     assert_int_equal(post_json(&r, "/api/admin/tenants/tv-echo/suspend", g->tok_admin,
-                               "{\"reason\":\"AGAIN\"}", NULL), 409);
-    assert_problem(&r, "invalid-state");
+                               "{\"reason\":\"AGAIN\"}", NULL, NULL), 409);
+    http_assert_problem(&r, "invalid-state");
     /* Policy: the owner may not move to ENTERPRISE; seats past the new plan's cap. */
     assert_int_equal(post_json(&r, "/api/tenants/tv-alice-two/plan", g->tok_alice,
-                               "{\"plan\":\"ENTERPRISE\"}", NULL), 403);
-    assert_problem(&r, "policy-denied");
+                               "{\"plan\":\"ENTERPRISE\"}", NULL, NULL), 403);
+    http_assert_problem(&r, "policy-denied");
     fprintf(stderr, "self-serve to ENTERPRISE: %s\n", r.body);
     assert_non_null(strstr(r.body, "\"reasons\":["));
     assert_int_equal(post_json(&r, "/api/admin/tenants/tv-charlie/plan", g->tok_admin,
-                               "{\"plan\":\"FREE\",\"requestedSeats\":100}", NULL), 403);
-    assert_problem(&r, "policy-denied");
+                               "{\"plan\":\"FREE\",\"requestedSeats\":100}", NULL, NULL), 403);
+    http_assert_problem(&r, "policy-denied");
     fprintf(stderr, "downgrade past the seat cap: %s\n", r.body);
     /* Someone else's tenant, an unknown one: 404 alike. */
-    assert_int_equal(post_json(&r, "/api/tenants/tv-bob-one/plan", g->tok_alice, "{\"plan\":\"PRO\"}", NULL), 404);
-    assert_problem(&r, "not-found");
+    assert_int_equal(post_json(&r, "/api/tenants/tv-bob-one/plan", g->tok_alice, "{\"plan\":\"PRO\"}", NULL, NULL), 404);
+    http_assert_problem(&r, "not-found");
     /* The admin role sees every tenant on the self-serve routes (GET /api/tenants/tv-bob-one
      * answers it 200): the self-serve plan change of someone else's tenant is the policy's
      * NOT_TENANT_OWNER (403), not a 404 for a tenant it can see; a missing one is still 404. */
-    assert_int_equal(post_json(&r, "/api/tenants/tv-bob-one/plan", g->tok_admin, "{\"plan\":\"PRO\"}", NULL), 403);
-    assert_problem(&r, "policy-denied");
+    assert_int_equal(post_json(&r, "/api/tenants/tv-bob-one/plan", g->tok_admin, "{\"plan\":\"PRO\"}", NULL, NULL), 403);
+    http_assert_problem(&r, "policy-denied");
     assert_non_null(strstr(r.body, "NOT_TENANT_OWNER"));
-    assert_int_equal(post_json(&r, "/api/tenants/tv-nobody-here/plan", g->tok_admin, "{\"plan\":\"PRO\"}", NULL), 404);
-    assert_problem(&r, "not-found");
+    assert_int_equal(post_json(&r, "/api/tenants/tv-nobody-here/plan", g->tok_admin, "{\"plan\":\"PRO\"}", NULL, NULL), 404);
+    http_assert_problem(&r, "not-found");
     assert_int_equal(post_json(&r, "/api/admin/tenants/tv-nobody-here/suspend", g->tok_admin,
-                               "{\"reason\":\"X\"}", NULL), 404);
+                               "{\"reason\":\"X\"}", NULL, NULL), 404);
     /* The admin routes need the admin role; the owner cannot suspend through self-serve. */
     assert_int_equal(post_json(&r, "/api/admin/tenants/tv-alice-two/suspend", g->tok_alice,
-                               "{\"reason\":\"X\"}", NULL), 403);
-    assert_problem(&r, "forbidden");
-    assert_int_equal(post_json(&r, "/api/tenants/tv-alice-two/suspend", g->tok_alice, "{\"reason\":\"X\"}", NULL), 404);
+                               "{\"reason\":\"X\"}", NULL, NULL), 403);
+    http_assert_problem(&r, "forbidden");
+    assert_int_equal(post_json(&r, "/api/tenants/tv-alice-two/suspend", g->tok_alice, "{\"reason\":\"X\"}", NULL, NULL), 404);
     /* Validation. */
-    assert_int_equal(post_json(&r, "/api/admin/tenants/tv-charlie/plan", g->tok_admin, "{}", NULL), 400);
+    assert_int_equal(post_json(&r, "/api/admin/tenants/tv-charlie/plan", g->tok_admin, "{}", NULL, NULL), 400);
     assert_non_null(strstr(r.body, "\"field\":\"/plan\""));
-    assert_int_equal(post_json(&r, "/api/admin/tenants/tv-charlie/plan", g->tok_admin, "{\"plan\":\"GOLD\"}", NULL), 400);
+    assert_int_equal(post_json(&r, "/api/admin/tenants/tv-charlie/plan", g->tok_admin, "{\"plan\":\"GOLD\"}", NULL, NULL), 400);
     assert_int_equal(post_json(&r, "/api/admin/tenants/tv-charlie/plan", g->tok_admin,
-                               "{\"plan\":\"PRO\",\"requestedSeats\":0}", NULL), 400);
-    assert_int_equal(post_json(&r, "/api/admin/tenants/tv-charlie/suspend", g->tok_admin, "{}", NULL), 400);
+                               "{\"plan\":\"PRO\",\"requestedSeats\":0}", NULL, NULL), 400);
+    assert_int_equal(post_json(&r, "/api/admin/tenants/tv-charlie/suspend", g->tok_admin, "{}", NULL, NULL), 400);
     assert_non_null(strstr(r.body, "\"field\":\"/reason\""));
     assert_int_equal(post_json(&r, "/api/admin/tenants/tv-charlie/suspend", g->tok_admin,
-                               "{\"reason\":\"X\",\"colour\":1}", NULL), 400);
+                               "{\"reason\":\"X\",\"colour\":1}", NULL, NULL), 400);
     assert_non_null(strstr(r.body, "unknown_field"));
-    assert_int_equal(post_json(&r, "/api/admin/tenants/tv-charlie/suspend", g->tok_admin, "{\"reason\":", NULL), 400);
-    assert_problem(&r, "malformed-json");
-    assert_int_equal(http(&r, "DELETE", "/api/admin/tenants/tv-charlie?retentionDays=9999", g->tok_admin, NULL, NULL), 400);
-    assert_int_equal(http(&r, "DELETE", "/api/admin/tenants/tv-charlie?retentionDays=-1", g->tok_admin, NULL, NULL), 400);
-    assert_int_equal(post_json(&r, "/api/admin/tenants/tv-charlie/resume?dryRun=maybe", g->tok_admin, "{}", NULL), 400);
-    assert_int_equal(http(&r, "PUT", "/api/admin/tenants/tv-charlie/plan", g->tok_admin, "{}", NULL), 405);
+    assert_int_equal(post_json(&r, "/api/admin/tenants/tv-charlie/suspend", g->tok_admin, "{\"reason\":", NULL, NULL), 400);
+    http_assert_problem(&r, "malformed-json");
+    assert_int_equal(http(&r, "DELETE", "/api/admin/tenants/tv-charlie?retentionDays=9999", g->tok_admin, NULL, NULL, NULL), 400);
+    assert_int_equal(http(&r, "DELETE", "/api/admin/tenants/tv-charlie?retentionDays=-1", g->tok_admin, NULL, NULL, NULL), 400);
+    assert_int_equal(post_json(&r, "/api/admin/tenants/tv-charlie/resume?dryRun=maybe", g->tok_admin, "{}", NULL, NULL), 400);
+    assert_int_equal(http(&r, "PUT", "/api/admin/tenants/tv-charlie/plan", g->tok_admin, "{}", NULL, NULL), 405);
     assert_non_null(strstr(r.headers, "allow: post"));
-    assert_int_equal(http(&r, "POST", "/api/admin/tenants/tv-charlie", g->tok_admin, "{}", NULL), 405);
+    assert_int_equal(http(&r, "POST", "/api/admin/tenants/tv-charlie", g->tok_admin, "{}", NULL, NULL), 405);
     assert_non_null(strstr(r.headers, "allow: get, delete"));
 
     db_snapshot(after, sizeof(after));
     assert_string_equal(before, after);
     assert_int_equal(requests_end(), end_before);
-    resp_clear(&r);
+    http_resp_free(&r);
 }
 
 typedef struct found_action {
@@ -824,27 +735,16 @@ static void on_request_record(void *arg, const void *key, size_t key_len, const 
     }
 }
 
-/* The request id of a 202's Location. */
-static void location_id(const resp *r, char *out, size_t cap) {
-    const char *p = strstr(r->headers, "location: /api/provisioning/requests/");
-    assert_non_null(p);
-    p += strlen("location: /api/provisioning/requests/");
-    size_t n = strcspn(p, "\r\n");
-    assert_true(n > 0 && n < cap);
-    memcpy(out, p, n);
-    out[n] = '\0';
-}
-
 static void test_action_accepted_and_replayed(void **state) {
     (void)state;
-    resp r = {0};
+    http_resp r = {0};
     char id[TP_REQUEST_ID_MAX + 1], id2[TP_REQUEST_ID_MAX + 1];
-    const char *const key[] = {"Idempotency-Key: suspend-bravo-1", NULL};
+    const char *key = "suspend-bravo-1";
     int64_t end_before = requests_end();
     assert_int_equal(post_json(&r, "/api/admin/tenants/tv-bravo/suspend", g->tok_admin,
-                               "{\"reason\":\"PAYMENT_FAILED\"}", key), 202);
-    location_id(&r, id, sizeof(id));
-    json_t *o = body_json(&r);
+                               "{\"reason\":\"PAYMENT_FAILED\"}", NULL, key), 202);
+    http_assert_request_id(&r, id, sizeof(id));
+    json_t *o = http_assert_json(&r);
     assert_string_equal(json_string_value(json_object_get(o, "requestId")), id);
     assert_string_equal(json_string_value(json_object_get(o, "action")), "SUSPEND");
     json_decref(o);
@@ -868,17 +768,17 @@ static void test_action_accepted_and_replayed(void **state) {
     assert_int_equal(e2e_wait_int(&g->e, 1, 30, "SELECT count(*) FROM provisioning_requests WHERE "
                                                 "request_id = '%s' AND state <> 'ACCEPTED'", id), 1);
     long st = post_json(&r, "/api/admin/tenants/tv-bravo/suspend", g->tok_admin,
-                        "{\"reason\":\"PAYMENT_FAILED\"}", key);
+                        "{\"reason\":\"PAYMENT_FAILED\"}", NULL, key);
     fprintf(stderr, "replay of the suspend: %ld %s\n", st, r.body);
-    location_id(&r, id2, sizeof(id2));
+    http_assert_request_id(&r, id2, sizeof(id2));
     assert_string_equal(id2, id);
     if (st == 202)
         assert_non_null(strstr(r.body, "\"replayed\":true"));
     assert_int_equal(requests_end(), end_before + 1);
     /* The same key, another body: 422. */
     assert_int_equal(post_json(&r, "/api/admin/tenants/tv-bravo/suspend", g->tok_admin,
-                               "{\"reason\":\"FRAUD\"}", key), 422);
-    assert_problem(&r, "idempotency-key-reused");
+                               "{\"reason\":\"FRAUD\"}", NULL, key), 422);
+    http_assert_problem(&r, "idempotency-key-reused");
     /* tpctl produces the same record type, as billing does. */
     char args[256];
     snprintf(args, sizeof(args), "plan tv-foxtrot --plan PRO --seats 20 --request-id billing-evt-7");
@@ -910,7 +810,7 @@ static void test_action_accepted_and_replayed(void **state) {
     g->out[0] = '\0';
     assert_int_equal(tpctl("list -h", NULL), 0);
     assert_non_null(strstr(g->out, "usage: tpctl tenant"));
-    resp_clear(&r);
+    http_resp_free(&r);
 }
 
 /* Waits for the request's terminal state through the status route. */
@@ -919,13 +819,13 @@ static void wait_terminal(const char *id, char *st, size_t cap) {
     snprintf(path, sizeof(path), "/api/provisioning/requests/%s", id);
     st[0] = '\0';
     for (int i = 0; i < 300; i++) {
-        resp r = {0};
+        http_resp r = {0};
         if (get(&r, path, g->tok_admin) == 200) {
-            json_t *o = body_json(&r);
+            json_t *o = http_assert_json(&r);
             snprintf(st, cap, "%s", json_string_value(json_object_get(o, "state")));
             json_decref(o);
         }
-        resp_clear(&r);
+        http_resp_free(&r);
         if (tp_ingress_state_is_terminal(st))
             return;
         usleep(100000);
@@ -936,14 +836,14 @@ static void wait_terminal(const char *id, char *st, size_t cap) {
  * action: the accepted request carries a 'state' stage). */
 static void test_action_succeeds(void **state) {
     (void)state;
-    resp r = {0};
+    http_resp r = {0};
     char id[TP_REQUEST_ID_MAX + 1], st[32], tid[128];
-    const char *const wait[] = {"Prefer: wait=20", NULL};
+    const char *wait = "wait=20";
     assert_int_equal(post_json(&r, "/api/admin/tenants/tv-delta/suspend", g->tok_admin,
-                               "{\"reason\":\"PAYMENT_FAILED\"}", NULL), 202);
-    location_id(&r, id, sizeof(id));
+                               "{\"reason\":\"PAYMENT_FAILED\"}", NULL, NULL), 202);
+    http_assert_request_id(&r, id, sizeof(id));
     if (e2e_int(&g->e, "SELECT count(*) FROM provisioning_stages WHERE request_id = '%s' AND stage = 'state'", id) != 1) {
-        resp_clear(&r);
+        http_resp_free(&r);
         fprintf(stderr, "the worker side of tenant actions is not in this build (no 'state' stage)\n");
         skip();
     }
@@ -952,22 +852,22 @@ static void test_action_succeeds(void **state) {
     assert_int_equal(e2e_text(&g->e, tid, sizeof(tid), "SELECT id FROM tenants WHERE slug = 'tv-delta'"), 0);
     assert_int_equal(e2e_int(&g->e, "SELECT count(*) FROM tenants WHERE slug = 'tv-delta' AND status = 'suspended' AND suspended_reason = 'PAYMENT_FAILED'"), 1);
     /* Resume, waiting for the answer: 200 with the request's status view. */
-    assert_int_equal(post_json(&r, "/api/admin/tenants/tv-delta/resume", g->tok_admin, "{}", wait), 200);
-    json_t *o = body_json(&r);
+    assert_int_equal(post_json(&r, "/api/admin/tenants/tv-delta/resume", g->tok_admin, "{}", wait, NULL), 200);
+    json_t *o = http_assert_json(&r);
     assert_string_equal(json_string_value(json_object_get(o, "state")), "SUCCEEDED");
     json_decref(o);
     assert_int_equal(e2e_int(&g->e, "SELECT count(*) FROM tenants WHERE slug = 'tv-delta' AND status = 'active'"), 1);
     /* A downgrade swaps the quota vector. */
     assert_int_equal(post_json(&r, "/api/admin/tenants/tv-delta/plan", g->tok_admin,
-                               "{\"plan\":\"PRO\",\"requestedSeats\":10}", wait), 200);
+                               "{\"plan\":\"PRO\",\"requestedSeats\":10}", wait, NULL), 200);
     assert_int_equal(e2e_int(&g->e, "SELECT count(*) FROM tenants t JOIN tenant_quotas q ON q.tenant_id = t.id "
                                     "WHERE t.slug = 'tv-delta' AND t.plan = 'PRO' AND q.tier = 'PRO'"), 1);
     /* Offboarding: soft delete with purge-after timestamps. */
-    assert_int_equal(http(&r, "DELETE", "/api/admin/tenants/tv-delta?retentionDays=7", g->tok_admin, NULL, wait), 200);
+    assert_int_equal(http(&r, "DELETE", "/api/admin/tenants/tv-delta?retentionDays=7", g->tok_admin, NULL, wait, NULL), 200);
     assert_int_equal(e2e_int(&g->e, "SELECT count(*) FROM tenants WHERE slug = 'tv-delta' AND status = 'deprovisioned' AND purge_after IS NOT NULL"), 1);
     assert_int_equal(e2e_int(&g->e, "SELECT count(*) FROM tenant_partitions WHERE tenant_id = '%s' AND purge_after IS NOT NULL", tid), 3);
     /* An action on a deprovisioned tenant: refused before the queue. */
-    assert_int_equal(post_json(&r, "/api/admin/tenants/tv-delta/plan", g->tok_admin, "{\"plan\":\"PRO\"}", NULL), 409);
+    assert_int_equal(post_json(&r, "/api/admin/tenants/tv-delta/plan", g->tok_admin, "{\"plan\":\"PRO\"}", NULL, NULL), 409);
     /* The view and the verified history show it all. */
     json_t *t = get_ok("/api/admin/tenants/tv-delta", g->tok_admin);
     assert_string_equal(json_string_value(json_object_get(t, "state")), "deprovisioned");
@@ -981,7 +881,7 @@ static void test_action_succeeds(void **state) {
     /* each action's line says what changed */
     assert_non_null(strstr(g->out, "status=\"suspended\"→\"active\""));
     assert_non_null(strstr(g->out, "→\"deprovisioned\""));
-    resp_clear(&r);
+    http_resp_free(&r);
 }
 
 int main(void) {
@@ -998,5 +898,5 @@ int main(void) {
     };
     if (getenv("TP_TEST_FILTER"))
         cmocka_set_test_filter(getenv("TP_TEST_FILTER"));
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return ingress_logs_finish(cmocka_run_group_tests(tests, setup, teardown));
 }

@@ -17,7 +17,7 @@
 #include <cmocka.h>
 
 #include "support/e2e.h"
-#include "support/ingress_child.h"
+#include "support/ingress.h"
 #include "support/pgproxy.h"
 #include "tp/ingress.h"
 
@@ -52,7 +52,7 @@ typedef struct freeze_state {
     pid_t stopped; /* a stack process under SIGSTOP, to SIGCONT whatever happens */
     pgproxy *px;
     tp_db *locker;
-    ingress_child ingress; /* the OPA freeze's tp-ingress */
+    ingress_proc ingress; /* the OPA and PostgreSQL freezes' tp-ingress */
     char *admin_token;
 } freeze_state;
 
@@ -92,7 +92,7 @@ static void thaw_all(freeze_state *f) {
 static int teardown(void **state) {
     freeze_state *f = *state;
     thaw_all(f); /* an assertion failed mid-freeze: always thaw the shared stack */
-    ingress_child_stop(&f->ingress);
+    ingress_stop(&f->ingress);
     free(f->admin_token);
     if (f->lock_fd >= 0) { /* held until the outcome was measured */
         e2e_faults_unlock(f->lock_fd);
@@ -153,17 +153,18 @@ static int64_t succeeded(e2e *e) {
 }
 
 /* A POST of a fresh admin tenant; returns the status. */
-static long ingress_post(freeze_state *f, http_answer *a, const char *tag) {
+static long ingress_post(freeze_state *f, http_resp *a, const char *tag) {
     char body[256];
     snprintf(body, sizeof(body),
              "{\"name\":\"Ingress %s\",\"slug\":\"fz-in-%s-%s\",\"residency\":\"US\",\"plan\":\"FREE\"}", tag,
              f->e.suffix, tag);
-    return ingress_http(a, f->ingress.port, "POST", "/api/admin/tenants", f->admin_token, body, 15000);
+    return http_call(a, f->ingress.port, &(http_req){.path = "/api/admin/tenants", .token = f->admin_token,
+                                                     .body = body, .timeout_ms = 15000});
 }
 
 /* While OPA is frozen: tp-ingress answers within its bounds instead of hanging on it. */
 static void ingress_during_freeze(freeze_state *f, freeze_kind kind) {
-    http_answer a;
+    http_resp a = {0};
     long st = ingress_post(f, &a, "frozen");
     fprintf(stderr, "freeze-result %s: tp-ingress POST -> %ld in %lld ms: %s\n", kind_name(kind), st, (long long)a.elapsed_ms, a.body);
     assert_int_equal(st, 503);
@@ -171,24 +172,26 @@ static void ingress_during_freeze(freeze_state *f, freeze_kind kind) {
     assert_non_null(strstr(a.headers, "retry-after: "));
     assert_non_null(strstr(a.headers, "content-type: application/problem+json"));
     assert_non_null(strstr(a.body, kind == FREEZE_OPA ? "policy engine unavailable" : "unavailable"));
-    st = ingress_http(&a, f->ingress.port, "GET", "/readyz", NULL, NULL, 15000);
+    st = http_call(&a, f->ingress.port, &(http_req){.path = "/readyz", .timeout_ms = 15000});
     fprintf(stderr, "freeze-result %s: tp-ingress GET /readyz -> %ld in %lld ms: %s\n", kind_name(kind), st, (long long)a.elapsed_ms, a.body);
     assert_int_equal(st, 503);
     assert_true(a.elapsed_ms <= READY_BOUND_MS);
     assert_non_null(strstr(a.body, kind == FREEZE_OPA ? "opa" : "postgresql"));
+    http_resp_free(&a);
 }
 
 /* After the thaw: ready again, and a POST accepted (the caller counts the extra request). */
 static void ingress_after_thaw(freeze_state *f, freeze_kind kind) {
-    http_answer a;
+    http_resp a = {0};
     int64_t t0 = mono_ms();
     long st = 0;
-    while (mono_ms() - t0 < 10000 && (st = ingress_http(&a, f->ingress.port, "GET", "/readyz", NULL, NULL, 10000)) != 200)
+    while (mono_ms() - t0 < 10000 && (st = http_call(&a, f->ingress.port, &(http_req){.path = "/readyz", .timeout_ms = 10000})) != 200)
         usleep(100 * 1000);
     int64_t ready_ms = mono_ms() - t0;
     long post = ingress_post(f, &a, "thawed");
     fprintf(stderr, "freeze-result %s: tp-ingress /readyz 200 %lld ms after the thaw, then POST -> %ld in %lld ms\n",
             kind_name(kind), (long long)ready_ms, post, (long long)a.elapsed_ms);
+    http_resp_free(&a);
     assert_int_equal(st, 200);
     assert_true(post == 202 || post == 201);
 }
@@ -223,12 +226,13 @@ static void run_scenario(freeze_state *f, freeze_kind kind, bool join_late) {
     }
     if (with_ingress) {
         char err[256];
-        assert_int_equal(ingress_child_start(e, &f->ingress, "fzingress", NULL), 0);
+        assert_int_equal(ingress_start(e, &f->ingress, "fzingress", NULL), 0);
         assert_int_equal(tp_auth_mint_dev(e->cfg, NULL, "root-admin", "admin", 600, &f->admin_token, err, sizeof(err)), 0);
         /* A POST before the freeze: tp-ingress's sessions are open when the dependency hangs
          * (a fresh one would only meet pg.connect_timeout_s). */
-        http_answer a;
+        http_resp a = {0};
         long st = ingress_post(f, &a, "warm");
+        http_resp_free(&a);
         assert_true(st == 202 || st == 201);
         total++;
     }
@@ -299,7 +303,7 @@ static void run_scenario(freeze_state *f, freeze_kind kind, bool join_late) {
     for (int i = 0; i < 2; i++)
         assert_int_equal(e2e_worker_stop(e, i, SIGTERM, 20000, NULL), 0);
     if (with_ingress)
-        assert_int_equal(ingress_child_stop(&f->ingress), 0);
+        assert_int_equal(ingress_stop(&f->ingress), 0);
 
     assert_int_equal(done, total);
     assert_true(recover_ms >= 0);
@@ -336,5 +340,5 @@ int main(void) {
     };
     if (getenv("TP_TEST_FILTER"))
         cmocka_set_test_filter(getenv("TP_TEST_FILTER"));
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return ingress_logs_finish(cmocka_run_group_tests(tests, NULL, NULL));
 }
