@@ -1,4 +1,4 @@
-/* test_ingress_e2e: tp-ingress end to end on the real stack: real HTTP (libcurl) against a
+/* test_ingress_e2e: tp-ingress end to end on the real stack: real HTTP (support/ingress.c) against a
  * tp-ingress child process and a tp-worker child (e2e harness), proving every must-show of issue 5:
  * the seed's 201, 202 + polling, auth attacks, policy, validation, idempotency, a Kafka outage. */
 #include <setjmp.h>
@@ -8,15 +8,12 @@
 #include <cmocka.h>
 
 #include "support/e2e.h"
+#include "support/ingress.h"
 #include "support/pgproxy.h"
 #include "tp/error.h"
 #include "tp/ingress.h"
 
-#include <arpa/inet.h>
-#include <curl/curl.h>
 #include <jansson.h>
-#include <libgen.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sodium.h>
@@ -26,8 +23,6 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/file.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,13 +30,6 @@
     "{\"name\":\"Acme Intel\",\"slug\":\"acme-intel\",\"residency\":\"US\",\"region\":\"us-east-1\"," \
     "\"plan\":\"ENTERPRISE\",\"environment\":\"prod\",\"requestedSeats\":250,"                      \
     "\"storageEstimateBytes\":500000000000}"
-
-typedef struct ingress_proc {
-    pid_t pid;
-    int port;
-    char config_path[300];
-    char log_path[300];
-} ingress_proc;
 
 /* The outage test's client: POSTs until stopped, remembering every 202's request id. */
 typedef struct load_arg {
@@ -70,140 +58,35 @@ static int64_t now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* ---- HTTP client ----------------------------------------------------------------------------- */
+/* ---- HTTP: the main tp-ingress --------------------------------------------------------------- */
 
-typedef struct resp {
-    long status;
-    char *body;
-    size_t len;
-    char headers[8192];
-    size_t hlen;
-    int64_t elapsed_ms;
-} resp;
-
-static size_t on_body(char *p, size_t sz, size_t n, void *arg) {
-    resp *r = arg;
-    char *nb = realloc(r->body, r->len + sz * n + 1);
-    if (!nb)
-        return 0;
-    memcpy(nb + r->len, p, sz * n);
-    r->len += sz * n;
-    nb[r->len] = '\0';
-    r->body = nb;
-    return sz * n;
+static long post(http_resp *r, const char *path, const char *token, const char *body) {
+    return http_post(r, g->main_ingress.port, path, token, body);
 }
 
-static size_t on_header(char *p, size_t sz, size_t n, void *arg) {
-    resp *r = arg;
-    size_t take = sz * n;
-    if (r->hlen + take >= sizeof(r->headers))
-        take = sizeof(r->headers) - r->hlen - 1;
-    for (size_t i = 0; i < take; i++) /* lower case: header names compare case-insensitively */
-        r->headers[r->hlen + i] = (char)((p[i] >= 'A' && p[i] <= 'Z') ? p[i] + 32 : p[i]);
-    r->hlen += take;
-    r->headers[r->hlen] = '\0';
-    return sz * n;
+/* With a Prefer value ("wait=10") and an Idempotency-Key; either may be NULL. */
+static long post_with(http_resp *r, const char *path, const char *token, const char *body,
+                      const char *prefer, const char *key) {
+    return http_call(r, g->main_ingress.port,
+                     &(http_req){.path = path, .token = token, .body = body, .prefer = prefer,
+                                 .idempotency_key = key});
 }
 
-static void resp_clear(resp *r) {
-    free(r->body);
-    memset(r, 0, sizeof(*r));
-}
-
-/* One request; headers is a NULL-terminated list of "Name: value". Returns the status (0 when
- * the connection failed). r is cleared first; free with resp_clear. */
-static long http(resp *r, int port, const char *method, const char *path, const char *token,
-                 const char *content_type, const char *body, size_t body_len,
-                 const char *const *headers) {
-    char url[512], auth[4096], ct[256];
-    struct curl_slist *h = NULL;
-    CURL *c = curl_easy_init();
-    int64_t start = now_ms();
-    resp_clear(r);
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 60000L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
-    if (token) {
-        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
-        h = curl_slist_append(h, auth);
-    }
-    if (content_type) {
-        snprintf(ct, sizeof(ct), "Content-Type: %s", content_type);
-        h = curl_slist_append(h, ct);
-    }
-    h = curl_slist_append(h, "Expect:");
-    for (int i = 0; headers && headers[i]; i++)
-        h = curl_slist_append(h, headers[i]);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    if (body) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-    }
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-    r->elapsed_ms = now_ms() - start;
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    if (!r->body)
-        r->body = calloc(1, 1);
-    return r->status;
-}
-
-static long post(resp *r, const char *path, const char *token, const char *body,
-                 const char *const *headers) {
-    return http(r, g->main_ingress.port, "POST", path, token, "application/json", body,
-                strlen(body), headers);
-}
-
-static long get(resp *r, const char *path, const char *token) {
-    return http(r, g->main_ingress.port, "GET", path, token, NULL, NULL, 0, NULL);
-}
-
-static json_t *body_json(const resp *r) {
-    json_t *o = json_loads(r->body, 0, NULL);
-    if (!o)
-        fprintf(stderr, "not JSON (%ld): %s\n", r->status, r->body);
-    assert_non_null(o);
-    return o;
-}
-
-static void assert_problem(const resp *r, const char *slug) {
-    char want[160];
-    assert_non_null(strstr(r->headers, "content-type: application/problem+json"));
-    snprintf(want, sizeof(want), "\"type\":\"%s%s\"", TP_PROBLEM_TYPE_PREFIX, slug);
-    if (!strstr(r->body, want))
-        fprintf(stderr, "want %s in %s\n", want, r->body);
-    assert_non_null(strstr(r->body, want));
-}
-
-/* The request id of a 201/202 answer's Location header (out: TP_REQUEST_ID_MAX + 1 bytes). */
-static void location_id(const resp *r, char *out, size_t cap) {
-    const char *p = strstr(r->headers, "location: /api/provisioning/requests/");
-    assert_non_null(p);
-    p += strlen("location: /api/provisioning/requests/");
-    size_t n = strcspn(p, "\r\n");
-    assert_true(n > 0 && n < cap);
-    memcpy(out, p, n);
-    out[n] = '\0';
+static long get(http_resp *r, const char *path, const char *token) {
+    return http_get(r, g->main_ingress.port, path, token);
 }
 
 /* Polls the status resource until state is want (or a terminal state); returns the last state. */
 static void wait_state(const char *id, const char *token, const char *want, int timeout_s,
                        char *state, size_t cap) {
     char path[256];
-    resp r = {0};
+    http_resp r = {0};
     int64_t deadline = now_ms() + (int64_t)timeout_s * 1000;
     snprintf(path, sizeof(path), "/api/provisioning/requests/%s", id);
     state[0] = '\0';
     for (;;) {
         if (get(&r, path, token) == 200) {
-            json_t *o = body_json(&r);
+            json_t *o = http_assert_json(&r);
             snprintf(state, cap, "%s", json_string_value(json_object_get(o, "state")));
             json_decref(o);
             if (strcmp(state, want) == 0 || tp_ingress_state_is_terminal(state))
@@ -213,90 +96,7 @@ static void wait_state(const char *id, const char *token, const char *want, int 
             break;
         usleep(100000);
     }
-    resp_clear(&r);
-}
-
-/* ---- processes ------------------------------------------------------------------------------- */
-
-/* The path of a binary next to this test's executable. */
-static int bin_path(const char *name, char *out, size_t cap) {
-    char exe[1024];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n <= 0)
-        return -1;
-    exe[n] = '\0';
-    return snprintf(out, cap, "%s/%s", dirname(exe), name) < (int)cap ? 0 : -1;
-}
-
-/* Starts tp-ingress with the e2e config plus extra lines on a free port; waits for /healthz. */
-static int ingress_start(e2e *e, ingress_proc *ip, const char *name, const char *extra) {
-    char exe[1024], buf[8192];
-    resp r = {0};
-    FILE *in, *out;
-    size_t n;
-    ip->port = e2e_free_port();
-    snprintf(ip->config_path, sizeof(ip->config_path), "/tmp/tp-e2e-%s-%s.ingress.conf", name, e->suffix);
-    snprintf(ip->log_path, sizeof(ip->log_path), "/tmp/tp-e2e-%s-%s.ingress.log", name, e->suffix);
-    in = fopen(e->config_path, "r");
-    out = fopen(ip->config_path, "w");
-    if (!in || !out || ip->port <= 0 || bin_path("tp-ingress", exe, sizeof(exe)) != 0) {
-        if (in)
-            fclose(in);
-        if (out)
-            fclose(out);
-        return -1;
-    }
-    while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
-        fwrite(buf, 1, n, out);
-    fprintf(out, "\ningress.listen_port = %d\n%s\n", ip->port, extra ? extra : "");
-    fclose(in);
-    fclose(out);
-    ip->pid = fork();
-    if (ip->pid < 0)
-        return -1;
-    if (ip->pid == 0) {
-        FILE *log;
-        e2e_child_env_clear();
-        log = freopen(ip->log_path, "a", stderr);
-        (void)log;
-        dup2(STDERR_FILENO, STDOUT_FILENO);
-        execl(exe, "tp-ingress", "--config", ip->config_path, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 300; i++) {
-        if (http(&r, ip->port, "GET", "/healthz", NULL, NULL, NULL, 0, NULL) == 200) {
-            resp_clear(&r);
-            return 0;
-        }
-        if (waitpid(ip->pid, NULL, WNOHANG) == ip->pid) {
-            fprintf(stderr, "tp-ingress exited early (log %s)\n", ip->log_path);
-            ip->pid = 0;
-            break;
-        }
-        usleep(50000);
-    }
-    resp_clear(&r);
-    return -1;
-}
-
-/* SIGTERM and wait (at most 15 s, then SIGKILL); returns the exit status or -1. */
-static int ingress_stop(ingress_proc *ip) {
-    int status = 0;
-    if (ip->pid <= 0)
-        return -1;
-    kill(ip->pid, SIGTERM);
-    for (int i = 0; i < 300; i++) {
-        if (waitpid(ip->pid, &status, WNOHANG) == ip->pid) {
-            ip->pid = 0;
-            unlink(ip->config_path);
-            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        }
-        usleep(50000);
-    }
-    kill(ip->pid, SIGKILL);
-    waitpid(ip->pid, &status, 0);
-    ip->pid = 0;
-    return -1;
+    http_resp_free(&r);
 }
 
 /* A shared flock on the stack's fault lock: fault tests (which take it exclusively) wait until we
@@ -319,7 +119,6 @@ static char *mint(const char *sub, const char *roles) {
 
 static int setup(void **state) {
     (void)state;
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     if (sodium_init() < 0)
         return -1;
     g = calloc(1, sizeof(*g));
@@ -348,12 +147,9 @@ static int teardown(void **state) {
         e2e_stack_cmd("start", "kafka");
         e2e_faults_unlock(g->fault_fd);
     }
-    int st = ingress_stop(&g->main_ingress);
-    if (st != 0) {
-        fprintf(stderr, "tp-ingress exit status %d (log %s)\n", st, g->main_ingress.log_path);
+    if (ingress_stop(&g->main_ingress) != 0) /* it says why, with its log */
         rc = -1;
-    }
-    st = e2e_worker_stop(&g->e, 0, SIGTERM, 20000, NULL);
+    int st = e2e_worker_stop(&g->e, 0, SIGTERM, 20000, NULL);
     if (st != 0) {
         fprintf(stderr, "tp-worker exit status %d (log %s)\n", st, g->e.log_path[0]);
         rc = -1;
@@ -364,7 +160,6 @@ static int teardown(void **state) {
     free(g->tok_alice);
     free(g->tok_bob);
     free(g);
-    curl_global_cleanup();
     return rc;
 }
 
@@ -372,16 +167,15 @@ static int teardown(void **state) {
 
 static void test_seed_body_wait_201(void **state) {
     (void)state;
-    resp r = {0};
-    const char *const prefer[] = {"Prefer: wait=10", NULL};
+    http_resp r = {0};
     char tenant[128], id[TP_REQUEST_ID_MAX + 1];
-    assert_int_equal(post(&r, "/api/admin/tenants", g->tok_admin, SEED_BODY, prefer), 201);
+    assert_int_equal(post_with(&r, "/api/admin/tenants", g->tok_admin, SEED_BODY, "wait=10", NULL), 201);
     fprintf(stderr, "seed POST with Prefer: wait=10 -> 201 in %lld ms\n", (long long)r.elapsed_ms);
     assert_true(r.elapsed_ms < 10000);
     assert_non_null(strstr(r.headers, "preference-applied: wait=10"));
     assert_non_null(strstr(r.headers, "content-type: application/json"));
-    location_id(&r, id, sizeof(id));
-    json_t *o = body_json(&r);
+    http_assert_request_id(&r, id, sizeof(id));
+    json_t *o = http_assert_json(&r);
     json_t *data = json_object_get(o, "data");
     assert_true(json_is_true(json_object_get(o, "success")));
     assert_int_equal(e2e_text(&g->e, tenant, sizeof(tenant), "SELECT id FROM tenants WHERE slug = 'acme-intel'"), 0);
@@ -427,21 +221,21 @@ static void test_seed_body_wait_201(void **state) {
     assert_non_null(json_string_value(json_object_get(opa, "decisionId")));
     json_decref(o);
     assert_int_equal(e2e_int(&g->e, "SELECT count(*) FROM provisioning_requests WHERE request_id = '%s' AND state = 'SUCCEEDED' AND actor_id = 'root-admin' AND source = 'ADMIN_API'", id), 1);
-    resp_clear(&r);
+    http_resp_free(&r);
 }
 
 /* ---- the transparency log: checkpoint and proofs, checked by a second implementation ----------- */
 
 /* GET path as alice; the parsed JSON body of a 200, or NULL (status in *st). */
 static json_t *get_json(const char *path, long *st) {
-    resp r = {0};
+    http_resp r = {0};
     json_t *o = NULL;
     *st = get(&r, path, g->tok_alice);
     if (*st == 200) {
         o = json_loadb(r.body, r.len, 0, NULL);
         assert_non_null(o);
     }
-    resp_clear(&r);
+    http_resp_free(&r);
     return o;
 }
 
@@ -544,29 +338,32 @@ static void test_receipts_log_proofs(void **state) {
     assert_null(get_json("/api/receipts/bad%2Fid/inclusion", &st));
     assert_int_equal(st, 404);
     {
-        resp r = {0};
+        http_resp r = {0};
         assert_int_equal(get(&r, "/api/receipts/checkpoint", NULL), 401);
-        resp_clear(&r);
+        http_resp_free(&r);
     }
     free(out);
 }
 
 static void test_accepted_then_polling(void **state) {
     (void)state;
-    resp r = {0};
+    http_resp r = {0};
     char id[TP_REQUEST_ID_MAX + 1], path[256], st[32];
     const char *body = "{\"name\":\"Poll Co\",\"slug\":\"poll-co\",\"residency\":\"EU\",\"plan\":\"PRO\"}";
     static const char *trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     const char *const hdrs[] = {"traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", NULL};
     char seen[64] = "";
-    assert_int_equal(post(&r, "/api/admin/tenants", g->tok_admin, body, hdrs), 202);
+    assert_int_equal(http_call(&r, g->main_ingress.port,
+                               &(http_req){.path = "/api/admin/tenants", .token = g->tok_admin,
+                                           .body = body, .headers = hdrs}),
+                     202);
     /* The W3C trace context travels with the record as a Kafka header. */
     assert_int_equal(e2e_topic_find_header(&g->e, g->e.topic_requests, "traceparent", seen, sizeof(seen), 20000), 0);
     assert_string_equal(seen, trace);
     fprintf(stderr, "POST without Prefer -> 202 in %lld ms\n", (long long)r.elapsed_ms);
-    location_id(&r, id, sizeof(id));
+    http_assert_request_id(&r, id, sizeof(id));
     assert_null(strstr(r.headers, "preference-applied"));
-    json_t *o = body_json(&r);
+    json_t *o = http_assert_json(&r);
     assert_true(json_is_true(json_object_get(o, "success")));
     assert_string_equal(json_string_value(json_object_get(o, "requestId")), id);
     assert_string_equal(json_string_value(json_object_get(o, "status")), "ACCEPTED");
@@ -575,7 +372,7 @@ static void test_accepted_then_polling(void **state) {
     /* The status resource exists at once (recorded before the 202). */
     snprintf(path, sizeof(path), "/api/provisioning/requests/%s", id);
     assert_int_equal(get(&r, path, g->tok_admin), 200);
-    o = body_json(&r);
+    o = http_assert_json(&r);
     assert_string_equal(json_string_value(json_object_get(o, "requestId")), id);
     assert_int_equal(json_array_size(json_object_get(o, "conditions")), 7);
     json_decref(o);
@@ -584,13 +381,13 @@ static void test_accepted_then_polling(void **state) {
     assert_string_equal(st, "SUCCEEDED");
     fprintf(stderr, "polling reached SUCCEEDED after %lld ms\n", (long long)(now_ms() - start));
     assert_int_equal(get(&r, path, g->tok_admin), 200);
-    o = body_json(&r);
+    o = http_assert_json(&r);
     assert_string_equal(json_string_value(json_object_get(json_object_get(o, "tenant"), "slug")), "poll-co");
     assert_string_equal(json_string_value(json_object_get(json_object_get(o, "quota"), "tier")), "PRO");
     assert_int_equal(json_array_size(json_object_get(o, "partitions")), 3);
     assert_non_null(json_object_get(json_object_get(o, "receipts"), "provisioning"));
     json_decref(o);
-    resp_clear(&r);
+    http_resp_free(&r);
 }
 
 /* ---- authentication ---------------------------------------------------------------------------- */
@@ -611,15 +408,14 @@ static char *claims(const char *iss, const char *aud, int64_t exp_off, int64_t n
 }
 
 static void expect_401(int port, const char *what, const char *token) {
-    resp r = {0};
-    long st = http(&r, port, "POST", "/api/admin/tenants", token, "application/json", SEED_BODY,
-                   strlen(SEED_BODY), NULL);
+    http_resp r = {0};
+    long st = http_post(&r, port, "/api/admin/tenants", token, SEED_BODY);
     if (st != 401)
         fprintf(stderr, "%s: %ld %s\n", what, st, r.body);
     assert_int_equal(st, 401);
-    assert_problem(&r, "unauthorized");
+    http_assert_problem(&r, "unauthorized");
     assert_non_null(strstr(r.headers, "www-authenticate: bearer"));
-    resp_clear(&r);
+    http_resp_free(&r);
 }
 
 static void test_auth_attacks(void **state) {
@@ -669,11 +465,11 @@ static void test_auth_attacks(void **state) {
     free(p);
     /* The control: the same claims, properly signed, are accepted (a policy-valid 202). */
     tok = tp_auth_sign("HS256", secret, slen, good);
-    resp r = {0};
+    http_resp r = {0};
     const char *body = "{\"name\":\"Mallory Co\",\"slug\":\"mallory-co\",\"residency\":\"US\",\"plan\":\"FREE\"}";
-    assert_int_equal(post(&r, "/api/admin/tenants", tok, body, NULL), 202);
+    assert_int_equal(post(&r, "/api/admin/tenants", tok, body), 202);
     free(tok);
-    resp_clear(&r);
+    http_resp_free(&r);
 
     /* RS256: a second tp-ingress configured with an RSA public key; the attack is an HS256 token
      * whose HMAC key is that public key file. */
@@ -703,9 +499,9 @@ static void test_auth_attacks(void **state) {
     /* The control: a real RS256 token passes authentication (unknown request: 404). */
     tok = tp_auth_sign("RS256", privkey, privlen, good);
     assert_non_null(tok);
-    assert_int_equal(http(&r, rs.port, "GET", "/api/provisioning/requests/nope", tok, NULL, NULL, 0, NULL), 404);
+    assert_int_equal(http_get(&r, rs.port, "/api/provisioning/requests/nope", tok), 404);
     free(tok);
-    resp_clear(&r);
+    http_resp_free(&r);
     assert_int_equal(ingress_stop(&rs), 0);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", g->keydir);
     assert_int_equal(system(cmd), 0);
@@ -716,52 +512,52 @@ static void test_auth_attacks(void **state) {
     /* Every attack was counted as an authentication failure. */
     assert_int_equal(get(&r, "/metrics", NULL), 200);
     assert_non_null(strstr(r.body, "tp_ingress_requests_total{route=\"admin_tenants\",status=\"401\"} 8\n"));
-    resp_clear(&r);
+    http_resp_free(&r);
 }
 
 /* ---- self-serve policy, status access ------------------------------------------------------------ */
 
 static void test_self_serve_policy_and_access(void **state) {
     (void)state;
-    resp r = {0};
+    http_resp r = {0};
     char id[TP_REQUEST_ID_MAX + 1], path[256], st[32];
     assert_int_equal(post(&r, "/api/tenants/provision", g->tok_alice,
-                          "{\"name\":\"Alice Big\",\"slug\":\"alice-big\",\"residency\":\"US\",\"plan\":\"ENTERPRISE\"}", NULL), 403);
-    assert_problem(&r, "policy-denied");
+                          "{\"name\":\"Alice Big\",\"slug\":\"alice-big\",\"residency\":\"US\",\"plan\":\"ENTERPRISE\"}"), 403);
+    http_assert_problem(&r, "policy-denied");
     assert_non_null(strstr(r.body, "ENTERPRISE_NOT_SELF_SERVE"));
     assert_non_null(strstr(r.body, "\"decisionId\""));
     assert_int_equal(post(&r, "/api/tenants/provision", g->tok_alice,
-                          "{\"name\":\"Alice Seats\",\"slug\":\"alice-seats\",\"residency\":\"US\",\"plan\":\"STARTER\",\"requestedSeats\":51}", NULL), 403);
-    assert_problem(&r, "policy-denied");
+                          "{\"name\":\"Alice Seats\",\"slug\":\"alice-seats\",\"residency\":\"US\",\"plan\":\"STARTER\",\"requestedSeats\":51}"), 403);
+    http_assert_problem(&r, "policy-denied");
     assert_non_null(strstr(r.body, "SEATS_OVER_PLAN_CAP"));
     /* Nothing was enqueued or recorded for the denied requests. */
     assert_int_equal(e2e_int(&g->e, "SELECT count(*) FROM provisioning_requests WHERE tenant_slug IN ('alice-big', 'alice-seats')"), 0);
 
     /* Alice's own request, with Prefer: wait: 201 and alice owns the tenant. */
-    const char *const prefer[] = {"Prefer: wait=15", NULL};
-    assert_int_equal(post(&r, "/api/tenants/provision", g->tok_alice,
-                          "{\"name\":\"Alice Co\",\"slug\":\"alice-co\",\"residency\":\"EU\"}", prefer), 201);
-    location_id(&r, id, sizeof(id));
+    const char *prefer = "wait=15";
+    assert_int_equal(post_with(&r, "/api/tenants/provision", g->tok_alice,
+                               "{\"name\":\"Alice Co\",\"slug\":\"alice-co\",\"residency\":\"EU\"}", prefer, NULL), 201);
+    http_assert_request_id(&r, id, sizeof(id));
     assert_non_null(strstr(r.body, "\"tier\":\"STARTER\""));
     assert_int_equal(e2e_int(&g->e, "SELECT count(*) FROM tenants WHERE slug = 'alice-co' AND owner_id = 'alice' AND region = 'eu-central-1'"), 1);
     snprintf(path, sizeof(path), "/api/provisioning/requests/%s", id);
     assert_int_equal(get(&r, path, g->tok_alice), 200);
     assert_int_equal(get(&r, path, g->tok_admin), 200);
     assert_int_equal(get(&r, path, g->tok_bob), 404);
-    assert_problem(&r, "not-found");
+    http_assert_problem(&r, "not-found");
     /* Bob's 404 looks exactly like an unknown id's. */
     assert_int_equal(get(&r, "/api/provisioning/requests/00000000-0000-4000-8000-000000000000", g->tok_bob), 404);
     assert_int_equal(get(&r, path, NULL), 401);
 
     /* A slug held by another tenant: Prefer: wait gives the 409 of the worker's SLUG_TAKEN. */
-    assert_int_equal(post(&r, "/api/tenants/provision", g->tok_bob,
-                          "{\"name\":\"Bob Co\",\"slug\":\"alice-co\",\"residency\":\"US\"}", prefer), 409);
-    assert_problem(&r, "slug-taken");
+    assert_int_equal(post_with(&r, "/api/tenants/provision", g->tok_bob,
+                               "{\"name\":\"Bob Co\",\"slug\":\"alice-co\",\"residency\":\"US\"}", prefer, NULL), 409);
+    http_assert_problem(&r, "slug-taken");
     assert_non_null(strstr(r.body, "SLUG_TAKEN"));
-    location_id(&r, id, sizeof(id));
+    http_assert_request_id(&r, id, sizeof(id));
     wait_state(id, g->tok_bob, "FAILED", 5, st, sizeof(st));
     assert_string_equal(st, "FAILED");
-    resp_clear(&r);
+    http_resp_free(&r);
 }
 
 /* ---- validation and content ----------------------------------------------------------------------- */
@@ -797,25 +593,25 @@ static void test_validation_table(void **state) {
         {"{\"name\":\"Val\",\"slug\":\"val-a\",\"residency\":\"US\",\"color\":\"blue\"}", "/color"},
     };
     static const char *const paths[2] = {"/api/admin/tenants", "/api/tenants/provision"};
-    resp r = {0};
+    http_resp r = {0};
     int n = 0;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         for (int e = 0; e < 2; e++) {
             char want[128];
-            long st = post(&r, paths[e], e == 0 ? g->tok_admin : g->tok_alice, cases[i].body, NULL);
+            long st = post(&r, paths[e], e == 0 ? g->tok_admin : g->tok_alice, cases[i].body);
             snprintf(want, sizeof(want), "\"field\":\"%s\"", cases[i].field);
             if (st != 400 || !strstr(r.body, want))
                 fprintf(stderr, "case %zu on %s: %ld %s\n", i, paths[e], st, r.body);
             assert_int_equal(st, 400);
-            assert_problem(&r, "validation-error");
+            http_assert_problem(&r, "validation-error");
             assert_non_null(strstr(r.body, want));
             n++;
         }
     }
     fprintf(stderr, "validation: %d cases answered 400 with their field path\n", n);
-    assert_int_equal(post(&r, "/api/admin/tenants", g->tok_admin, "{\"name\":\"Val\",", NULL), 400);
-    assert_problem(&r, "malformed-json");
-    assert_int_equal(post(&r, "/api/admin/tenants", g->tok_admin, "[1,2]", NULL), 400);
+    assert_int_equal(post(&r, "/api/admin/tenants", g->tok_admin, "{\"name\":\"Val\","), 400);
+    http_assert_problem(&r, "malformed-json");
+    assert_int_equal(post(&r, "/api/admin/tenants", g->tok_admin, "[1,2]"), 400);
     /* 2 MB body: 413 */
     size_t big = 2u * 1024 * 1024;
     char *huge = malloc(big + 1);
@@ -824,11 +620,12 @@ static void test_validation_table(void **state) {
     huge[big - 2] = '"';
     huge[big - 1] = '}';
     huge[big] = '\0';
-    long st = http(&r, g->main_ingress.port, "POST", "/api/admin/tenants", g->tok_admin,
-                   "application/json", huge, big, NULL);
+    long st = http_call(&r, g->main_ingress.port,
+                        &(http_req){.path = "/api/admin/tenants", .token = g->tok_admin, .body = huge,
+                                    .body_len = big});
     free(huge);
     assert_int_equal(st, 413);
-    assert_problem(&r, "payload-too-large"); /* not h2o's text/plain (issue 9 item 10) */
+    http_assert_problem(&r, "payload-too-large"); /* not h2o's text/plain (issue 9 item 10) */
     /* 300 KiB of JSON, over the default 64 KiB limit: the documented problem too. */
     size_t mid = 300u * 1024;
     char *body = malloc(mid + 1);
@@ -837,16 +634,20 @@ static void test_validation_table(void **state) {
     body[mid - 2] = '"';
     body[mid - 1] = '}';
     body[mid] = '\0';
-    assert_int_equal(http(&r, g->main_ingress.port, "POST", "/api/admin/tenants", g->tok_admin,
-                          "application/json", body, mid, NULL), 413);
+    assert_int_equal(http_call(&r, g->main_ingress.port,
+                               &(http_req){.path = "/api/admin/tenants", .token = g->tok_admin,
+                                           .body = body, .body_len = mid}),
+                     413);
     free(body);
-    assert_problem(&r, "payload-too-large");
+    http_assert_problem(&r, "payload-too-large");
     /* text/plain: 415 */
-    assert_int_equal(http(&r, g->main_ingress.port, "POST", "/api/admin/tenants", g->tok_admin,
-                          "text/plain", SEED_BODY, strlen(SEED_BODY), NULL), 415);
-    assert_problem(&r, "unsupported-media-type");
+    assert_int_equal(http_call(&r, g->main_ingress.port,
+                               &(http_req){.path = "/api/admin/tenants", .token = g->tok_admin,
+                                           .body = SEED_BODY, .content_type = "text/plain"}),
+                     415);
+    http_assert_problem(&r, "unsupported-media-type");
     assert_int_equal(e2e_int(&g->e, "SELECT count(*) FROM provisioning_requests WHERE tenant_slug = 'val-a'"), 0);
-    resp_clear(&r);
+    http_resp_free(&r);
 }
 
 /* ---- Idempotency-Key ------------------------------------------------------------------------------- */
@@ -860,57 +661,51 @@ typedef struct race_arg {
 
 static void *race_post(void *p) {
     race_arg *a = p;
-    resp r = {0};
-    char hdr[300];
-    snprintf(hdr, sizeof(hdr), "Idempotency-Key: %s", a->key);
-    const char *const hs[] = {hdr, NULL};
-    a->status = post(&r, "/api/tenants/provision", g->tok_bob, a->body, hs);
+    http_resp r = {0};
+    a->status = post_with(&r, "/api/tenants/provision", g->tok_bob, a->body, NULL, a->key);
     /* From Location, which both answers carry: a late POST may find the request already done
      * and get the seed's 201 body, which has no requestId (no cmocka asserts off the main thread). */
-    const char *loc = strstr(r.headers, "location: /api/provisioning/requests/");
-    if (loc)
-        loc += strlen("location: /api/provisioning/requests/");
-    size_t n = loc ? strcspn(loc, "\r\n") : 0;
-    snprintf(a->id, sizeof(a->id), "%.*s", (int)(n < sizeof(a->id) ? n : 0), loc ? loc : "");
-    resp_clear(&r);
+    if (http_request_id(&r, a->id, sizeof(a->id)) != 0)
+        a->id[0] = '\0';
+    http_resp_free(&r);
     return NULL;
 }
 
 static void test_idempotency_key(void **state) {
     (void)state;
-    resp r = {0};
+    http_resp r = {0};
     char id1[TP_REQUEST_ID_MAX + 1], id2[TP_REQUEST_ID_MAX + 1], st[32];
     const char *body = "{\"name\":\"Idem Co\",\"slug\":\"idem-co\",\"residency\":\"US\",\"plan\":\"PRO\"}";
-    const char *const key[] = {"Idempotency-Key: idem-key-1", NULL};
-    assert_int_equal(post(&r, "/api/admin/tenants", g->tok_admin, body, key), 202);
-    location_id(&r, id1, sizeof(id1));
+    const char *key = "idem-key-1";
+    assert_int_equal(post_with(&r, "/api/admin/tenants", g->tok_admin, body, NULL, key), 202);
+    http_assert_request_id(&r, id1, sizeof(id1));
     /* Same key, same meaning (other spelling): the same request id, nothing enqueued again. */
     const char *same = "{ \"plan\":\"PRO\", \"residency\":\"US\", \"slug\":\"idem-co\", \"name\":\"Idem Co\" }";
-    long s2 = post(&r, "/api/admin/tenants", g->tok_admin, same, key);
+    long s2 = post_with(&r, "/api/admin/tenants", g->tok_admin, same, NULL, key);
     assert_true(s2 == 202 || s2 == 201);
-    location_id(&r, id2, sizeof(id2));
+    http_assert_request_id(&r, id2, sizeof(id2));
     assert_string_equal(id1, id2);
     assert_non_null(strstr(r.body, id1) ? strstr(r.body, id1) : (s2 == 201 ? r.body : NULL));
     wait_state(id1, g->tok_admin, "SUCCEEDED", 60, st, sizeof(st));
     assert_string_equal(st, "SUCCEEDED");
     /* The current answer once it is done: the seed body (201). */
-    assert_int_equal(post(&r, "/api/admin/tenants", g->tok_admin, body, key), 201);
-    location_id(&r, id2, sizeof(id2));
+    assert_int_equal(post_with(&r, "/api/admin/tenants", g->tok_admin, body, NULL, key), 201);
+    http_assert_request_id(&r, id2, sizeof(id2));
     assert_string_equal(id1, id2);
     assert_non_null(strstr(r.body, "\"slug\":\"idem-co\""));
     /* Same key, another body: 422. */
-    assert_int_equal(post(&r, "/api/admin/tenants", g->tok_admin,
-                          "{\"name\":\"Idem Co\",\"slug\":\"idem-co\",\"residency\":\"US\",\"plan\":\"FREE\"}", key), 422);
-    assert_problem(&r, "idempotency-key-reused");
+    assert_int_equal(post_with(&r, "/api/admin/tenants", g->tok_admin,
+                               "{\"name\":\"Idem Co\",\"slug\":\"idem-co\",\"residency\":\"US\",\"plan\":\"FREE\"}", NULL, key), 422);
+    http_assert_problem(&r, "idempotency-key-reused");
     /* One request, one tenant, one key in PostgreSQL. */
     assert_int_equal(e2e_int(&g->e, "SELECT count(*) FROM provisioning_requests WHERE tenant_slug = 'idem-co'"), 1);
     assert_int_equal(e2e_int(&g->e, "SELECT count(*) FROM tenants WHERE slug = 'idem-co'"), 1);
     assert_int_equal(e2e_int(&g->e, "SELECT count(*) FROM idempotency_keys WHERE caller = 'root-admin' AND key = 'idem-key-1' AND request_id = '%s'", id1), 1);
     /* The key is scoped to the caller: alice's idem-key-1 is hers (a new request, here denied by
      * nothing but a taken slug, so use another slug). */
-    assert_int_equal(post(&r, "/api/tenants/provision", g->tok_alice,
-                          "{\"name\":\"Idem Alice\",\"slug\":\"idem-alice\",\"residency\":\"US\"}", key), 202);
-    location_id(&r, id2, sizeof(id2));
+    assert_int_equal(post_with(&r, "/api/tenants/provision", g->tok_alice,
+                               "{\"name\":\"Idem Alice\",\"slug\":\"idem-alice\",\"residency\":\"US\"}", NULL, key), 202);
+    http_assert_request_id(&r, id2, sizeof(id2));
     assert_string_not_equal(id1, id2);
 
     /* A race: 8 concurrent POSTs with one new key and one body make one request. */
@@ -934,7 +729,7 @@ static void test_idempotency_key(void **state) {
     assert_string_equal(st, "SUCCEEDED");
     assert_int_equal(e2e_int(&g->e, "SELECT count(*) FROM provisioning_requests WHERE tenant_slug = 'race-co'"), 1);
     assert_int_equal(e2e_int(&g->e, "SELECT count(*) FROM tenants WHERE slug = 'race-co'"), 1);
-    resp_clear(&r);
+    http_resp_free(&r);
 }
 
 /* ---- readiness, Kafka outage ------------------------------------------------------------------------ */
@@ -943,16 +738,15 @@ static void test_idempotency_key(void **state) {
 /* Keeps POSTing distinct tenants until stopped; records every 202's request id. */
 static void *load_main(void *p) {
     load_arg *a = p;
-    resp r = {0};
+    http_resp r = {0};
     while (!a->stop && a->n202 < 512) {
         char body[256];
         snprintf(body, sizeof(body), "{\"name\":\"Load %d\",\"slug\":\"load-%s-%d\",\"residency\":\"US\",\"plan\":\"FREE\"}",
                  a->n, g->e.suffix, a->n);
-        long st = post(&r, "/api/admin/tenants", g->tok_admin, body, NULL);
+        long st = post(&r, "/api/admin/tenants", g->tok_admin, body);
         a->n++;
-        if (st == 202) {
-            location_id(&r, a->ids[a->n202], sizeof(a->ids[0]));
-            a->n202++;
+        if (st == 202 && http_request_id(&r, a->ids[a->n202], sizeof(a->ids[0])) == 0) {
+            a->n202++; /* (no cmocka asserts off the main thread: a 202 without Location is "other") */
         } else if (st == 503) {
             a->n503++;
             if (r.elapsed_ms > a->max_503_ms)
@@ -963,7 +757,7 @@ static void *load_main(void *p) {
             a->nother++;
         }
     }
-    resp_clear(&r);
+    http_resp_free(&r);
     return NULL;
 }
 
@@ -977,15 +771,12 @@ typedef struct keyed_post {
 
 static void *keyed_post_main(void *p) {
     keyed_post *a = p;
-    resp r = {0};
-    char hdr[300];
-    snprintf(hdr, sizeof(hdr), "Idempotency-Key: %s", a->key);
-    const char *const hs[] = {hdr, NULL};
-    a->status = http(&r, a->port, "POST", "/api/admin/tenants", g->tok_admin, "application/json",
-                     a->body, strlen(a->body), hs);
-    if (a->status == 202 || a->status == 201)
-        location_id(&r, a->id, sizeof(a->id));
-    resp_clear(&r);
+    http_resp r = {0};
+    a->status = http_call(&r, a->port, &(http_req){.path = "/api/admin/tenants", .token = g->tok_admin,
+                                                   .body = a->body, .idempotency_key = a->key});
+    if ((a->status == 202 || a->status == 201) && http_request_id(&r, a->id, sizeof(a->id)) != 0)
+        a->id[0] = '\0'; /* the caller's comparison fails (no cmocka asserts off the main thread) */
+    http_resp_free(&r);
     return NULL;
 }
 
@@ -1021,14 +812,11 @@ static void probe_delivery_wait(char *crash_id, size_t cap, ingress_proc *crashe
     /* kill -9 during the wait: the committed key and ACCEPTED request stay behind. */
     keyed_post b = {.key = "crash-key",
                     .body = "{\"name\":\"Crash Key\",\"slug\":\"crash-key\",\"residency\":\"US\",\"plan\":\"FREE\"}"};
-    assert_int_equal(ingress_start(&g->e, crashed, "ingress-crash", NULL), 0);
+    assert_int_equal(ingress_start_until(&g->e, crashed, "ingress-crash", NULL, "/healthz"), 0); /* Kafka is down */
     b.port = crashed->port;
     assert_int_equal(pthread_create(&th, NULL, keyed_post_main, &b), 0);
     usleep(700000);
-    kill(crashed->pid, SIGKILL);
-    waitpid(crashed->pid, NULL, 0);
-    crashed->pid = 0;
-    unlink(crashed->config_path);
+    ingress_kill(crashed);
     pthread_join(th, NULL);
     assert_int_equal(b.status, 0);
     assert_int_equal(e2e_text(&g->e, crash_id, cap, "SELECT k.request_id FROM idempotency_keys k JOIN "
@@ -1038,7 +826,7 @@ static void probe_delivery_wait(char *crash_id, size_t cap, ingress_proc *crashe
 
 static void test_kafka_outage(void **state) {
     (void)state;
-    resp r = {0};
+    http_resp r = {0};
     char st[32];
     load_arg *load = calloc(1, sizeof(*load));
     assert_int_equal(get(&r, "/readyz", NULL), 200);
@@ -1061,11 +849,11 @@ static void test_kafka_outage(void **state) {
     for (int i = 0; i < 3; i++) {
         char body[256];
         snprintf(body, sizeof(body), "{\"name\":\"Down %d\",\"slug\":\"down-%d\",\"residency\":\"US\",\"plan\":\"FREE\"}", i, i);
-        long s = post(&r, "/api/admin/tenants", g->tok_admin, body, NULL);
+        long s = post(&r, "/api/admin/tenants", g->tok_admin, body);
         fprintf(stderr, "kafka down: POST -> %ld in %lld ms\n", s, (long long)r.elapsed_ms);
         assert_int_equal(s, 503);
         assert_true(r.elapsed_ms < 5000);
-        assert_problem(&r, "service-unavailable");
+        http_assert_problem(&r, "service-unavailable");
         assert_non_null(strstr(r.headers, "retry-after: "));
     }
     assert_int_equal(get(&r, "/readyz", NULL), 503);
@@ -1077,9 +865,9 @@ static void test_kafka_outage(void **state) {
     int64_t back = now_ms();
     long s = 0;
     while (now_ms() - back < 60000) {
-        s = post(&r, "/api/admin/tenants", g->tok_admin,
-                 "{\"name\":\"After Co\",\"slug\":\"after-co\",\"residency\":\"US\",\"plan\":\"FREE\"}",
-                 (const char *const[]){"Idempotency-Key: after-1", NULL});
+        s = post_with(&r, "/api/admin/tenants", g->tok_admin,
+                      "{\"name\":\"After Co\",\"slug\":\"after-co\",\"residency\":\"US\",\"plan\":\"FREE\"}",
+                      NULL, "after-1");
         if (s == 202)
             break;
         usleep(500000);
@@ -1120,16 +908,10 @@ static void test_kafka_outage(void **state) {
     g->fault_fd = -1;
     g->shared_fd = faults_lock_shared();
     free(load);
-    resp_clear(&r);
+    http_resp_free(&r);
 }
 
 /* ---- /readyz with PostgreSQL frozen (issue 9 item 1) ------------------------------------------- */
-
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* A tp-ingress whose PostgreSQL stops answering (a freezable proxy: the shared server is not
  * touched) answers /readyz 503 naming postgresql within a bound, on a pooled connection and on a
@@ -1137,18 +919,18 @@ static int64_t mono_ms(void) {
 static void test_readyz_postgres_frozen(void **state) {
     (void)state;
     char dsn[1200], extra[1400];
-    resp r = {0};
+    http_resp r = {0};
     ingress_proc ip = {0};
     pgproxy *px = pgproxy_start(g->e.db.dsn, dsn, sizeof(dsn));
     assert_non_null(px);
     snprintf(extra, sizeof(extra), "pg.dsn = %s", dsn);
     assert_int_equal(ingress_start(&g->e, &ip, "ingress-frozen", extra), 0);
-    assert_int_equal(http(&r, ip.port, "GET", "/readyz", NULL, NULL, NULL, 0, NULL), 200);
+    assert_int_equal(http_get(&r, ip.port, "/readyz", NULL), 200);
     pgproxy_freeze(px, true);
     for (int i = 0; i < 2; i++) { /* 1: the pooled connection; 2: a new one (connect_timeout) */
-        int64_t t0 = mono_ms();
-        long st = http(&r, ip.port, "GET", "/readyz", NULL, NULL, NULL, 0, NULL);
-        int64_t took = mono_ms() - t0;
+        int64_t t0 = now_ms();
+        long st = http_get(&r, ip.port, "/readyz", NULL);
+        int64_t took = now_ms() - t0;
         fprintf(stderr, "readyz with postgres frozen (%s connection): %ld after %lld ms: %s\n",
                 i ? "new" : "pooled", st, (long long)took, r.body);
         assert_int_equal(st, 503);
@@ -1156,10 +938,10 @@ static void test_readyz_postgres_frozen(void **state) {
         assert_true(took < 10000);
     }
     pgproxy_freeze(px, false);
-    assert_int_equal(http(&r, ip.port, "GET", "/readyz", NULL, NULL, NULL, 0, NULL), 200);
+    assert_int_equal(http_get(&r, ip.port, "/readyz", NULL), 200);
     assert_int_equal(ingress_stop(&ip), 0);
     pgproxy_stop(px);
-    resp_clear(&r);
+    http_resp_free(&r);
 }
 
 int main(void) {
@@ -1176,5 +958,5 @@ int main(void) {
     };
     if (getenv("TP_TEST_FILTER"))
         cmocka_set_test_filter(getenv("TP_TEST_FILTER"));
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return ingress_logs_finish(cmocka_run_group_tests(tests, setup, teardown));
 }
