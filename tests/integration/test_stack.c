@@ -1,13 +1,13 @@
 /* test_stack: proves the local stack from our own code: a record produced with the idempotent
  * producer (acks=all) is read back in a consumer group; a parameterised libpq query; an OPA
- * decision through libcurl from config/policies/stack. Needs TP_KAFKA_BOOTSTRAP, TP_PG_DSN, TP_OPA_URL. */
+ * decision from config/policies/stack through the tests' libcurl client (support/ingress.c).
+ * Needs TP_KAFKA_BOOTSTRAP, TP_PG_DSN, TP_OPA_URL. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <curl/curl.h>
 #include <jansson.h>
 #include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "support/ingress.h"
 
 static const char *need_env(const char *name) {
     const char *v = getenv(name);
@@ -101,51 +103,23 @@ static void test_postgres_parameterised(void **state) {
     PQfinish(conn);
 }
 
-typedef struct buf {
-    char data[4096];
-    size_t len;
-} buf;
-
-static size_t collect(char *ptr, size_t size, size_t n, void *opaque) {
-    buf *b = opaque;
-    size_t take = size * n;
-    if (take > sizeof(b->data) - 1 - b->len)
-        take = sizeof(b->data) - 1 - b->len;
-    memcpy(b->data + b->len, ptr, take);
-    b->len += take;
-    b->data[b->len] = '\0';
-    return size * n;
-}
-
 static int opa_allow(const char *ping) {
-    char url[512], body[128];
-    buf out = {.len = 0};
-    long status = 0;
+    char body[128];
+    http_resp r = {0};
     int allow = -1;
-    CURL *curl = curl_easy_init();
-    struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
     json_t *doc, *result;
 
-    snprintf(url, sizeof(url), "%s/v1/data/stack/smoke/allow", need_env("TP_OPA_URL"));
     snprintf(body, sizeof(body), "{\"input\":{\"ping\":\"%s\"}}", ping);
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 5000L);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &out);
-    assert_int_equal(curl_easy_perform(curl), CURLE_OK);
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-    assert_int_equal(status, 200);
-    doc = json_loads(out.data, 0, NULL);
-    assert_non_null(doc);
+    assert_int_equal(http_call_url(&r, need_env("TP_OPA_URL"),
+                                   &(http_req){.path = "/v1/data/stack/smoke/allow", .body = body,
+                                               .timeout_ms = 5000}),
+                     200);
+    doc = http_assert_json(&r);
     result = json_object_get(doc, "result");
     assert_true(json_is_boolean(result));
     allow = json_is_true(result);
     json_decref(doc);
-    curl_slist_free_all(hdrs);
-    curl_easy_cleanup(curl);
+    http_resp_free(&r);
     return allow;
 }
 
@@ -162,8 +136,5 @@ int main(void) {
         cmocka_unit_test(test_opa_decision),
     };
     srand((unsigned)time(NULL));
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    curl_global_cleanup();
-    return rc;
+    return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,10 +11,10 @@
 #include <cmocka.h>
 
 #include "support/e2e.h"
+#include "support/ingress.h"
 #include "support/pgproxy.h"
 
 #include <arpa/inet.h>
-#include <curl/curl.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <netinet/in.h>
@@ -78,68 +78,12 @@ static int teardown(void **state) {
 
 /* ---- HTTP ---------------------------------------------------------------------------------- */
 
-typedef struct http_res {
-    long status; /* 0: no answer (refused, reset, timed out) */
-    char *body;
-    size_t len;
-    char allow[64];
-    char content_type[128];
-    double seconds;
-} http_res;
-
-static size_t on_body(char *p, size_t size, size_t n, void *arg) {
-    http_res *r = arg;
-    char *nb = realloc(r->body, r->len + size * n + 1);
-    if (!nb)
-        return 0;
-    memcpy(nb + r->len, p, size * n);
-    r->body = nb;
-    r->len += size * n;
-    r->body[r->len] = '\0';
-    return size * n;
-}
-
-static size_t on_header(char *p, size_t size, size_t n, void *arg) {
-    http_res *r = arg;
-    size_t len = size * n;
-    if (len > 6 && strncasecmp(p, "allow:", 6) == 0)
-        snprintf(r->allow, sizeof(r->allow), "%.*s", (int)(len - 6), p + 6);
-    if (len > 13 && strncasecmp(p, "content-type:", 13) == 0)
-        snprintf(r->content_type, sizeof(r->content_type), "%.*s", (int)(len - 13), p + 13);
-    return len;
-}
-
 /* One request; header (may be NULL) is one extra "Name: value" line. */
 static void http(int port, const char *method, const char *path, const char *header, long timeout_ms,
-                 http_res *r) {
-    char url[256];
-    struct curl_slist *hdrs = NULL;
-    CURL *c = curl_easy_init();
-    int64_t t0 = now_ms();
-    free(r->body);
-    memset(r, 0, sizeof(*r));
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    if (strcmp(method, "HEAD") == 0)
-        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
-    if (header) {
-        hdrs = curl_slist_append(hdrs, header);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-    }
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-    r->seconds = (double)(now_ms() - t0) / 1000.0;
-    curl_slist_free_all(hdrs);
-    curl_easy_cleanup(c);
-    if (!r->body)
-        r->body = calloc(1, 1);
+                 http_resp *r) {
+    const char *const headers[] = {header, NULL};
+    http_call(r, port, &(http_req){.method = method, .path = path, .headers = header ? headers : NULL,
+                                   .timeout_ms = timeout_ms});
 }
 
 /* Sends raw bytes on a new connection and reads the first line of the answer into line ("" when
@@ -167,7 +111,7 @@ static void raw_request(int port, const char *bytes, size_t len, char *line, siz
 }
 
 /* Polls GET path until it answers want (or timeout_s passes); returns the last status. */
-static long wait_status(int port, const char *path, long want, int timeout_s, http_res *r) {
+static long wait_status(int port, const char *path, long want, int timeout_s, http_resp *r) {
     int64_t until = now_ms() + timeout_s * 1000;
     for (;;) {
         http(port, "GET", path, NULL, 5000, r);
@@ -244,7 +188,7 @@ static int count_samples(json_t *samples, const char *name) {
 }
 
 /* Scrapes /metrics into a file and parses it; returns the samples (a new reference). */
-static json_t *scrape(ops_state *s, http_res *r) {
+static json_t *scrape(ops_state *s, http_resp *r) {
     char path[256];
     snprintf(path, sizeof(path), "/tmp/tp-ops-%s-%d.prom", s->e.suffix, (int)getpid());
     http(s->port, "GET", "/metrics", NULL, 10000, r);
@@ -256,50 +200,6 @@ static json_t *scrape(ops_state *s, http_res *r) {
     json_t *samples = parse_scrape(path);
     unlink(path);
     return samples;
-}
-
-/* Starts tp-ingress with the worker's config on a free port (for its /metrics); returns its pid
- * (its port in *port) or -1. */
-static pid_t ingress_start(e2e *e, int *port, char *config_path, size_t cap) {
-    char exe[1024], buf[8192];
-    size_t n;
-    http_res r = {0};
-    *port = e2e_free_port();
-    snprintf(config_path, cap, "/tmp/tp-e2e-ops-%s.ingress.conf", e->suffix);
-    FILE *in = fopen(e->config_path, "r"), *out = fopen(config_path, "w");
-    if (!in || !out || *port <= 0 || e2e_bin_path("tp-ingress", exe, sizeof(exe)) != 0) {
-        if (in)
-            fclose(in);
-        if (out)
-            fclose(out);
-        return -1;
-    }
-    while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
-        fwrite(buf, 1, n, out);
-    fprintf(out, "\ningress.listen_port = %d\n", *port);
-    fclose(in);
-    fclose(out);
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        char log[300];
-        snprintf(log, sizeof(log), "/tmp/tp-e2e-ops-%s.ingress.log", e->suffix);
-        e2e_child_env_clear();
-        if (!freopen(log, "a", stderr))
-            _exit(126);
-        dup2(STDERR_FILENO, STDOUT_FILENO);
-        execl(exe, "tp-ingress", "--config", config_path, (char *)NULL);
-        _exit(127);
-    }
-    long st = wait_status(*port, "/healthz", 200, 30, &r);
-    free(r.body);
-    if (st != 200) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        return -1;
-    }
-    return pid;
 }
 
 static double sum_samples(json_t *samples, const char *name) {
@@ -318,7 +218,7 @@ static void test_scrape_after_provisionings(void **state) {
     ops_state *s = *state;
     e2e *e = &s->e;
     tp_request reqs[N];
-    http_res r = {0};
+    http_resp r = {0};
     char scrape_path[256], py[512], out[8192];
     static const char *const stages[] = {"policy", "tenant", "namespace", "partitions", "quota",
                                          "receipts", "isolation"};
@@ -404,14 +304,11 @@ static void test_scrape_after_provisionings(void **state) {
     json_decref(samples);
 
     /* The dashboard asks only for what a live worker and a live tp-ingress serve. */
-    char ingress_conf[300], ingress_scrape[300];
-    int ingress_port = 0, ingress_status = 0;
-    pid_t ingress = ingress_start(e, &ingress_port, ingress_conf, sizeof(ingress_conf));
-    assert_true(ingress > 0);
-    http(ingress_port, "GET", "/metrics", NULL, 10000, &r);
-    kill(ingress, SIGTERM);
-    waitpid(ingress, &ingress_status, 0);
-    unlink(ingress_conf);
+    char ingress_scrape[300];
+    ingress_proc ingress;
+    assert_int_equal(ingress_start(e, &ingress, "ops", NULL), 0);
+    http(ingress.port, "GET", "/metrics", NULL, 10000, &r);
+    ingress_stop(&ingress);
     assert_int_equal(r.status, 200);
     snprintf(ingress_scrape, sizeof(ingress_scrape), "/tmp/tp-ops-%s.ingress.prom", e->suffix);
     f = fopen(ingress_scrape, "w");
@@ -436,7 +333,7 @@ static void test_scrape_after_provisionings(void **state) {
     unlink(scrape_path);
     unlink(ingress_scrape);
 
-    free(r.body);
+    http_resp_free(&r);
     assert_int_equal(e2e_worker_stop(e, 0, SIGTERM, 20000, NULL), 0);
 }
 
@@ -446,7 +343,7 @@ static void test_scrape_after_provisionings(void **state) {
 static void test_lag_and_pause_while_blocked(void **state) {
     ops_state *s = *state;
     e2e *e = &s->e;
-    http_res r = {0};
+    http_resp r = {0};
     tp_request req;
     tp_db *locker = NULL;
     char err[256];
@@ -506,14 +403,14 @@ static void test_lag_and_pause_while_blocked(void **state) {
     assert_true(lag == 0);
     assert_true(inflight == 0);
     assert_true(paused == 0);
-    free(r.body);
+    http_resp_free(&r);
     assert_int_equal(e2e_worker_stop(e, 0, SIGTERM, 20000, NULL), 0);
 }
 
 static void test_readyz_names_frozen_postgres(void **state) {
     ops_state *s = *state;
     e2e *e = &s->e;
-    http_res r = {0}, h = {0};
+    http_resp r = {0}, h = {0};
     char dsn[1024];
     pgproxy *px = pgproxy_start(e->db.dsn, dsn, sizeof(dsn));
     assert_non_null(px);
@@ -554,8 +451,8 @@ static void test_readyz_names_frozen_postgres(void **state) {
     pgproxy_freeze(px, false);
     assert_int_equal(wait_status(s->port, "/readyz", 200, 20, &r), 200);
     assert_non_null(strstr(r.body, "\"postgresql\":\"ok\""));
-    free(r.body);
-    free(h.body);
+    http_resp_free(&r);
+    http_resp_free(&h);
     int exit_status = e2e_worker_stop(e, 0, SIGTERM, 20000, NULL);
     pgproxy_stop(px);
     assert_int_equal(exit_status, 0);
@@ -564,7 +461,7 @@ static void test_readyz_names_frozen_postgres(void **state) {
 static void test_bad_requests(void **state) {
     ops_state *s = *state;
     e2e *e = &s->e;
-    http_res r = {0};
+    http_resp r = {0};
     const size_t huge_len = 600 * 1024; /* past h2o's 8 KiB + 100 x 4 KiB request limit */
     char *huge = malloc(huge_len);
     int status = 0;
@@ -617,7 +514,7 @@ static void test_bad_requests(void **state) {
     assert_int_equal(waitpid(e->workers[0], &status, WNOHANG), 0); /* still running */
     http(s->port, "GET", "/healthz", NULL, 3000, &r);
     assert_int_equal(r.status, 200);
-    free(r.body);
+    http_resp_free(&r);
     assert_int_equal(e2e_worker_stop(e, 0, SIGTERM, 20000, NULL), 0);
 }
 
@@ -653,10 +550,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_bad_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy_address_fails_start, setup, teardown),
     };
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     if (getenv("TP_TEST_FILTER"))
         cmocka_set_test_filter(getenv("TP_TEST_FILTER"));
-    int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    curl_global_cleanup();
-    return rc;
+    return ingress_logs_finish(cmocka_run_group_tests(tests, NULL, NULL));
 }
