@@ -106,16 +106,6 @@ int e2e_sh(const char *cmd);
 
 /* Writes the path of a binary built next to this test (tpctl, tp-worker) into out; 0 or -1. */
 int e2e_bin_path(const char *name, char *out, size_t cap);
-/* For a forked child about to exec a daemon with a test config: drops the TP_* variables of
- * .stack/env (scripts/test exports them), which would override the config's pg.dsn and topics and
- * point the child at the shared database. Also makes the child die with the test. */
-void e2e_child_env_clear(void);
-
-/* Encodes req and produces it to partition with one extra Kafka header; waits. 0 or -1. */
-int e2e_submit_with_header(e2e *e, const tp_request *req, int partition, const char *name, const char *value);
-/* Reads topic from the beginning (at most timeout_ms) and copies the value of the first header
- * called name found on any record into out. Returns 0, or -1 when none was seen. */
-int e2e_topic_find_header(e2e *e, const char *topic, const char *name, char *out, size_t cap, int timeout_ms);
 
 /* Runs a shell command from the repository root with stdout and stderr captured into out
  * (NUL-terminated, truncated to cap - 1); returns its exit status, or -1. */
