@@ -771,10 +771,222 @@ static void test_happy_path_is_one_transaction(void **state) {
                                  "WHERE request_id = $1)", req.request_id), xmin_rows);
 }
 
+/* xact_commit of the scratch database as this connection (f->db, which the runner uses too)
+ * sees it: its backend's counts reach pg_stat_database when it goes idle after a forced flush,
+ * so between two marks the difference is what committed in between plus 2 (the first mark's read
+ * and the second mark's flush, each a transaction of its own). Read-only transactions count, and
+ * so does the first use of each statement on a connection (its prepare is a transaction of its
+ * own): warm_up first. */
+static int64_t commits_mark(fixture *f) {
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM (SELECT pg_stat_force_next_flush()) x", NULL), 1);
+    return qint(f->db, "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+                NULL);
+}
+
+static int64_t commits_since(fixture *f, int64_t mark) { return commits_mark(f) - mark - 2; }
+
+/* Prepares every statement the two paths of a billing request use on f->db (and the marks'). */
+static void warm_up(fixture *f) {
+    tp_request a, b;
+    make_req(&a, "req-warm-a", "warm-a", TP_SOURCE_BILLING, TP_PLAN_PRO);
+    run_ok(f, &a);
+    make_req(&b, "req-warm-b", "warm-b", TP_SOURCE_BILLING, TP_PLAN_PRO);
+    assert_int_equal(tp_stages_accept(f->db, &b, NULL, NULL, 0, 0), 0);
+    run_ok(f, &b);
+    commits_mark(f);
+}
+
+/* Rows of one request that still carry the transaction that inserted them, and were never
+ * updated since (xmax 0): the request row and its stage rows written once, by one transaction. */
+static void assert_written_once(fixture *f, const char *rid) {
+    assert_int_equal(qint(f->db, "SELECT count(DISTINCT x) FROM (SELECT xmin::text AS x FROM "
+                                 "provisioning_stages WHERE request_id = $1 UNION ALL SELECT "
+                                 "xmin::text FROM provisioning_requests WHERE request_id = $1) w",
+                          rid), 1);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM provisioning_stages WHERE request_id = $1 "
+                                 "AND xmax::text = '0' AND status = 'SUCCEEDED' AND output IS NOT "
+                                 "NULL AND started_at IS NOT NULL AND finished_at >= started_at",
+                          rid), 7);
+}
+
+/* A request straight from billing (no row yet) costs ONE commit: OPA is asked first, then one
+ * transaction records the request and writes every row of the seven stages, the stage rows
+ * inserted once in their final state. It leaves the rows the two-commit path leaves. A redelivery
+ * after that is a no-op; the same id for another tenant is still refused. */
+static void test_billing_request_is_one_commit(void **state) {
+    fixture *f = *state;
+    tp_request req, old, other;
+    tp_run_result out;
+    char facts[1024], facts_old[1024], again[1024], buf[64];
+    int64_t mark;
+
+    warm_up(f);
+    mark = commits_mark(f);
+    assert_int_equal(commits_since(f, mark), 0); /* the marks' own transactions are accounted for */
+
+    make_req(&req, "req-1commit", "onecommit-co", TP_SOURCE_BILLING, TP_PLAN_PRO);
+    mark = commits_mark(f);
+    run_ok(f, &req);
+    assert_int_equal(commits_since(f, mark), 1);
+    assert_provisioned(f, &req, "us-east-1");
+    assert_int_equal(writer_transactions(f, req.request_id), 1);
+    assert_written_once(f, req.request_id);
+    qtext(f->db, "SELECT source || '/' || action || '/' || (finished_at IS NOT NULL) FROM "
+                 "provisioning_requests WHERE request_id = $1", req.request_id, buf, sizeof(buf));
+    assert_string_equal(buf, "BILLING/PROVISION/true");
+
+    /* The same rows as the request recorded first and run on the two-commit path (here: recorded
+     * ACCEPTED as tp-ingress does, then run; the runner finds the row and goes that way). */
+    make_req(&old, "req-2commit", "twocommit-co", TP_SOURCE_BILLING, TP_PLAN_PRO);
+    assert_int_equal(tp_stages_accept(f->db, &old, NULL, NULL, 0, 0), 0);
+    mark = commits_mark(f);
+    run_ok(f, &old);
+    assert_int_equal(commits_since(f, mark), 2);
+    assert_provisioned(f, &old, "us-east-1");
+    request_facts(f, req.request_id, facts, sizeof(facts));
+    request_facts(f, old.request_id, facts_old, sizeof(facts_old));
+    assert_string_equal(facts, facts_old);
+    assert_non_null(strstr(facts, "SUCCEEDED/- policy:SUCCEEDED:1:- tenant:SUCCEEDED:1:-"));
+    {
+        char *js = tp_stages_status_json(f->db, req.request_id);
+        json_t *o = js ? json_loads(js, 0, NULL) : NULL;
+        free(js);
+        assert_non_null(o);
+        assert_string_equal(json_string_value(json_object_get(o, "state")), "SUCCEEDED");
+        assert_true(json_is_string(json_object_get(o, "finishedAt")));
+        assert_int_equal(json_array_size(json_object_get(o, "conditions")), 7);
+        assert_true(json_is_true(json_object_get(json_object_get(json_object_get(o, "policy"), "opa"),
+                                                 "allow")));
+        json_decref(o);
+    }
+
+    /* A redelivery (a crash between the commit and the offset store): nothing changes. */
+    int64_t decisions = qint(f->db, "SELECT count(*) FROM policy_decisions", NULL);
+    assert_int_equal(tp_stages_run(&f->env, &req, &out), 0);
+    assert_int_equal(out.status, TP_RUN_SUCCEEDED);
+    assert_true(strncmp(out.tenant_id, "tenant-", 7) == 0);
+    request_facts(f, req.request_id, again, sizeof(again));
+    assert_string_equal(facts, again);
+    assert_written_once(f, req.request_id);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM policy_decisions", NULL), decisions);
+
+    /* The same id for another tenant: refused, the first request untouched. */
+    make_req(&other, "req-1commit", "someone-else", TP_SOURCE_BILLING, TP_PLAN_FREE);
+    assert_int_equal(tp_stages_run(&f->env, &other, &out), TP_ECONFLICT);
+    assert_int_equal(out.err, TP_ECONFLICT);
+    request_facts(f, req.request_id, again, sizeof(again));
+    assert_string_equal(facts, again);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenants WHERE slug = $1", "someone-else"), 0);
+}
+
+/* The one-commit path's outcomes other than success, each the same as the two-commit path's
+ * (an admin request run without tp_stages_accept takes that path): a deny, a slug taken, and
+ * OPA down (the fallback records the request RUNNING with the policy retry, as today) then back. */
+static void test_billing_request_fallbacks_match(void **state) {
+    fixture *f = *state;
+    tp_request fresh, old;
+    tp_run_result out_fresh, out_old;
+    char facts_fresh[1024], facts_old[1024];
+    int64_t mark;
+
+    warm_up(f);
+    /* Denied (region outside the residency): one commit, DENIED, the later stages PENDING. */
+    make_req(&fresh, "req-deny-1c", "deny-1c", TP_SOURCE_BILLING, TP_PLAN_PRO);
+    make_req(&old, "req-deny-2c", "deny-2c", TP_SOURCE_ADMIN_API, TP_PLAN_PRO);
+    snprintf(fresh.tenant.region, sizeof(fresh.tenant.region), "eu-west-1");
+    snprintf(old.tenant.region, sizeof(old.tenant.region), "eu-west-1");
+    mark = commits_mark(f);
+    assert_int_equal(tp_stages_run(&f->env, &fresh, &out_fresh), 0);
+    assert_int_equal(commits_since(f, mark), 1);
+    assert_int_equal(tp_stages_run(&f->env, &old, &out_old), 0);
+    assert_int_equal(out_fresh.status, TP_RUN_DENIED);
+    assert_int_equal(out_fresh.stage, TP_STAGE_POLICY);
+    assert_int_equal(out_fresh.attempts, 1);
+    assert_string_equal(out_fresh.failure_reason, "POLICY_DENIED");
+    assert_string_equal(out_fresh.message, out_old.message);
+    request_facts(f, fresh.request_id, facts_fresh, sizeof(facts_fresh));
+    request_facts(f, old.request_id, facts_old, sizeof(facts_old));
+    assert_string_equal(facts_fresh, facts_old);
+    assert_non_null(strstr(facts_fresh, "DENIED/POLICY_DENIED policy:FAILED:1:POLICY_DENIED "
+                                        "tenant:PENDING:0:-"));
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM provisioning_stages WHERE request_id = $1 AND "
+                                 "status = 'PENDING' AND started_at IS NULL AND finished_at IS NULL",
+                          fresh.request_id), 6);
+
+    /* A slug held by another tenant: FAILED/SLUG_TAKEN at the tenant stage. */
+    make_req(&fresh, "req-taken-1c", "deny-taken", TP_SOURCE_ADMIN_API, TP_PLAN_PRO);
+    run_ok(f, &fresh);
+    make_req(&fresh, "req-taken-2", "deny-taken", TP_SOURCE_BILLING, TP_PLAN_FREE);
+    make_req(&old, "req-taken-3", "deny-taken", TP_SOURCE_ADMIN_API, TP_PLAN_FREE);
+    assert_int_equal(tp_stages_run(&f->env, &fresh, &out_fresh), 0);
+    assert_int_equal(tp_stages_run(&f->env, &old, &out_old), 0);
+    assert_int_equal(out_fresh.status, TP_RUN_FAILED);
+    assert_string_equal(out_fresh.failure_reason, "SLUG_TAKEN");
+    request_facts(f, fresh.request_id, facts_fresh, sizeof(facts_fresh));
+    request_facts(f, old.request_id, facts_old, sizeof(facts_old));
+    assert_string_equal(facts_fresh, facts_old);
+    assert_non_null(strstr(facts_fresh, "FAILED/SLUG_TAKEN policy:SUCCEEDED:1:- tenant:FAILED:1:SLUG_TAKEN"));
+
+    /* OPA down: no transaction is opened for the fresh request; the fallback records it RUNNING
+     * with the policy's retry, exactly as before; OPA back: it finishes on the two-commit path. */
+    tp_policy_client *dead = tp_policy_client_new("http://127.0.0.1:1", 500);
+    assert_non_null(dead);
+    f->env.policy = dead;
+    make_req(&fresh, "req-opa-1c", "opa-1c", TP_SOURCE_BILLING, TP_PLAN_STARTER);
+    make_req(&old, "req-opa-2c", "opa-2c", TP_SOURCE_ADMIN_API, TP_PLAN_STARTER);
+    assert_int_equal(tp_stages_run(&f->env, &fresh, &out_fresh), 0);
+    assert_int_equal(tp_stages_run(&f->env, &old, &out_old), 0);
+    f->env.policy = f->pc;
+    tp_policy_client_free(dead);
+    assert_int_equal(out_fresh.status, TP_RUN_RETRY);
+    assert_int_equal(out_fresh.stage, TP_STAGE_POLICY);
+    assert_int_equal(out_fresh.attempts, 1);
+    assert_int_equal(out_fresh.err, out_old.err);
+    request_facts(f, fresh.request_id, facts_fresh, sizeof(facts_fresh));
+    request_facts(f, old.request_id, facts_old, sizeof(facts_old));
+    assert_string_equal(facts_fresh, facts_old);
+    assert_true(strncmp(facts_fresh, "RUNNING/- policy:RETRYING:1:OPA_UNAVAILABLE tenant:PENDING:0:-",
+                        61) == 0);
+    run_ok(f, &fresh);
+    run_ok(f, &old);
+    request_facts(f, fresh.request_id, facts_fresh, sizeof(facts_fresh));
+    request_facts(f, old.request_id, facts_old, sizeof(facts_old));
+    assert_string_equal(facts_fresh, facts_old);
+    assert_true(strncmp(facts_fresh, "SUCCEEDED/- policy:SUCCEEDED:2:- tenant:SUCCEEDED:1:-", 52) == 0);
+}
+
+/* Runners of one billing request at once, none finding a row (a redelivery after a rebalance
+ * while the first run is still going): one claims it, the others wait on its insert and then
+ * find it done. One provisioning, every runner reports it. */
+static void test_billing_request_concurrent_runners(void **state) {
+    fixture *f = *state;
+    enum { N = 4 };
+    tp_request req;
+    pthread_t th[N];
+    runner_arg args[N];
+    make_req(&req, "req-race-1c", "race-1c", TP_SOURCE_BILLING, TP_PLAN_ENTERPRISE);
+    for (int i = 0; i < N; i++) {
+        args[i] = (runner_arg){f->t.dsn, &req, 0, {0}};
+        assert_int_equal(pthread_create(&th[i], NULL, runner_thread, &args[i]), 0);
+    }
+    for (int i = 0; i < N; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(args[i].rc, 0);
+        assert_int_equal(args[i].out.status, TP_RUN_SUCCEEDED);
+    }
+    assert_provisioned(f, &req, "us-east-1");
+    assert_written_once(f, req.request_id);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM tenants", NULL), 1);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM receipt_outbox", NULL), 3);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM policy_decisions", NULL), 1);
+}
+
 /* A transient fault in each stage in turn (a trigger raising 40001, as a serialization failure
  * would): the one-transaction path rolls back and the per-stage path records the retry, leaving
  * exactly the rows and conditions the per-stage path alone leaves; after the fault clears, both
- * finish the same way. */
+ * finish the same way. So does a billing request's one-commit path (rolled back, then the
+ * request recorded and the two paths above). */
 static void test_fault_in_each_stage_matches_per_stage_path(void **state) {
     fixture *f = *state;
     static const struct {
@@ -789,16 +1001,19 @@ static void test_fault_in_each_stage_matches_per_stage_path(void **state) {
         {"isolation", "tenants", "UPDATE"},
     };
     for (size_t i = 0; i < sizeof(faults) / sizeof(faults[0]); i++) {
-        tp_request fast, slow;
-        tp_run_result out_fast, out_slow;
-        char rid_fast[64], rid_slow[64], slug_fast[32], slug_slow[32], sql[512];
-        char facts_fast[1024], facts_slow[1024];
+        tp_request fast, slow, fresh;
+        tp_run_result out_fast, out_slow, out_fresh;
+        char rid_fast[64], rid_slow[64], rid_fresh[64], slug_fast[32], slug_slow[32], slug_fresh[32];
+        char facts_fast[1024], facts_slow[1024], facts_fresh[1024], sql[512];
         snprintf(rid_fast, sizeof(rid_fast), "req-fault-%s-1tx", faults[i].stage);
         snprintf(rid_slow, sizeof(rid_slow), "req-fault-%s-each", faults[i].stage);
         snprintf(slug_fast, sizeof(slug_fast), "fault-%zu-a", i);
         snprintf(slug_slow, sizeof(slug_slow), "fault-%zu-b", i);
+        snprintf(rid_fresh, sizeof(rid_fresh), "req-fault-%s-1commit", faults[i].stage);
+        snprintf(slug_fresh, sizeof(slug_fresh), "fault-%zu-c", i);
         make_req(&fast, rid_fast, slug_fast, TP_SOURCE_ADMIN_API, TP_PLAN_STARTER);
         make_req(&slow, rid_slow, slug_slow, TP_SOURCE_ADMIN_API, TP_PLAN_STARTER);
+        make_req(&fresh, rid_fresh, slug_fresh, TP_SOURCE_BILLING, TP_PLAN_STARTER);
         snprintf(sql, sizeof(sql),
                  "CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
                  "RAISE EXCEPTION 'injected fault' USING ERRCODE = '40001'; END $$; "
@@ -806,6 +1021,7 @@ static void test_fault_in_each_stage_matches_per_stage_path(void **state) {
                  faults[i].when, faults[i].table);
         assert_int_equal(tp_db_exec_script(f->db, sql), 0);
         assert_int_equal(tp_stages_run(&f->env, &fast, &out_fast), 0);
+        assert_int_equal(tp_stages_run(&f->env, &fresh, &out_fresh), 0);
         f->env.per_stage_tx = true;
         assert_int_equal(tp_stages_run(&f->env, &slow, &out_slow), 0);
         f->env.per_stage_tx = false;
@@ -815,15 +1031,21 @@ static void test_fault_in_each_stage_matches_per_stage_path(void **state) {
         assert_int_equal(out_fast.stage, out_slow.stage);
         assert_int_equal(out_fast.attempts, 1);
         assert_int_equal(out_fast.attempts, out_slow.attempts);
+        assert_int_equal(out_fresh.status, TP_RUN_RETRY);
+        assert_int_equal(out_fresh.stage, out_slow.stage);
+        assert_int_equal(out_fresh.attempts, out_slow.attempts);
         request_facts(f, rid_fast, facts_fast, sizeof(facts_fast));
         request_facts(f, rid_slow, facts_slow, sizeof(facts_slow));
+        request_facts(f, rid_fresh, facts_fresh, sizeof(facts_fresh));
         assert_string_equal(facts_fast, facts_slow);
+        assert_string_equal(facts_fresh, facts_slow);
         assert_non_null(strstr(facts_fast, "RETRYING:1:DB"));
         /* The fault clears: both finish, with the same conditions. */
         snprintf(sql, sizeof(sql), "DROP TRIGGER IF EXISTS fault ON %s; DROP FUNCTION fault();",
                  faults[i].table);
         assert_int_equal(tp_db_exec_script(f->db, sql), 0);
         run_ok(f, &fast);
+        run_ok(f, &fresh);
         f->env.per_stage_tx = true;
         run_ok(f, &slow);
         f->env.per_stage_tx = false;
@@ -832,7 +1054,9 @@ static void test_fault_in_each_stage_matches_per_stage_path(void **state) {
         assert_non_null(strstr(facts_fast, sql));
         assert_true(strncmp(facts_fast, "SUCCEEDED/- ", 12) == 0);
         request_facts(f, rid_slow, facts_slow, sizeof(facts_slow));
+        request_facts(f, rid_fresh, facts_fresh, sizeof(facts_fresh));
         assert_string_equal(facts_fast, facts_slow);
+        assert_string_equal(facts_fresh, facts_slow);
     }
 }
 
@@ -886,6 +1110,9 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_concurrent_runners, setup, teardown),
         cmocka_unit_test_setup_teardown(test_happy_path_is_one_transaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fault_in_each_stage_matches_per_stage_path, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_billing_request_is_one_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_billing_request_fallbacks_match, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_billing_request_concurrent_runners, setup, teardown),
     };
     if (getenv("TP_TEST_FILTER"))
         cmocka_set_test_filter(getenv("TP_TEST_FILTER"));

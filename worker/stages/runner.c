@@ -273,6 +273,37 @@ static int start_request(tp_db *db, const tp_stage_env *env, const tp_request *r
     return 0;
 }
 
+/* The one-commit path's first statement, inside its transaction: records a request that has no
+ * row yet directly in the state a run through every stage commits (SUCCEEDED; a terminal outcome
+ * rewrites it before COMMIT), without stage rows (written at the end, once, in their final
+ * state). Nobody sees it before COMMIT; a second runner of the same request waits here for ours
+ * and then finds the row. *claimed is false when a row exists (written by tp-ingress, an earlier
+ * run, or another runner meanwhile): nothing was written. Returns 0 or TP_E*. */
+static int claim_new_request(tp_db *db, const tp_stage_env *env, const tp_request *req,
+                             bool *claimed) {
+    char *own, pbuf[16], obuf[32], sbuf[STAGE_LIST_MAX];
+    const char *params[12], *p11[11];
+    int64_t affected = 0;
+    int rc = request_params(req, NULL, env->origin_topic, env->origin_partition,
+                            env->origin_offset, &own, pbuf, obuf, sbuf, params);
+    *claimed = false;
+    if (rc != 0)
+        return rc;
+    memcpy(p11, params, 10 * sizeof(p11[0])); /* all but the stage list ($11 here: the action) */
+    p11[10] = params[11];
+    rc = tp_db_exec(db,
+                    "INSERT INTO provisioning_requests (request_id, idempotency_key, actor_id, "
+                    "actor_type, source, tenant_slug, payload, payload_fingerprint, origin_topic, "
+                    "origin_partition, origin_offset, state, action, finished_at) VALUES ($1, $2, "
+                    "$3, $4, $5, $6, $7::text::jsonb, encode(sha256(convert_to($7::text, 'UTF8')), "
+                    "'hex'), $8, $9::int, $10::bigint, 'SUCCEEDED', $11, clock_timestamp()) "
+                    "ON CONFLICT (request_id) DO NOTHING",
+                    11, p11, &affected);
+    free(own);
+    *claimed = rc == 0 && affected == 1;
+    return rc;
+}
+
 /* Reads the request back (after the last marker of a crashed run). */
 static int load_request(tp_db *db, const char *request_id, request_row *row) {
     tp_res *res = NULL;
@@ -598,19 +629,79 @@ out_fail:
     return STAGE_STOP;
 }
 
+/* In the one-transaction path's open transaction: locks the request's stage rows (in order) and
+ * reads their statuses and attempts into done[] and attempts[], and the request's tenant into
+ * ctx->tenant_id when ctx has none. Returns 0, or -1 (the caller rolls back and falls back). */
+static int lock_stage_rows(tp_stage_ctx *ctx, int n, bool done[TP_STAGE_COUNT_],
+                           int attempts[TP_STAGE_COUNT_]) {
+    tp_res *res = NULL;
+    const char *params[1] = {ctx->req->request_id};
+    /* The stage rows locked in order serialise two runners of one request (a redelivery after a
+     * rebalance), as the per-stage path's one-row lock does; their statuses are read again under
+     * the lock, with the tenant another runner may have created. */
+    int rc = tp_db_query(ctx->db,
+                         "SELECT s.stage, s.status, s.attempts, coalesce((SELECT r.tenant_id FROM "
+                         "provisioning_requests r WHERE r.request_id = $1), '') FROM "
+                         "provisioning_stages s WHERE s.request_id = $1 ORDER BY s.ordinal FOR UPDATE",
+                         1, params, &res);
+    if (rc != 0 || tp_res_nrows(res) != n)
+        goto out_fail;
+    for (int r = 0; r < n; r++) {
+        tp_stage_id id;
+        int64_t a = 0;
+        if (tp_stage_parse(tp_res_get(res, r, 0), &id) != 0)
+            goto out_fail;
+        done[id] = strcmp(tp_res_get(res, r, 1), "SUCCEEDED") == 0;
+        tp_res_get_int64(res, r, 2, &a);
+        attempts[id] = (int)a;
+    }
+    if (!ctx->tenant_id[0])
+        snprintf(ctx->tenant_id, sizeof(ctx->tenant_id), "%s", tp_res_get(res, 0, 3));
+    tp_res_free(res);
+    return 0;
+out_fail:
+    tp_res_free(res);
+    return -1;
+}
+
+/* The end of the one-transaction path (params: request id, the markers as a JSON array of
+ * {stage, ordinal, attempts, output, status, reason, message}, the request's new state or NULL
+ * to leave it, its failure reason and message): the stage rows updated to their markers ... */
+#define REQUEST_OUTCOME_SQL                                                                         \
+    "UPDATE provisioning_requests SET state = $3, failure_reason = $4, failure_message = $5, "     \
+    "finished_at = clock_timestamp(), updated_at = clock_timestamp() WHERE request_id = $1 AND "   \
+    "$3::text IS NOT NULL"
+#define UPDATE_MARKERS_SQL                                                                          \
+    "WITH m AS (UPDATE provisioning_stages s SET status = v.status, attempts = v.attempts, "       \
+    "output = nullif(v.output, 'null'), reason = v.reason, message = v.message, started_at = "      \
+    "coalesce(s.started_at, now()), finished_at = clock_timestamp(), updated_at = "                 \
+    "clock_timestamp() FROM jsonb_to_recordset($2::jsonb) AS v(stage text, attempts int, output "   \
+    "jsonb, status text, reason text, message text) WHERE s.request_id = $1 AND s.stage = "         \
+    "v.stage) " REQUEST_OUTCOME_SQL
+/* ... or, for a fresh request, inserted (every stage of its list: one a run did not reach is
+ * PENDING with no times, as tp_stages_accept would have left it). */
+#define INSERT_FINAL_STAGES_SQL                                                                     \
+    "WITH m AS (INSERT INTO provisioning_stages (request_id, stage, ordinal, status, attempts, "   \
+    "output, reason, message, started_at, finished_at, updated_at) SELECT $1, v.stage, "            \
+    "v.ordinal, v.status, v.attempts, nullif(v.output, 'null'), v.reason, v.message, CASE WHEN "    \
+    "v.attempts > 0 THEN now() END, CASE WHEN v.attempts > 0 THEN clock_timestamp() END, "          \
+    "clock_timestamp() FROM jsonb_to_recordset($2::jsonb) AS v(stage text, ordinal int, attempts "  \
+    "int, output jsonb, status text, reason text, message text)) " REQUEST_OUTCOME_SQL
+
 /* The happy path in one transaction: every stage that has not SUCCEEDED runs in ONE transaction
  * (the policy decision is asked before it, outside), its markers and the request's new state are
- * written by one statement at the end, and one COMMIT makes it all durable. Returns STAGE_STOP
- * with out filled when committed; STAGE_DONE when nothing was written (any error: rolled back),
- * and the caller then takes the per-stage path, which records retries and failures exactly as
- * before. */
+ * written by one statement at the end, and one COMMIT makes it all durable. fresh (a request
+ * with no row yet, see run_request): the transaction's first statement records the request
+ * (claim_new_request) instead of locking stage rows, and its last one inserts the stage rows in
+ * their final state instead of updating them, so the run costs one COMMIT in all and writes
+ * each of those rows once. Returns STAGE_STOP with out filled when committed; STAGE_DONE when
+ * nothing was written (any error, or fresh and the row exists: rolled back), and the caller then
+ * takes the next path, which records retries and failures exactly as before. */
 static int run_single_tx(tp_stage_ctx *ctx, const tp_stage_def *list, int n, bool need_policy,
-                         tp_run_result *out) {
+                         bool fresh, tp_run_result *out) {
     tp_db *db = ctx->db;
-    tp_res *res = NULL;
     json_t *markers = json_array();
     char *markers_text = NULL, tenant_before[64];
-    const char *params[1] = {ctx->req->request_id};
     const tp_stage_def *last = NULL;
     int rc, attempts[TP_STAGE_COUNT_] = {0};
     bool done[TP_STAGE_COUNT_] = {false};
@@ -624,29 +715,13 @@ static int run_single_tx(tp_stage_ctx *ctx, const tp_stage_def *list, int n, boo
     ctx->n_leaf_ids = 0;
     if (tp_db_begin(db) != 0)
         goto out_fallback;
-    /* The stage rows locked in order serialise two runners of one request (a redelivery after a
-     * rebalance), as the per-stage path's one-row lock does; their statuses are read again under
-     * the lock, with the tenant another runner may have created. */
-    rc = tp_db_query(db,
-                     "SELECT s.stage, s.status, s.attempts, coalesce((SELECT r.tenant_id FROM "
-                     "provisioning_requests r WHERE r.request_id = $1), '') FROM "
-                     "provisioning_stages s WHERE s.request_id = $1 ORDER BY s.ordinal FOR UPDATE",
-                     1, params, &res);
-    if (rc != 0 || tp_res_nrows(res) != n)
+    if (fresh) {
+        bool claimed = false;
+        if (claim_new_request(db, ctx->env, ctx->req, &claimed) != 0 || !claimed)
+            goto out_fallback; /* a row exists (or an error): today's path takes it from here */
+    } else if (lock_stage_rows(ctx, n, done, attempts) != 0) {
         goto out_fallback;
-    for (int r = 0; r < n; r++) {
-        tp_stage_id id;
-        int64_t a = 0;
-        if (tp_stage_parse(tp_res_get(res, r, 0), &id) != 0)
-            goto out_fallback;
-        done[id] = strcmp(tp_res_get(res, r, 1), "SUCCEEDED") == 0;
-        tp_res_get_int64(res, r, 2, &a);
-        attempts[id] = (int)a;
     }
-    if (!ctx->tenant_id[0])
-        snprintf(ctx->tenant_id, sizeof(ctx->tenant_id), "%s", tp_res_get(res, 0, 3));
-    tp_res_free(res);
-    res = NULL;
 
     for (int i = 0; i < n; i++) {
         const tp_stage_def *def = &list[i];
@@ -658,12 +733,14 @@ static int run_single_tx(tp_stage_ctx *ctx, const tp_stage_def *list, int n, boo
         rc = def->run(ctx);
         tp_metrics_stage_observe(def->id, def->name, tp_metrics_now_ns() - t0);
         if (rc != 0) {
-            tp_log(TP_LOG_DEBUG, "stages", &lctx, "one-transaction path: %s (%s); per stage now",
-                   tp_err_name(rc), ctx->message);
+            tp_log(TP_LOG_DEBUG, "stages", &lctx, "%s path: %s (%s); %s now",
+                   fresh ? "one-commit" : "one-transaction", tp_err_name(rc), ctx->message,
+                   fresh ? "the request recorded first" : "per stage");
             goto out_fallback;
         }
-        if (json_array_append_new(markers, json_pack("{s:s, s:i, s:O?, s:s, s:s?, s:s?}", "stage",
-                                                     def->name, "attempts", attempts[def->id] + 1,
+        if (json_array_append_new(markers, json_pack("{s:s, s:i, s:i, s:O?, s:s, s:s?, s:s?}",
+                                                     "stage", def->name, "ordinal", i + 1,
+                                                     "attempts", attempts[def->id] + 1,
                                                      "output", ctx->output, "status",
                                                      ctx->terminal ? "FAILED" : "SUCCEEDED",
                                                      "reason", ctx->terminal ? ctx->reason : NULL,
@@ -675,30 +752,30 @@ static int run_single_tx(tp_stage_ctx *ctx, const tp_stage_def *list, int n, boo
     }
     if (!last)
         goto out_fallback; /* another runner finished every stage meanwhile */
+    for (int i = (int)(last - list) + 1; fresh && i < n; i++) {
+        /* Stages after a terminal outcome stay PENDING, as the rows recorded up front would. */
+        if (json_array_append_new(markers, json_pack("{s:s, s:i, s:i, s:s}", "stage", list[i].name,
+                                                     "ordinal", i + 1, "attempts", 0, "status",
+                                                     "PENDING")) != 0)
+            goto out_fallback;
+    }
     markers_text = json_dumps(markers, JSON_COMPACT);
     if (!markers_text)
         goto out_fallback;
     {
         /* Every marker, then the request's outcome: terminal, SUCCEEDED after the last stage of
-         * the list, or (when it did not run) unchanged. */
+         * the list, or (when it did not run) unchanged. A fresh request's row already says
+         * SUCCEEDED (claim_new_request): only a terminal outcome rewrites it. */
         const char *state = ctx->terminal == TP_RUN_DENIED ? "DENIED"
                             : ctx->terminal              ? "FAILED"
                             : last == &list[n - 1]       ? "SUCCEEDED" : NULL;
-        const char *mp5[5] = {ctx->req->request_id, markers_text, state,
+        const char *mp5[5] = {ctx->req->request_id, markers_text,
+                              fresh && !ctx->terminal ? NULL : state,
                               ctx->terminal ? ctx->reason : NULL,
                               ctx->terminal ? ctx->message : NULL};
         /* Queued: it travels with the COMMIT, one round trip for both. */
-        rc = tp_db_exec_queued(db,
-                        "WITH m AS (UPDATE provisioning_stages s SET status = v.status, attempts = "
-                        "v.attempts, output = nullif(v.output, 'null'), reason = v.reason, message = v.message, "
-                        "started_at = coalesce(s.started_at, now()), finished_at = clock_timestamp(), "
-                        "updated_at = clock_timestamp() FROM jsonb_to_recordset($2::jsonb) AS "
-                        "v(stage text, attempts int, output jsonb, status text, reason text, "
-                        "message text) WHERE s.request_id = $1 AND s.stage = v.stage) "
-                        "UPDATE provisioning_requests SET state = $3, failure_reason = $4, "
-                        "failure_message = $5, finished_at = clock_timestamp(), updated_at = "
-                        "clock_timestamp() WHERE request_id = $1 AND $3::text IS NOT NULL",
-                        5, mp5, NULL, NULL);
+        rc = tp_db_exec_queued(db, fresh ? INSERT_FINAL_STAGES_SQL : UPDATE_MARKERS_SQL, 5, mp5,
+                               NULL, NULL);
         if (rc != 0)
             goto out_fallback;
         if (tp_stage_assign_leaves(ctx) != 0) /* last: holds the log counter until COMMIT */
@@ -719,7 +796,6 @@ static int run_single_tx(tp_stage_ctx *ctx, const tp_stage_def *list, int n, boo
     }
 
 out_fallback:
-    tp_res_free(res);
     tp_db_rollback(db);
     free(markers_text);
     json_decref(markers);
@@ -738,6 +814,26 @@ static int run_request(tp_stage_ctx *ctx, const tp_request *req, tp_run_result *
     int rc, n;
     const char *params[1] = {req->request_id};
     const tp_stage_def *list = tp_stage_list(req->action, &n);
+
+    /* One commit for a request that has no row yet: records straight from billing (tp-ingress
+     * records its requests ACCEPTED before producing them, so theirs would only find the row).
+     * OPA is asked first, outside any transaction and before PostgreSQL is touched; then one
+     * transaction records the request, runs every stage and writes the stage rows once, in their
+     * final state. A row that exists after all (a redelivery, a retry, a replay, another runner,
+     * or another request's id), OPA failing, or any error: rolled back, and the path below runs
+     * as it always did, with the answer just asked kept for its policy stage (prepare_stage).
+     * That answer is only used where this path would ask OPA itself, the policy stage not having
+     * SUCCEEDED: same request, same input, a moment earlier. A decision already stored keeps
+     * being the one used (the policy stage is done, so its prepare step is never consulted), so
+     * a redelivery after success costs one unused OPA call instead of a read before every new
+     * request. Tenant actions from billing take this path too (their stage lists are written
+     * the same way). */
+    if (req->source == TP_SOURCE_BILLING && !env->per_stage_tx &&
+        run_single_tx(ctx, list, n, true, true, out) == STAGE_STOP) {
+        snprintf(out->tenant_id, sizeof(out->tenant_id), "%s", ctx->tenant_id);
+        json_decref(ctx->output);
+        return 0;
+    }
 
     if ((rc = start_request(db, env, req, &row)) != 0)
         goto out_db;
@@ -765,7 +861,7 @@ static int run_request(tp_stage_ctx *ctx, const tp_request *req, tp_run_result *
     for (int i = 0; i < n; i++)
         all_done = all_done && row.done[list[i].id];
     if (!all_done && !env->per_stage_tx &&
-        run_single_tx(ctx, list, n, !row.done[list[0].id], out) == STAGE_STOP) {
+        run_single_tx(ctx, list, n, !row.done[list[0].id], false, out) == STAGE_STOP) {
         snprintf(out->tenant_id, sizeof(out->tenant_id), "%s", ctx->tenant_id);
         json_decref(ctx->output);
         if (out->status != TP_RUN_RETRY)
