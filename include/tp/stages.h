@@ -86,7 +86,9 @@ int tp_stages_accept(tp_db *db, const tp_request *req, const char *payload_json_
  * and markers (one durable commit). Any error there rolls back and the stages run again each in
  * its own transaction, which records retries and failures (so conditions, attempts and
  * idempotency are the same on both paths). Records the request if tp_stages_accept was not
- * called (straight into RUNNING, with env's origin). A terminal request is a no-op that reports its
+ * called, with env's origin: a BILLING request in the happy path's one transaction (asked OPA
+ * first; one commit in all, no row before it), else (or when that rolls back) straight into
+ * RUNNING in a statement of its own. A terminal request is a no-op that reports its
  * terminal status. Returns 0 when *out describes the outcome (including FAILED/DENIED/RETRY);
  * a negative TP_E* only when even the outcome could not be recorded: transient (retry later) or
  * permanent (the database refuses this request's bookkeeping: retrying cannot help), or

@@ -1,7 +1,9 @@
 /* runner.c: the stage tables (provisioning's seven, each tenant action's own list) and the runner:
- * records a request with its action and stage list, runs each pending stage in its own
- * transaction together with its stage marker, classifies failures (transient → RETRYING and a
- * retry verdict, permanent → terminal state) and prepares replays. Synchronous, no sleeping. */
+ * records a request with its action and stage list, runs its pending stages in one transaction
+ * (for a billing request with no row yet, the very one that records it: one commit in all), or
+ * after an error each in its own transaction together with its stage marker, classifies failures
+ * (transient → RETRYING and a retry verdict, permanent → terminal state) and prepares replays.
+ * Synchronous, no sleeping. */
 #include "stages_int.h"
 #include "tp/error.h"
 #include "tp/log.h"
