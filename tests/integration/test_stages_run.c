@@ -771,6 +771,116 @@ static void test_happy_path_is_one_transaction(void **state) {
                                  "WHERE request_id = $1)", req.request_id), xmin_rows);
 }
 
+/* A transient fault in each stage in turn (a trigger raising 40001, as a serialization failure
+ * would): the one-transaction path rolls back and the per-stage path records the retry, leaving
+ * exactly the rows and conditions the per-stage path alone leaves; after the fault clears, both
+ * finish the same way. So does a billing request's one-commit path (rolled back, then the
+ * request recorded and the two paths above). */
+static void test_fault_in_each_stage_matches_per_stage_path(void **state) {
+    fixture *f = *state;
+    static const struct {
+        const char *stage, *table, *when;
+    } faults[] = {
+        {"policy", "policy_decisions", "INSERT"},
+        {"tenant", "tenants", "INSERT"},
+        {"namespace", "tenant_namespaces", "INSERT"},
+        {"partitions", "tenant_partitions", "INSERT"},
+        {"quota", "tenant_quotas", "INSERT"},
+        {"receipts", "receipt_outbox", "INSERT"},
+        {"isolation", "tenants", "UPDATE"},
+    };
+    for (size_t i = 0; i < sizeof(faults) / sizeof(faults[0]); i++) {
+        tp_request fast, slow, fresh;
+        tp_run_result out_fast, out_slow, out_fresh;
+        char rid_fast[64], rid_slow[64], rid_fresh[64], slug_fast[32], slug_slow[32], slug_fresh[32];
+        char facts_fast[1024], facts_slow[1024], facts_fresh[1024], sql[512];
+        snprintf(rid_fast, sizeof(rid_fast), "req-fault-%s-1tx", faults[i].stage);
+        snprintf(rid_slow, sizeof(rid_slow), "req-fault-%s-each", faults[i].stage);
+        snprintf(slug_fast, sizeof(slug_fast), "fault-%zu-a", i);
+        snprintf(slug_slow, sizeof(slug_slow), "fault-%zu-b", i);
+        snprintf(rid_fresh, sizeof(rid_fresh), "req-fault-%s-1commit", faults[i].stage);
+        snprintf(slug_fresh, sizeof(slug_fresh), "fault-%zu-c", i);
+        make_req(&fast, rid_fast, slug_fast, TP_SOURCE_ADMIN_API, TP_PLAN_STARTER);
+        make_req(&slow, rid_slow, slug_slow, TP_SOURCE_ADMIN_API, TP_PLAN_STARTER);
+        make_req(&fresh, rid_fresh, slug_fresh, TP_SOURCE_BILLING, TP_PLAN_STARTER);
+        snprintf(sql, sizeof(sql),
+                 "CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                 "RAISE EXCEPTION 'injected fault' USING ERRCODE = '40001'; END $$; "
+                 "CREATE TRIGGER fault BEFORE %s ON %s FOR EACH ROW EXECUTE FUNCTION fault();",
+                 faults[i].when, faults[i].table);
+        assert_int_equal(tp_db_exec_script(f->db, sql), 0);
+        assert_int_equal(tp_stages_run(&f->env, &fast, &out_fast), 0);
+        assert_int_equal(tp_stages_run(&f->env, &fresh, &out_fresh), 0);
+        f->env.per_stage_tx = true;
+        assert_int_equal(tp_stages_run(&f->env, &slow, &out_slow), 0);
+        f->env.per_stage_tx = false;
+        assert_int_equal(out_fast.status, TP_RUN_RETRY);
+        assert_int_equal(out_slow.status, TP_RUN_RETRY);
+        assert_string_equal(tp_stage_name(out_fast.stage), faults[i].stage);
+        assert_int_equal(out_fast.stage, out_slow.stage);
+        assert_int_equal(out_fast.attempts, 1);
+        assert_int_equal(out_fast.attempts, out_slow.attempts);
+        assert_int_equal(out_fresh.status, TP_RUN_RETRY);
+        assert_int_equal(out_fresh.stage, out_slow.stage);
+        assert_int_equal(out_fresh.attempts, out_slow.attempts);
+        request_facts(f, rid_fast, facts_fast, sizeof(facts_fast));
+        request_facts(f, rid_slow, facts_slow, sizeof(facts_slow));
+        request_facts(f, rid_fresh, facts_fresh, sizeof(facts_fresh));
+        assert_string_equal(facts_fast, facts_slow);
+        assert_string_equal(facts_fresh, facts_slow);
+        assert_non_null(strstr(facts_fast, "RETRYING:1:DB"));
+        /* The fault clears: both finish, with the same conditions. */
+        snprintf(sql, sizeof(sql), "DROP TRIGGER IF EXISTS fault ON %s; DROP FUNCTION fault();",
+                 faults[i].table);
+        assert_int_equal(tp_db_exec_script(f->db, sql), 0);
+        run_ok(f, &fast);
+        run_ok(f, &fresh);
+        f->env.per_stage_tx = true;
+        run_ok(f, &slow);
+        f->env.per_stage_tx = false;
+        request_facts(f, rid_fast, facts_fast, sizeof(facts_fast));
+        snprintf(sql, sizeof(sql), " %s:SUCCEEDED:2:- ", faults[i].stage);
+        assert_non_null(strstr(facts_fast, sql));
+        assert_true(strncmp(facts_fast, "SUCCEEDED/- ", 12) == 0);
+        request_facts(f, rid_slow, facts_slow, sizeof(facts_slow));
+        request_facts(f, rid_fresh, facts_fresh, sizeof(facts_fresh));
+        assert_string_equal(facts_fast, facts_slow);
+        assert_string_equal(facts_fresh, facts_slow);
+    }
+}
+
+/* Attempts alone do not end a request while the time budget lasts: an outage of a dependency
+ * shorter than retry.max_elapsed_ms never exhausts it, however fast the attempts come. */
+static void test_retry_budget_is_also_time(void **state) {
+    fixture *f = *state;
+    tp_request req;
+    tp_run_result out;
+    char buf[128];
+    tp_policy_client *dead = tp_policy_client_new("http://127.0.0.1:1", 500);
+    assert_non_null(dead);
+    f->env.policy = dead;
+    f->env.max_attempts = 2;
+    f->env.max_elapsed_ms = 1500;
+    make_req(&req, "req-budget", "budget-co", TP_SOURCE_ADMIN_API, TP_PLAN_STARTER);
+    for (int i = 1; i <= 4; i++) { /* twice the attempt budget, well inside the time budget */
+        assert_int_equal(tp_stages_run(&f->env, &req, &out), 0);
+        assert_int_equal(out.status, TP_RUN_RETRY);
+        assert_int_equal(out.attempts, i);
+    }
+    qtext(f->db, "SELECT status FROM provisioning_stages WHERE request_id = $1 AND stage = 'policy'",
+          req.request_id, buf, sizeof(buf));
+    assert_string_equal(buf, "RETRYING");
+    usleep(1600 * 1000);
+    assert_int_equal(tp_stages_run(&f->env, &req, &out), 0);
+    assert_int_equal(out.status, TP_RUN_FAILED);
+    assert_string_equal(out.failure_reason, "RETRIES_EXHAUSTED");
+    assert_int_equal(out.attempts, 5);
+    f->env.policy = f->pc;
+    f->env.max_attempts = 3;
+    f->env.max_elapsed_ms = 0;
+    tp_policy_client_free(dead);
+}
+
 /* xact_commit of the scratch database as this connection (f->db, which the runner uses too)
  * sees it: its backend's counts reach pg_stat_database when it goes idle after a forced flush,
  * so between two marks the difference is what committed in between plus 2 (the first mark's read
@@ -982,116 +1092,6 @@ static void test_billing_request_concurrent_runners(void **state) {
     assert_int_equal(qint(f->db, "SELECT count(*) FROM policy_decisions", NULL), 1);
 }
 
-/* A transient fault in each stage in turn (a trigger raising 40001, as a serialization failure
- * would): the one-transaction path rolls back and the per-stage path records the retry, leaving
- * exactly the rows and conditions the per-stage path alone leaves; after the fault clears, both
- * finish the same way. So does a billing request's one-commit path (rolled back, then the
- * request recorded and the two paths above). */
-static void test_fault_in_each_stage_matches_per_stage_path(void **state) {
-    fixture *f = *state;
-    static const struct {
-        const char *stage, *table, *when;
-    } faults[] = {
-        {"policy", "policy_decisions", "INSERT"},
-        {"tenant", "tenants", "INSERT"},
-        {"namespace", "tenant_namespaces", "INSERT"},
-        {"partitions", "tenant_partitions", "INSERT"},
-        {"quota", "tenant_quotas", "INSERT"},
-        {"receipts", "receipt_outbox", "INSERT"},
-        {"isolation", "tenants", "UPDATE"},
-    };
-    for (size_t i = 0; i < sizeof(faults) / sizeof(faults[0]); i++) {
-        tp_request fast, slow, fresh;
-        tp_run_result out_fast, out_slow, out_fresh;
-        char rid_fast[64], rid_slow[64], rid_fresh[64], slug_fast[32], slug_slow[32], slug_fresh[32];
-        char facts_fast[1024], facts_slow[1024], facts_fresh[1024], sql[512];
-        snprintf(rid_fast, sizeof(rid_fast), "req-fault-%s-1tx", faults[i].stage);
-        snprintf(rid_slow, sizeof(rid_slow), "req-fault-%s-each", faults[i].stage);
-        snprintf(slug_fast, sizeof(slug_fast), "fault-%zu-a", i);
-        snprintf(slug_slow, sizeof(slug_slow), "fault-%zu-b", i);
-        snprintf(rid_fresh, sizeof(rid_fresh), "req-fault-%s-1commit", faults[i].stage);
-        snprintf(slug_fresh, sizeof(slug_fresh), "fault-%zu-c", i);
-        make_req(&fast, rid_fast, slug_fast, TP_SOURCE_ADMIN_API, TP_PLAN_STARTER);
-        make_req(&slow, rid_slow, slug_slow, TP_SOURCE_ADMIN_API, TP_PLAN_STARTER);
-        make_req(&fresh, rid_fresh, slug_fresh, TP_SOURCE_BILLING, TP_PLAN_STARTER);
-        snprintf(sql, sizeof(sql),
-                 "CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                 "RAISE EXCEPTION 'injected fault' USING ERRCODE = '40001'; END $$; "
-                 "CREATE TRIGGER fault BEFORE %s ON %s FOR EACH ROW EXECUTE FUNCTION fault();",
-                 faults[i].when, faults[i].table);
-        assert_int_equal(tp_db_exec_script(f->db, sql), 0);
-        assert_int_equal(tp_stages_run(&f->env, &fast, &out_fast), 0);
-        assert_int_equal(tp_stages_run(&f->env, &fresh, &out_fresh), 0);
-        f->env.per_stage_tx = true;
-        assert_int_equal(tp_stages_run(&f->env, &slow, &out_slow), 0);
-        f->env.per_stage_tx = false;
-        assert_int_equal(out_fast.status, TP_RUN_RETRY);
-        assert_int_equal(out_slow.status, TP_RUN_RETRY);
-        assert_string_equal(tp_stage_name(out_fast.stage), faults[i].stage);
-        assert_int_equal(out_fast.stage, out_slow.stage);
-        assert_int_equal(out_fast.attempts, 1);
-        assert_int_equal(out_fast.attempts, out_slow.attempts);
-        assert_int_equal(out_fresh.status, TP_RUN_RETRY);
-        assert_int_equal(out_fresh.stage, out_slow.stage);
-        assert_int_equal(out_fresh.attempts, out_slow.attempts);
-        request_facts(f, rid_fast, facts_fast, sizeof(facts_fast));
-        request_facts(f, rid_slow, facts_slow, sizeof(facts_slow));
-        request_facts(f, rid_fresh, facts_fresh, sizeof(facts_fresh));
-        assert_string_equal(facts_fast, facts_slow);
-        assert_string_equal(facts_fresh, facts_slow);
-        assert_non_null(strstr(facts_fast, "RETRYING:1:DB"));
-        /* The fault clears: both finish, with the same conditions. */
-        snprintf(sql, sizeof(sql), "DROP TRIGGER IF EXISTS fault ON %s; DROP FUNCTION fault();",
-                 faults[i].table);
-        assert_int_equal(tp_db_exec_script(f->db, sql), 0);
-        run_ok(f, &fast);
-        run_ok(f, &fresh);
-        f->env.per_stage_tx = true;
-        run_ok(f, &slow);
-        f->env.per_stage_tx = false;
-        request_facts(f, rid_fast, facts_fast, sizeof(facts_fast));
-        snprintf(sql, sizeof(sql), " %s:SUCCEEDED:2:- ", faults[i].stage);
-        assert_non_null(strstr(facts_fast, sql));
-        assert_true(strncmp(facts_fast, "SUCCEEDED/- ", 12) == 0);
-        request_facts(f, rid_slow, facts_slow, sizeof(facts_slow));
-        request_facts(f, rid_fresh, facts_fresh, sizeof(facts_fresh));
-        assert_string_equal(facts_fast, facts_slow);
-        assert_string_equal(facts_fresh, facts_slow);
-    }
-}
-
-/* Attempts alone do not end a request while the time budget lasts: an outage of a dependency
- * shorter than retry.max_elapsed_ms never exhausts it, however fast the attempts come. */
-static void test_retry_budget_is_also_time(void **state) {
-    fixture *f = *state;
-    tp_request req;
-    tp_run_result out;
-    char buf[128];
-    tp_policy_client *dead = tp_policy_client_new("http://127.0.0.1:1", 500);
-    assert_non_null(dead);
-    f->env.policy = dead;
-    f->env.max_attempts = 2;
-    f->env.max_elapsed_ms = 1500;
-    make_req(&req, "req-budget", "budget-co", TP_SOURCE_ADMIN_API, TP_PLAN_STARTER);
-    for (int i = 1; i <= 4; i++) { /* twice the attempt budget, well inside the time budget */
-        assert_int_equal(tp_stages_run(&f->env, &req, &out), 0);
-        assert_int_equal(out.status, TP_RUN_RETRY);
-        assert_int_equal(out.attempts, i);
-    }
-    qtext(f->db, "SELECT status FROM provisioning_stages WHERE request_id = $1 AND stage = 'policy'",
-          req.request_id, buf, sizeof(buf));
-    assert_string_equal(buf, "RETRYING");
-    usleep(1600 * 1000);
-    assert_int_equal(tp_stages_run(&f->env, &req, &out), 0);
-    assert_int_equal(out.status, TP_RUN_FAILED);
-    assert_string_equal(out.failure_reason, "RETRIES_EXHAUSTED");
-    assert_int_equal(out.attempts, 5);
-    f->env.policy = f->pc;
-    f->env.max_attempts = 3;
-    f->env.max_elapsed_ms = 0;
-    tp_policy_client_free(dead);
-}
-
 int main(void) {
     e2e_stack_share(); /* a fault test elsewhere must not restart OPA under us */
     const struct CMUnitTest tests[] = {
@@ -1108,11 +1108,11 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_status_json, setup, teardown),
         cmocka_unit_test_setup_teardown(test_status_json_one_snapshot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_runners, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_happy_path_is_one_transaction, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_fault_in_each_stage_matches_per_stage_path, setup, teardown),
         cmocka_unit_test_setup_teardown(test_billing_request_is_one_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_billing_request_fallbacks_match, setup, teardown),
         cmocka_unit_test_setup_teardown(test_billing_request_concurrent_runners, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_happy_path_is_one_transaction, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fault_in_each_stage_matches_per_stage_path, setup, teardown),
     };
     if (getenv("TP_TEST_FILTER"))
         cmocka_set_test_filter(getenv("TP_TEST_FILTER"));
