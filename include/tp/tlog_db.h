@@ -1,5 +1,5 @@
-/* tlog_db.h: the transparency log's tree kept in PostgreSQL (schemas/sql/0005_tlog.sql): leaf
- * indexes come with the receipts (stages/), the stored complete-subtree hashes are extended here
+/* tlog_db.h: the transparency log's tree kept in PostgreSQL (schemas/sql/0005_tlog.sql): receipts
+ * are committed unnumbered (stages/) and numbered as leaves by the sequencer here, the stored complete-subtree hashes are extended here
  * from the committed leaves, and proofs read them through tp_tlog_db_read. Implemented in
  * worker/tlog/tree_db.c over worker/store; used by the relay (extends, signs checkpoints),
  * tp-ingress (serves proofs) and tpctl. */
@@ -16,6 +16,14 @@
  * leaf hash is SHA-256(0x00 || PAE(payloadType, payload)). */
 int tp_tlog_receipt_leaf_hash(const unsigned char *payload, size_t payload_len,
                               unsigned char out[TP_TLOG_HASH_LEN]);
+
+/* The sequencer: numbers committed, unnumbered, unpublished receipts as the next leaves, in
+ * (tenant, sequence) order, up to batch per transaction (tlog_counter row lock, then one
+ * statement, then COMMIT), repeating while a batch was full, at most max_batches times.
+ * *numbered (may be NULL) gets how many it numbered, *more whether the last batch was full.
+ * Must be called outside a transaction; safe with several sequencers at once (they take turns).
+ * Returns 0, TP_EINVAL or TP_EDB*. */
+int tp_tlog_db_sequence(tp_db *db, int batch, int max_batches, int64_t *numbered, bool *more);
 
 /* Hashes every committed leaf not yet in the stored tree (at most max_leaves per call, 0: no
  * bound), in transactions of up to 1000 leaves under the tlog_tree row lock (safe with several

@@ -46,11 +46,6 @@ SELECT 'prov_' || :id::bigint || '_' || a.ord, 'tenant-' || :id::bigint, 'req-' 
        1796160000000 + :id::bigint, now()
 FROM unnest(ARRAY['TENANT_PROVISIONED','TENANT_QUOTA_ASSIGNED','TENANT_ISOLATION_VERIFIED'])
      WITH ORDINALITY AS a(name, ord);
--- The transparency log's leaf indexes: the runner's last statement before COMMIT.
-WITH n AS (SELECT receipt_id, row_number() OVER (ORDER BY tenant_id, sequence) AS k FROM receipt_outbox
-           WHERE receipt_id = ANY(ARRAY['prov_' || :id::bigint || '_1', 'prov_' || :id::bigint || '_2',
-                                        'prov_' || :id::bigint || '_3']) AND leaf_index IS NULL),
-     c AS (UPDATE tlog_counter SET next_leaf = next_leaf + (SELECT count(*) FROM n) WHERE id = 1 RETURNING next_leaf)
-UPDATE receipt_outbox o SET leaf_index = c.next_leaf - (SELECT count(*) FROM n) + n.k - 1
-FROM n, c WHERE o.receipt_id = n.receipt_id;
+-- No leaf indexes: a provisioning commits its receipts unnumbered (the relay's sequencer numbers
+-- them later, in transactions of its own, worker/tlog/sequence_db.c).
 COMMIT;

@@ -1,6 +1,7 @@
 /* test_tlog_e2e: the transparency log on the real stack (issue 12, parts 1-2): two workers
- * provision tenants concurrently; every receipt gets a leaf index in its own transaction (dense
- * from 0, unique, increasing along each tenant's chain); the tree stored in PostgreSQL, extended
+ * provision tenants concurrently; every receipt is committed unnumbered and gets a leaf index from
+ * the relays' sequencers, both at work at once (dense from 0, unique, increasing along each
+ * tenant's chain); the tree stored in PostgreSQL, extended
  * by concurrent extenders, has the root an independent RFC 9162 computation in this file gives
  * over the receipts' DSSE PAE bytes; inclusion and consistency proofs read from it verify, and
  * they read O(log^2 n) stored hashes, not the leaves. */
@@ -194,6 +195,8 @@ static void test_leaves_tree_and_proofs(void **state) {
     sleep(3); /* both members own partitions: receipts are written by two processes at once */
     assert_int_equal(e2e_submit_batch(e, reqs, N), 0);
     assert_int_equal(e2e_wait_int(e, N, 120, "SELECT count(*) FROM provisioning_requests WHERE state = 'SUCCEEDED'"), N);
+    /* Numbered after their commits, off the request path: wait for the sequencers. */
+    assert_int_equal(e2e_wait_int(e, 3 * N, 60, "SELECT count(leaf_index) FROM receipt_outbox"), 3 * N);
 
     /* Dense, unique, counted, and in chain order per tenant. */
     assert_int_equal(e2e_int(e, "SELECT count(*) FROM receipt_outbox"), 3 * N);
@@ -269,6 +272,7 @@ static void test_leaves_tree_and_proofs(void **state) {
     }
     assert_int_equal(e2e_submit_batch(e, more, 4), 0);
     assert_int_equal(e2e_wait_int(e, N + 4, 120, "SELECT count(*) FROM provisioning_requests WHERE state = 'SUCCEEDED'"), N + 4);
+    assert_int_equal(e2e_wait_int(e, n + 12, 60, "SELECT count(leaf_index) FROM receipt_outbox"), n + 12);
     assert_int_equal(tp_tlog_db_extend(e->conn, 0, &size, root), 0);
     assert_int_equal(size, n + 12);
     assert_int_equal(load_leaves(s), n + 12);

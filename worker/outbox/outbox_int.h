@@ -49,6 +49,12 @@ int tp_outbox_slot_target(int n_relays);
  * takeover without a write per mark). */
 #define TP_OUTBOX_POSITION_STEP 1000
 
+/* The sequencer of a round numbers at most this many receipts per transaction (the counter row
+ * lock is held that long), and runs at most this many full batches before the fetch; the round
+ * after comes at once when it stopped on a full one. */
+#define TP_OUTBOX_SEQUENCE_BATCH 500
+#define TP_OUTBOX_SEQUENCE_BATCHES 8
+
 /* A (slot, partition) position to store: every record of the slot's tenants below next_offset in
  * that partition is marked published. */
 typedef struct tp_outbox_pos {
@@ -140,7 +146,7 @@ size_t tp_outbox_collect_positions(const tp_outbox_inflight *f, const bool *slot
 /* A row read from the outbox. */
 typedef struct tp_outbox_row {
     tp_receipt_record rec;
-    int64_t leaf_index; /* its transparency-log leaf (the leaf-index header), -1 when none */
+    int64_t leaf_index; /* its transparency-log leaf (the leaf-index header); always numbered */
     int slot;
     bool bad; /* unreadable (payload or envelope): its tenant waits from here on */
 } tp_outbox_row;
@@ -170,7 +176,9 @@ typedef struct tp_outbox_round {
     size_t reconciled_read;            /* out: records read */
     int reconcile_rc;                  /* out: 0, or why the reconciliation failed (Kafka): the
                                         * slots stay held and unreconciled, retried later */
-    bool fetch;                        /* in */
+    bool fetch;                        /* in: number committed receipts (sequence), then fetch */
+    int64_t sequenced;                 /* out: receipts numbered as log leaves in this round */
+    bool sequence_more;                /* out: the sequencer stopped with full batches */
     bool notify_others;                /* in: NOTIFY after the fetch (a local commit may have
                                         * written rows of another relay's slots) */
     int limit;                         /* in */
@@ -203,7 +211,7 @@ typedef struct tp_outbox_checkpoint_job {
  * largest size whose receipts are all marked published (tp_tlog_db_checkpoint). */
 void tp_outbox_checkpoint_run(tp_outbox_checkpoint_job *job);
 
-/* Pool thread: connect if needed, mark, claim, reconcile, fetch, in that order, stopping at the first
+/* Pool thread: connect if needed, mark, claim, reconcile, sequence, fetch, in that order, stopping at the first
  * failure (the caller then closes round->db: its session, locks and LISTEN are suspect). */
 void tp_outbox_round_run(tp_outbox_round *round);
 /* Frees the fetched rows of round. */

@@ -1,6 +1,7 @@
 /* relay.c: the transactional-outbox relay on tp-worker's loop: unpublished receipt_outbox rows →
  * Avro ProvenanceReceipt records on the receipts topic (with their transparency-log leaf index as
- * the leaf-index header), marked published on PERSISTED delivery reports; after marks, at most
+ * the leaf-index header: each round first numbers the committed, unnumbered receipts, and only
+ * numbered ones are fetched), marked published on PERSISTED delivery reports; after marks, at most
  * once per tlog.checkpoint_interval_ms, a pool job of its own (never two at once, never in a
  * publishing round's way) extends the log's tree and signs a checkpoint, which goes to the
  * checkpoints topic. Woken by events only: a commit in this process (tp_relay_wake), a NOTIFY on
@@ -309,11 +310,7 @@ static size_t send_rows(tp_relay *r, tp_outbox_round *round) {
             break;
         }
         char leaf[24];
-        int n_hdrs = 3;
-        if (src->leaf_index >= 0) {
-            snprintf(leaf, sizeof(leaf), "%lld", (long long)src->leaf_index);
-            n_hdrs = 4;
-        }
+        snprintf(leaf, sizeof(leaf), "%lld", (long long)src->leaf_index);
         rw->rec = src->rec; /* takes the strings over */
         memset(&src->rec, 0, sizeof(src->rec));
         rw->owner = r;
@@ -325,10 +322,10 @@ static size_t send_rows(tp_relay *r, tp_outbox_round *round) {
                 {"receipt-id", rw->rec.receipt_id, strlen(rw->rec.receipt_id)},
                 {"action-type", rw->rec.action_type, strlen(rw->rec.action_type)},
                 {"content-type", RECEIPT_CONTENT_TYPE, strlen(RECEIPT_CONTENT_TYPE)},
-                {"leaf-index", leaf, n_hdrs == 4 ? strlen(leaf) : 0},
+                {"leaf-index", leaf, strlen(leaf)},
             };
             rc = tp_producer_send(r->producer, topic, rw->rec.tenant_id, strlen(rw->rec.tenant_id),
-                                  buf, len, hdrs, n_hdrs, on_delivered, rw);
+                                  buf, len, hdrs, 4, on_delivered, rw);
         }
         free(buf);
         if (rc != 0) {
@@ -642,6 +639,8 @@ static void round_after(uv_work_t *req, int status) {
             if (dropped && !r->stopped)
                 arm_timer(r, RETRY_LATER);
         }
+        if (round->sequence_more)
+            r->dirty = true; /* receipts left unnumbered: the next round goes on at once */
         if (round->n_rows) {
             size_t sent = r->stopped || r->failed ? 0 : send_rows(r, round);
             if (sent > 0 && round->n_rows >= (size_t)round->limit)

@@ -1,7 +1,8 @@
 /* relay_db.c: the outbox relay's PostgreSQL round on a pool thread: connect and LISTEN, mark
  * delivered rows published (with the topic positions that allows), rebalance the advisory-lock
- * slots between relays, reconcile newly taken slots with the receipts topic's tail, fetch the
- * next unpublished rows of the held, reconciled slots; and the checkpoint job (on a connection of
+ * slots between relays, reconcile newly taken slots with the receipts topic's tail, number the
+ * committed, unnumbered receipts of every tenant as log leaves (the sequencer), fetch the next
+ * unpublished, numbered rows of the held, reconciled slots; and the checkpoint job (on a connection of
  * its own): extend the log's tree, sign a checkpoint. */
 #include "outbox/outbox_int.h"
 #include "tp/tlog_db.h"
@@ -444,8 +445,10 @@ static int read_row(tp_outbox_row *row, const tp_res *res, int i) {
     tp_res_get_int64(res, i, 7, &rec->timestamp_ms);
     tp_res_get_int64(res, i, 10, &slot);
     row->slot = (int)slot;
-    if (tp_res_isnull(res, i, 11) || tp_res_get_int64(res, i, 11, &row->leaf_index) != 0)
+    if (tp_res_isnull(res, i, 11) || tp_res_get_int64(res, i, 11, &row->leaf_index) != 0) {
         row->leaf_index = -1;
+        row->bad = true; /* never published without its leaf index (the fetch takes none) */
+    }
     if (!rec->receipt_id || !rec->tenant_id)
         return TP_ENOMEM;
     rec->payload_type = strdup(TP_RECEIPT_PAYLOAD_TYPE);
@@ -457,6 +460,19 @@ static int read_row(tp_outbox_row *row, const tp_res *res, int i) {
         parse_signatures(rec, tp_res_get(res, i, 9)) != 0)
         row->bad = true;
     rec->payload_len = bin_len;
+    return 0;
+}
+
+/* The sequencer, before the fetch: every receipt committed before this round began is numbered
+ * (by this relay or by another that held the counter first), so the fetch finds it; receipts of
+ * any tenant, not only of the held slots (their holder may be idle). */
+static int sequence(tp_outbox_round *round) {
+    bool more = false;
+    int rc = tp_tlog_db_sequence(round->db, TP_OUTBOX_SEQUENCE_BATCH, TP_OUTBOX_SEQUENCE_BATCHES,
+                                 &round->sequenced, &more);
+    if (rc != 0)
+        return fail(round, rc, "sequence");
+    round->sequence_more = more;
     return 0;
 }
 
@@ -483,7 +499,8 @@ static int fetch(tp_outbox_round *round) {
                      "coalesce(signed_at_ms, (extract(epoch FROM (convert_from(payload, 'UTF8')::jsonb "
                      "#>> '{predicate,timestamp}')::timestamptz) * 1000)::bigint), "
                      "encode(payload, 'base64'), (envelope->'signatures')::text, " TP_OUTBOX_SLOT_SQL ", leaf_index "
-                     "FROM receipt_outbox WHERE published_at IS NULL AND " TP_OUTBOX_SLOT_SQL " = ANY($2::int[]) "
+                     "FROM receipt_outbox WHERE published_at IS NULL AND leaf_index IS NOT NULL AND "
+                     TP_OUTBOX_SLOT_SQL " = ANY($2::int[]) "
                      "ORDER BY tenant_id, sequence LIMIT $1::int",
                      2, params, &res);
     if (rc != 0)
@@ -516,6 +533,8 @@ void tp_outbox_round_run(tp_outbox_round *round) {
     round->reconciled_marked = 0;
     round->reconciled_read = 0;
     round->n_partitions = 0;
+    round->sequenced = 0;
+    round->sequence_more = false;
     memset(round->reconciled, 0, sizeof(round->reconciled));
     if (!round->db && session_start(round) != 0)
         return;
@@ -524,6 +543,8 @@ void tp_outbox_round_run(tp_outbox_round *round) {
     if (round->claim && claim(round) != 0)
         return;
     if (reconcile(round) != 0)
+        return;
+    if (round->fetch && sequence(round) != 0)
         return;
     if (round->fetch && fetch(round) != 0)
         return;

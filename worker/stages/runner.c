@@ -548,7 +548,6 @@ static int run_stage(tp_stage_ctx *ctx, const tp_stage_def *def, int prev_attemp
     if ((rc = prepare_stage(ctx, def)) != 0)
         goto out_fail;
     ctx->chain_known = false; /* a new transaction: the tenant lock is taken again */
-    ctx->n_leaf_ids = 0;
     if ((rc = tp_db_begin(db)) != 0)
         goto out_fail;
     /* The stage row lock serialises two runners of one request (a redelivery after a rebalance):
@@ -594,8 +593,6 @@ static int run_stage(tp_stage_ctx *ctx, const tp_stage_def *def, int prev_attemp
     if (rc != 0)
         goto out_fail;
     if ((rc = write_marker(ctx, def, attempt, last)) != 0)
-        goto out_fail;
-    if ((rc = tp_stage_assign_leaves(ctx)) != 0) /* last: holds the log counter until COMMIT */
         goto out_fail;
     if ((rc = tp_db_commit(db)) != 0) {
         tp_stage_db_error(ctx, rc, "commit");
@@ -714,7 +711,6 @@ static int run_single_tx(tp_stage_ctx *ctx, const tp_stage_def *list, int n, boo
     if (need_policy && prepare_stage(ctx, &list[0]) != 0)
         goto out_fallback; /* OPA unavailable: the per-stage path records the retry */
     ctx->chain_known = false;
-    ctx->n_leaf_ids = 0;
     if (tp_db_begin(db) != 0)
         goto out_fallback;
     if (fresh) {
@@ -779,8 +775,6 @@ static int run_single_tx(tp_stage_ctx *ctx, const tp_stage_def *list, int n, boo
         rc = tp_db_exec_queued(db, fresh ? INSERT_FINAL_STAGES_SQL : UPDATE_MARKERS_SQL, 5, mp5,
                                NULL, NULL);
         if (rc != 0)
-            goto out_fallback;
-        if (tp_stage_assign_leaves(ctx) != 0) /* last: holds the log counter until COMMIT */
             goto out_fallback;
         if ((rc = tp_db_commit(db)) != 0)
             goto out_fallback; /* its answer was lost: it may or may not have happened; the

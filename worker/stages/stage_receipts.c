@@ -1,7 +1,7 @@
 /* stage_receipts.c: stage 6 and the receipt emitter: seals TENANT_PROVISIONED and
  * TENANT_QUOTA_ASSIGNED (tp_receipt_seal) and inserts them into receipt_outbox in the stage
- * transaction, continuing the tenant's hash chain under a lock of the tenant row; right before
- * COMMIT, numbers the transaction's receipts as transparency-log leaves (one statement). */
+ * transaction, continuing the tenant's hash chain under a lock of the tenant row. Receipts are
+ * committed unnumbered: the relay's sequencer (tlog/sequence_db.c) makes them log leaves. */
 #include "stages_int.h"
 #include "tp/error.h"
 #include "tp/ids.h"
@@ -96,11 +96,6 @@ int tp_stage_emit_receipt(tp_stage_ctx *ctx, const char *action_type, const char
         return rc;
     if (existing_receipt(ctx->chain_existing, action_type, receipt_id, receipt_id_size))
         return 0; /* already in the outbox (committed by an earlier run of this stage): reuse */
-    if (ctx->n_leaf_ids == (int)(sizeof(ctx->leaf_ids) / sizeof(ctx->leaf_ids[0]))) {
-        snprintf(ctx->message, sizeof(ctx->message), "more receipts in one transaction than the log "
-                 "numbers at once");
-        return TP_EINVAL;
-    }
     if ((rc = tp_uuid_v4(uuid)) != 0)
         return rc;
     snprintf(rid, sizeof(rid), "prov_%s", uuid);
@@ -141,8 +136,6 @@ int tp_stage_emit_receipt(tp_stage_ctx *ctx, const char *action_type, const char
                            "signed_at_ms) VALUES ($1, $2, $3, $4, $5::bigint, $6, $7, $8::bytea, "
                            "$9::jsonb, $10::bigint)",
                            10, p2, lengths, formats);
-    if (rc == 0)
-        snprintf(ctx->leaf_ids[ctx->n_leaf_ids++], sizeof(ctx->leaf_ids[0]), "%s", rid);
     if (rc == 0) {
         /* The chain now ends here, for the next receipt of this transaction. */
         size_t used = strlen(ctx->chain_existing);
@@ -155,34 +148,6 @@ int tp_stage_emit_receipt(tp_stage_ctx *ctx, const char *action_type, const char
     if (rc != 0)
         return tp_stage_db_error(ctx, rc, "insert receipt");
     snprintf(receipt_id, receipt_id_size, "%s", rid);
-    return 0;
-}
-
-int tp_stage_assign_leaves(tp_stage_ctx *ctx) {
-    char ids[sizeof(ctx->leaf_ids) + 8];
-    size_t len = 0;
-    int rc;
-    if (ctx->n_leaf_ids == 0)
-        return 0;
-    ids[len++] = '{';
-    for (int i = 0; i < ctx->n_leaf_ids; i++)
-        len += (size_t)snprintf(ids + len, sizeof(ids) - len, "%s%s", i ? "," : "", ctx->leaf_ids[i]);
-    snprintf(ids + len, sizeof(ids) - len, "}");
-    const char *p1[1] = {ids};
-    /* This transaction's receipts (ids "prov_<uuid>": nothing to quote), numbered in chain order
-     * after the counter, which moves past them. Queued: it travels with the COMMIT in one round
-     * trip, so the counter row is locked only while the server runs the two. */
-    rc = tp_db_exec_queued(ctx->db,
-                           "WITH n AS (SELECT receipt_id, row_number() OVER (ORDER BY tenant_id, "
-                           "sequence) AS k FROM receipt_outbox WHERE receipt_id = ANY($1::text[]) AND "
-                           "leaf_index IS NULL), c AS (UPDATE tlog_counter SET next_leaf = next_leaf + "
-                           "(SELECT count(*) FROM n) WHERE id = 1 RETURNING next_leaf) "
-                           "UPDATE receipt_outbox o SET leaf_index = c.next_leaf - (SELECT count(*) "
-                           "FROM n) + n.k - 1 FROM n, c WHERE o.receipt_id = n.receipt_id",
-                           1, p1, NULL, NULL);
-    if (rc != 0)
-        return tp_stage_db_error(ctx, rc, "assign log leaves");
-    ctx->n_leaf_ids = 0;
     return 0;
 }
 

@@ -28,8 +28,6 @@ typedef struct tp_stage_ctx {
     char chain_decision_id[128];
     char chain_revision[128];
     char chain_existing[512];       /* "ACTION=receipt_id,..." of this request, at lock time */
-    char leaf_ids[4][64];           /* receipts this transaction inserted, not yet numbered */
-    int n_leaf_ids;
     json_t *output;                 /* the stage's output (owned by the runner) */
     /* Tenant actions: the policy stage's evaluation (tenant found, state valid, OPA's decision:
      * the same code as the dry run), and what the state stage changed (its output: before,
@@ -89,10 +87,6 @@ int tp_stage_db_error(tp_stage_ctx *ctx, int rc, const char *what);
 /* Seals one receipt and inserts it into receipt_outbox; must run inside the stage transaction.
  * Locks the tenant row, continues the tenant's chain. A receipt already in the outbox for
  * (request, action) is reused. receipt_id (>= 64 bytes) receives its id. Returns 0 or TP_E*. */
-/* Gives the receipts this transaction inserted (ctx->leaf_ids) their transparency-log leaf
- * indexes (one statement; a no-op when it inserted none). Call it last, right before COMMIT: it takes the
- * tlog_counter row lock, which every receipt-writing transaction waits for until this one ends. */
-int tp_stage_assign_leaves(tp_stage_ctx *ctx);
 int tp_stage_emit_receipt(tp_stage_ctx *ctx, const char *action_type, const char *data_json,
                           char *receipt_id, size_t receipt_id_size);
 
