@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "support/e2e.h"
+#include "tp/tlog_db.h"
 
 #include <jansson.h>
 #include <pthread.h>
@@ -771,6 +772,56 @@ static void test_happy_path_is_one_transaction(void **state) {
                                  "WHERE request_id = $1)", req.request_id), xmin_rows);
 }
 
+/* A provisioning commits its receipts unnumbered and leaves the log's counter alone, on both
+ * paths (the request transaction takes no lock every provisioning shares); the sequencer then
+ * numbers committed receipts densely from the counter, a bounded batch per transaction, in each
+ * tenant's chain order, and leaves receipts published before the log (unnumbered) out. */
+static void test_receipts_committed_unnumbered_then_sequenced(void **state) {
+    fixture *f = *state;
+    tp_request a, b, c;
+    int64_t n = -1;
+    bool more = false;
+    make_req(&a, "req-seq-a", "seq-a-co", TP_SOURCE_ADMIN_API, TP_PLAN_PRO);
+    run_ok(f, &a);
+    make_req(&b, "req-seq-b", "seq-b-co", TP_SOURCE_ADMIN_API, TP_PLAN_STARTER);
+    f->env.per_stage_tx = true;
+    run_ok(f, &b);
+    f->env.per_stage_tx = false;
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM receipt_outbox WHERE leaf_index IS NULL "
+                                 "AND request_id LIKE $1", "req-seq-%"), 6);
+    assert_int_equal(qint(f->db, "SELECT next_leaf FROM tlog_counter WHERE $1 <> ''", "x"), 0);
+
+    /* Batches of 2: one transaction numbers 2 and says there is more; the loop then goes on. */
+    assert_int_equal(tp_tlog_db_sequence(f->db, 2, 1, &n, &more), 0);
+    assert_int_equal(n, 2);
+    assert_true(more);
+    assert_int_equal(qint(f->db, "SELECT next_leaf FROM tlog_counter WHERE $1 <> ''", "x"), 2);
+    assert_int_equal(tp_tlog_db_sequence(f->db, 2, 8, &n, &more), 0);
+    assert_int_equal(n, 4);
+    assert_false(more);
+    assert_int_equal(tp_tlog_db_sequence(f->db, 2, 8, &n, &more), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(qint(f->db, "SELECT next_leaf FROM tlog_counter WHERE $1 <> ''", "x"), 6);
+    /* Dense from 0, unique, increasing along each tenant's chain. */
+    assert_int_equal(qint(f->db, "SELECT count(DISTINCT leaf_index) FILTER (WHERE leaf_index BETWEEN 0 AND 5) "
+                                 "FROM receipt_outbox WHERE request_id LIKE $1", "req-seq-%"), 6);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM (SELECT leaf_index < lead(leaf_index) OVER "
+                                 "(PARTITION BY tenant_id ORDER BY sequence) AS up FROM receipt_outbox "
+                                 "WHERE request_id LIKE $1) x WHERE up IS FALSE", "req-seq-%"), 0);
+
+    /* A receipt already published without a leaf (made before the log) stays out of it. */
+    make_req(&c, "req-seq-c", "seq-c-co", TP_SOURCE_ADMIN_API, TP_PLAN_FREE);
+    run_ok(f, &c);
+    assert_int_equal(qint(f->db, "WITH u AS (UPDATE receipt_outbox SET published_at = now() WHERE "
+                                 "request_id = $1 AND sequence = 1 RETURNING 1) SELECT count(*) FROM u",
+                          "req-seq-c"), 1);
+    assert_int_equal(tp_tlog_db_sequence(f->db, 500, 8, &n, &more), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM receipt_outbox WHERE request_id = $1 AND "
+                                 "leaf_index IS NULL AND sequence = 1", "req-seq-c"), 1);
+    assert_int_equal(qint(f->db, "SELECT next_leaf FROM tlog_counter WHERE $1 <> ''", "x"), 8);
+}
+
 /* A transient fault in each stage in turn (a trigger raising 40001, as a serialization failure
  * would): the one-transaction path rolls back and the per-stage path records the retry, leaving
  * exactly the rows and conditions the per-stage path alone leaves; after the fault clears, both
@@ -1113,6 +1164,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_billing_request_concurrent_runners, setup, teardown),
         cmocka_unit_test_setup_teardown(test_happy_path_is_one_transaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fault_in_each_stage_matches_per_stage_path, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_receipts_committed_unnumbered_then_sequenced, setup, teardown),
     };
     if (getenv("TP_TEST_FILTER"))
         cmocka_set_test_filter(getenv("TP_TEST_FILTER"));
