@@ -33,7 +33,7 @@ static int sequence_once(tp_db *db, int batch, int64_t *n) {
                           "receipt_outbox WHERE leaf_index IS NULL AND published_at IS NULL ORDER BY "
                           "tenant_id, sequence LIMIT $1::int) s), "
                           "c AS (UPDATE tlog_counter SET next_leaf = next_leaf + (SELECT count(*) FROM n) "
-                          "WHERE id = 1 RETURNING next_leaf), "
+                          "WHERE id = 1 AND EXISTS (SELECT 1 FROM n) RETURNING next_leaf), "
                           "u AS (UPDATE receipt_outbox o SET leaf_index = c.next_leaf - (SELECT count(*) "
                           "FROM n) + n.k - 1 FROM n, c WHERE o.receipt_id = n.receipt_id RETURNING 1) "
                           "SELECT count(*) FROM u",
@@ -57,10 +57,21 @@ out_fail:
 
 int tp_tlog_db_sequence(tp_db *db, int batch, int max_batches, int64_t *numbered, bool *more) {
     int64_t total = 0, n = 0;
+    char one[8];
+    bool found = false;
     int rc = 0;
     if (batch <= 0 || max_batches <= 0)
         return TP_EINVAL;
     *more = false;
+    if (numbered)
+        *numbered = 0;
+    /* Nothing to number (another sequencer was first, or no commit since): no transaction, so no
+     * commit to flush. A receipt committed after this look is the next round's (its commit wakes
+     * the relay). */
+    rc = tp_db_query_text(db, "SELECT 1 FROM receipt_outbox WHERE leaf_index IS NULL AND "
+                          "published_at IS NULL LIMIT 1", 0, NULL, one, sizeof(one), &found);
+    if (rc != 0 || !found)
+        return rc;
     for (int i = 0; i < max_batches; i++) {
         if ((rc = sequence_once(db, batch, &n)) != 0)
             break;
