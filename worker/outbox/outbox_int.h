@@ -49,11 +49,9 @@ int tp_outbox_slot_target(int n_relays);
  * takeover without a write per mark). */
 #define TP_OUTBOX_POSITION_STEP 1000
 
-/* The sequencer of a round numbers at most this many receipts per transaction (the counter row
- * lock is held that long), and runs at most this many full batches before the fetch; the round
- * after comes at once when it stopped on a full one. */
+/* A round numbers at most this many receipts (in its one transaction, under the counter row
+ * lock); the round after comes at once when it numbered that many. */
 #define TP_OUTBOX_SEQUENCE_BATCH 500
-#define TP_OUTBOX_SEQUENCE_BATCHES 8
 
 /* A (slot, partition) position to store: every record of the slot's tenants below next_offset in
  * that partition is marked published. */
@@ -176,11 +174,12 @@ typedef struct tp_outbox_round {
     size_t reconciled_read;            /* out: records read */
     int reconcile_rc;                  /* out: 0, or why the reconciliation failed (Kafka): the
                                         * slots stay held and unreconciled, retried later */
-    bool fetch;                        /* in: number committed receipts (sequence), then fetch */
+    bool fetch;                        /* in: number committed receipts (sequence), fetch */
     int64_t sequenced;                 /* out: receipts numbered as log leaves in this round */
-    bool sequence_more;                /* out: the sequencer stopped with full batches */
-    bool notify_others;                /* in: NOTIFY after the fetch (a local commit may have
-                                        * written rows of another relay's slots) */
+    bool sequence_more;                /* out: the batch was full: more may wait unnumbered */
+    bool notify_others;                /* in: NOTIFY with the round's commit, or after the fetch
+                                        * (a local commit may have written rows of another
+                                        * relay's slots) */
     int limit;                         /* in */
     int n_relays;                      /* out: relays seen at the claim */
     bool session_replaced;             /* out: the claim found another backend (a silent
@@ -211,8 +210,10 @@ typedef struct tp_outbox_checkpoint_job {
  * largest size whose receipts are all marked published (tp_tlog_db_checkpoint). */
 void tp_outbox_checkpoint_run(tp_outbox_checkpoint_job *job);
 
-/* Pool thread: connect if needed, mark, claim, reconcile, sequence, fetch, in that order, stopping at the first
- * failure (the caller then closes round->db: its session, locks and LISTEN are suspect). */
+/* Pool thread: connect if needed, claim, reconcile, then mark, sequence and fetch in ONE
+ * transaction (at most one durable commit; none when there is nothing to mark or number),
+ * stopping at the first failure (no rows then: the caller closes round->db, its session, locks
+ * and LISTEN being suspect). */
 void tp_outbox_round_run(tp_outbox_round *round);
 /* Frees the fetched rows of round. */
 void tp_outbox_round_rows_free(tp_outbox_round *round);

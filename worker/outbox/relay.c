@@ -1,12 +1,13 @@
 /* relay.c: the transactional-outbox relay on tp-worker's loop: unpublished receipt_outbox rows →
  * Avro ProvenanceReceipt records on the receipts topic (with their transparency-log leaf index as
- * the leaf-index header: each round first numbers the committed, unnumbered receipts, and only
- * numbered ones are fetched), marked published on PERSISTED delivery reports; after marks, at most
- * once per tlog.checkpoint_interval_ms, a pool job of its own (never two at once, never in a
- * publishing round's way) extends the log's tree and signs a checkpoint, which goes to the
- * checkpoints topic. Woken by events only: a commit in this process (tp_relay_wake), a NOTIFY on
- * tp_outbox from another, a delivery report; a timer runs only to retry after a failure, and,
- * while this relay holds fewer than every slot, to look for slots a dead relay left behind.
+ * the leaf-index header: a round numbers the committed, unnumbered receipts in the one
+ * transaction that also marks, and only numbered ones are fetched), marked published on
+ * PERSISTED delivery reports; after marks, at most once per tlog.checkpoint_interval_ms, a pool
+ * job of its own (never two at once, never in a publishing round's way) extends the log's tree
+ * and signs a checkpoint, which goes to the checkpoints topic. Woken by events only: a commit in
+ * this process (tp_relay_wake), a NOTIFY on tp_outbox from another, a delivery report; a timer
+ * runs only to retry after a failure, and, while this relay holds fewer than every slot, to look
+ * for slots a dead relay left behind.
  * Fetch, produce and mark overlap: one database round at a time on a pool thread while earlier
  * rows are still being delivered. Rows in flight are tracked per tenant, so none is sent twice
  * and a tenant's rows are marked only as a delivered prefix. */
@@ -529,8 +530,8 @@ static void checkpoint_kick(tp_relay *r) {
 
 static void on_checkpoint_timer(uv_timer_t *t) { checkpoint_kick(t->data); }
 
-/* Starts a database round when there is something to do and none runs: marks first, then a
- * fetch when something may be waiting. Loop thread. */
+/* Starts a database round when there is something to do and none runs: the marks ready, and a
+ * fetch (after numbering what waits) when something may be waiting. Loop thread. */
 static void kick(tp_relay *r) {
     tp_outbox_round *round = &r->round;
     bool fetch, reconcile = false;

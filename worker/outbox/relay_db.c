@@ -1,9 +1,10 @@
-/* relay_db.c: the outbox relay's PostgreSQL round on a pool thread: connect and LISTEN, mark
- * delivered rows published (with the topic positions that allows), rebalance the advisory-lock
- * slots between relays, reconcile newly taken slots with the receipts topic's tail, number the
- * committed, unnumbered receipts of every tenant as log leaves (the sequencer), fetch the next
- * unpublished, numbered rows of the held, reconciled slots; and the checkpoint job (on a connection of
- * its own): extend the log's tree, sign a checkpoint. */
+/* relay_db.c: the outbox relay's PostgreSQL round on a pool thread: connect and LISTEN,
+ * rebalance the advisory-lock slots between relays, reconcile newly taken slots with the receipts
+ * topic's tail, then in ONE transaction mark delivered rows published (with the topic positions
+ * that allows), number the committed, unnumbered receipts of every tenant as log leaves (the
+ * sequencer's statements, tp/tlog_db.h) and fetch the next unpublished, numbered rows of the held,
+ * reconciled slots; and the checkpoint job (on a connection of its own): extend the log's tree,
+ * sign a checkpoint. */
 #include "outbox/outbox_int.h"
 #include "tp/tlog_db.h"
 #include "tp/error.h"
@@ -142,8 +143,9 @@ static int pos_arrays(const tp_outbox_pos *pos, size_t n, char *out[3]) {
     "WHERE s IN (SELECT objid::int FROM pg_locks WHERE locktype = 'advisory' AND granted "        \
     "AND objsubid = 2 AND classid = " SLOT_KEY " AND pid = pg_backend_pid())"
 
-/* Marks the delivered rows published and stores the positions that allows, in one statement. */
-static int mark(tp_outbox_round *round) {
+/* Marks the delivered rows published and stores the positions that allows, in one statement;
+ * *pending gets whether committed receipts wait to be numbered (the same snapshot). */
+static int mark(tp_outbox_round *round, bool *pending) {
     char *arr[3] = {NULL, NULL, NULL};
     const char *params[5];
     tp_res *res = NULL;
@@ -159,13 +161,14 @@ static int mark(tp_outbox_round *round) {
                      "WITH m AS (UPDATE receipt_outbox SET published_at = now() "
                      "WHERE receipt_id = ANY($1::text[]) AND published_at IS NULL RETURNING 1), "
                      "p AS (" POSITIONS_UPSERT(HELD_BY_ME, "GREATEST(receipt_topic_positions.next_offset, EXCLUDED.next_offset)")
-                     " RETURNING 1) SELECT (SELECT count(*) FROM m)",
+                     " RETURNING 1) SELECT (SELECT count(*) FROM m), " TP_TLOG_SEQUENCE_PENDING_SQL,
                      5, params, &res);
     for (int a = 0; a < 3; a++)
         free(arr[a]);
     if (rc != 0)
         return fail(round, rc, "mark");
     tp_res_get_int64(res, 0, 0, &round->marked);
+    *pending = strcmp(tp_res_get(res, 0, 1) ? tp_res_get(res, 0, 1) : "", "t") == 0;
     tp_res_free(res);
     return 0;
 }
@@ -463,66 +466,164 @@ static int read_row(tp_outbox_row *row, const tp_res *res, int i) {
     return 0;
 }
 
-/* The sequencer, before the fetch: every receipt committed before this round began is numbered
- * (by this relay or by another that held the counter first), so the fetch finds it; receipts of
- * any tenant, not only of the held slots (their holder may be idle). */
-static int sequence(tp_outbox_round *round) {
-    bool more = false;
-    int rc = tp_tlog_db_sequence(round->db, TP_OUTBOX_SEQUENCE_BATCH, TP_OUTBOX_SEQUENCE_BATCHES,
-                                 &round->sequenced, &more);
-    if (rc != 0)
-        return fail(round, rc, "sequence");
-    round->sequence_more = more;
+/* The columns read_row reads, from receipt_outbox or from the sequencer's u (the same columns),
+ * and the rows a round fetches: unpublished, numbered, of the slots it holds and reconciled ($2). */
+#define FETCH_COLS                                                                                 \
+    "receipt_id, action_type, tenant_id, request_id, sequence, previous_hash, hash, "             \
+    "coalesce(signed_at_ms, (extract(epoch FROM (convert_from(payload, 'UTF8')::jsonb "          \
+    "#>> '{predicate,timestamp}')::timestamptz) * 1000)::bigint) AS ts, "                         \
+    "encode(payload, 'base64') AS payload64, (envelope->'signatures')::text AS signatures, "      \
+    TP_OUTBOX_SLOT_SQL " AS slot, leaf_index"
+#define FETCH_WHERE                                                                                \
+    "published_at IS NULL AND leaf_index IS NOT NULL AND " TP_OUTBOX_SLOT_SQL " = ANY($2::int[])"
+
+/* The held, reconciled slots as "{s,...}"; returns their count. */
+static int fetch_slots(const tp_outbox_round *round, char *buf, size_t cap) {
+    size_t len = 0;
+    int n = 0;
+    buf[len++] = '{';
+    for (int s = 0; s < TP_OUTBOX_SLOTS; s++)
+        if (round->held[s] && !round->reconcile[s])
+            len += (size_t)snprintf(buf + len, cap - len, "%s%d", n++ ? "," : "", s);
+    snprintf(buf + len, cap - len, "}");
+    return n;
+}
+
+/* Takes the rows of res (those with a receipt id: the numbering statement answers one row with
+ * NULLs when it fetched none) into round->rows. */
+static int take_rows(tp_outbox_round *round, const tp_res *res) {
+    round->rows = calloc((size_t)tp_res_nrows(res) + 1, sizeof(*round->rows));
+    if (!round->rows)
+        return TP_ENOMEM;
+    for (int i = 0; i < tp_res_nrows(res); i++) {
+        if (tp_res_isnull(res, i, 0))
+            continue;
+        int rc = read_row(&round->rows[round->n_rows], res, i);
+        round->n_rows++;
+        if (rc != 0)
+            return rc;
+    }
     return 0;
 }
 
+/* The next rows of the held, reconciled slots, numbered by earlier transactions. */
 static int fetch(tp_outbox_round *round) {
     char limit[16], slots[TP_OUTBOX_SLOTS * 4 + 4];
     const char *params[2] = {limit, slots};
-    size_t len = 0;
-    int held = 0, rc;
     tp_res *res = NULL;
-
-    slots[len++] = '{';
-    for (int s = 0; s < TP_OUTBOX_SLOTS; s++)
-        if (round->held[s] && !round->reconcile[s]) {
-            len += (size_t)snprintf(slots + len, sizeof(slots) - len, "%s%d", held ? "," : "", s);
-            held++;
-        }
-    slots[len++] = '}';
-    slots[len] = '\0';
-    if (held == 0)
+    int rc;
+    if (fetch_slots(round, slots, sizeof(slots)) == 0)
         return 0;
     snprintf(limit, sizeof(limit), "%d", round->limit);
     rc = tp_db_query(round->db,
-                     "SELECT receipt_id, action_type, tenant_id, request_id, sequence, previous_hash, hash, "
-                     "coalesce(signed_at_ms, (extract(epoch FROM (convert_from(payload, 'UTF8')::jsonb "
-                     "#>> '{predicate,timestamp}')::timestamptz) * 1000)::bigint), "
-                     "encode(payload, 'base64'), (envelope->'signatures')::text, " TP_OUTBOX_SLOT_SQL ", leaf_index "
-                     "FROM receipt_outbox WHERE published_at IS NULL AND leaf_index IS NOT NULL AND "
-                     TP_OUTBOX_SLOT_SQL " = ANY($2::int[]) "
-                     "ORDER BY tenant_id, sequence LIMIT $1::int",
+                     "SELECT " FETCH_COLS " FROM receipt_outbox WHERE " FETCH_WHERE
+                     " ORDER BY tenant_id, sequence LIMIT $1::int",
                      2, params, &res);
     if (rc != 0)
         return fail(round, rc, "fetch");
-    round->rows = calloc((size_t)tp_res_nrows(res) + 1, sizeof(*round->rows));
-    if (!round->rows) {
-        tp_res_free(res);
-        return fail(round, TP_ENOMEM, "fetch");
-    }
-    for (int i = 0; i < tp_res_nrows(res); i++) {
-        rc = read_row(&round->rows[round->n_rows], res, i);
-        round->n_rows++;
-        if (rc != 0) {
-            tp_res_free(res);
-            return fail(round, rc, "fetch");
-        }
-    }
+    rc = take_rows(round, res);
     tp_res_free(res);
+    return rc != 0 ? fail(round, rc, "fetch") : 0;
+}
+
+/* The sequencer and the fetch in one statement, after the counter lock (queued ahead of it):
+ * numbers up to TP_OUTBOX_SEQUENCE_BATCH committed receipts of every tenant (a held slot's holder
+ * may be idle) and answers the round's rows: those it numbered of the held, reconciled slots with
+ * those numbered before (its snapshot does not see its own numbering), the first round->limit in
+ * (tenant, sequence) order, as a fetch after the COMMIT would find them; the count it numbered
+ * comes as the last column of every row. The caller commits before any row goes out. */
+static int sequence_and_fetch(tp_outbox_round *round) {
+    char limit[16], slots[TP_OUTBOX_SLOTS * 4 + 4], batch[16];
+    const char *params[3] = {limit, slots, batch};
+    tp_res *res = NULL;
+    int rc;
+    fetch_slots(round, slots, sizeof(slots));
+    snprintf(limit, sizeof(limit), "%d", round->limit);
+    snprintf(batch, sizeof(batch), "%d", TP_OUTBOX_SEQUENCE_BATCH);
+    if ((rc = tp_db_exec_queued(round->db, TP_TLOG_SEQUENCE_LOCK_SQL, 0, NULL, NULL, NULL)) != 0)
+        return fail(round, rc, "sequence");
+    rc = tp_db_query(round->db,
+                     "WITH " TP_TLOG_SEQUENCE_CTES("$3") ", "
+                     "f AS ((SELECT " FETCH_COLS " FROM u WHERE " TP_OUTBOX_SLOT_SQL " = ANY($2::int[])) "
+                     "UNION ALL (SELECT " FETCH_COLS " FROM receipt_outbox WHERE " FETCH_WHERE
+                     " ORDER BY tenant_id, sequence LIMIT $1::int)) "
+                     "SELECT f.*, k.numbered FROM (SELECT count(*) AS numbered FROM u) k LEFT JOIN "
+                     "(SELECT * FROM f ORDER BY tenant_id, sequence LIMIT $1::int) f ON true "
+                     "ORDER BY f.tenant_id, f.sequence",
+                     3, params, &res);
+    if (rc != 0)
+        return fail(round, rc, "sequence");
+    if (tp_res_nrows(res) < 1 || tp_res_get_int64(res, 0, 12, &round->sequenced) != 0) {
+        tp_res_free(res);
+        return fail(round, TP_EDB_PERMANENT, "sequence");
+    }
+    round->sequence_more = round->sequenced >= TP_OUTBOX_SEQUENCE_BATCH;
+    rc = take_rows(round, res);
+    tp_res_free(res);
+    return rc != 0 ? fail(round, rc, "sequence") : 0;
+}
+
+/* Marks, the sequencer and the fetch: at most ONE transaction, so a round makes at most one
+ * durable commit. Marks only (no fetch): the mark statement alone. Otherwise: the marks (when
+ * any) tell in the same statement whether committed receipts wait to be numbered (without marks
+ * a read asks); when some wait, the counter lock, then the numbering statement that also
+ * fetches; when none, the plain fetch; and the NOTIFY to the other relays when one is owed (sent
+ * at COMMIT, after the numbering is visible); then COMMIT. Nothing to mark and nothing to
+ * number: reads only, no write, no commit to flush. Rows go out only once COMMIT succeeded (a
+ * failure frees them), so no relay publishes a leaf index that is not committed. */
+static int publish_round(tp_outbox_round *round, bool *notified) {
+    bool pending = false, tx;
+    int rc;
+    *notified = false;
+    if (!round->fetch)
+        return round->mark_ids ? mark(round, &pending) : 0; /* autocommit: its own commit */
+    if (round->mark_ids) {
+        if ((rc = tp_db_begin(round->db)) != 0)
+            return fail(round, rc, "begin");
+        if ((rc = mark(round, &pending)) != 0)
+            goto out_fail;
+    } else {
+        char t[8];
+        bool found = false;
+        if ((rc = tp_db_query_text(round->db, "SELECT " TP_TLOG_SEQUENCE_PENDING_SQL, 0, NULL, t,
+                                   sizeof(t), &found)) != 0)
+            return fail(round, rc, "sequence");
+        pending = found && strcmp(t, "t") == 0;
+        if (pending && (rc = tp_db_begin(round->db)) != 0)
+            return fail(round, rc, "begin");
+    }
+    tx = tp_db_in_tx(round->db);
+    if ((rc = pending ? sequence_and_fetch(round) : fetch(round)) != 0)
+        goto out_fail;
+    if (!tx)
+        return 0; /* nothing marked, nothing numbered: reads only */
+    if (round->notify_others) {
+        /* Delivered at COMMIT: the others find the rows of their slots numbered. */
+        if ((rc = tp_db_exec_queued(round->db, "SELECT pg_notify('" TP_OUTBOX_CHANNEL "', '')", 0,
+                                    NULL, NULL, NULL)) != 0) {
+            fail(round, rc, "notify");
+            goto out_fail;
+        }
+        *notified = true;
+    }
+    if ((rc = tp_db_commit(round->db)) != 0) {
+        fail(round, rc, "commit");
+        goto out_fail;
+    }
     return 0;
+out_fail:
+    /* Its numbering may not be committed (a lost COMMIT answer too): none of its rows goes out;
+     * the caller closes the session. */
+    tp_db_rollback(round->db);
+    tp_outbox_round_rows_free(round);
+    round->sequenced = 0;
+    round->sequence_more = false;
+    *notified = false;
+    return round->rc;
 }
 
 void tp_outbox_round_run(tp_outbox_round *round) {
+    bool notified = false;
     round->rc = 0;
     round->failed_step = NULL;
     round->marked = 0;
@@ -538,17 +639,13 @@ void tp_outbox_round_run(tp_outbox_round *round) {
     memset(round->reconciled, 0, sizeof(round->reconciled));
     if (!round->db && session_start(round) != 0)
         return;
-    if (round->mark_ids && mark(round) != 0)
-        return;
     if (round->claim && claim(round) != 0)
         return;
     if (reconcile(round) != 0)
         return;
-    if (round->fetch && sequence(round) != 0)
+    if (publish_round(round, &notified) != 0)
         return;
-    if (round->fetch && fetch(round) != 0)
-        return;
-    if (round->notify_others) {
+    if (round->notify_others && !notified) {
         int rc = tp_db_exec(round->db, "SELECT pg_notify('" TP_OUTBOX_CHANNEL "', '')", 0, NULL, NULL);
         if (rc != 0 && fail(round, rc, "notify") != 0)
             return;

@@ -1,8 +1,9 @@
-/* sequence_db.c: the log's sequencer: numbers committed, unnumbered receipts as leaves, in
- * transactions of its own, off the request path (the relay runs it before each fetch). Receipts
- * are committed with leaf_index NULL; the one tlog_counter row hands out the indexes, so two
- * sequencers (two relays) take turns on its lock. */
+/* sequence_db.c: the log's sequencer on its own: numbers committed, unnumbered receipts as
+ * leaves in transactions of its own (tests, tools). Receipts are committed with leaf_index NULL;
+ * the one tlog_counter row hands out the indexes, so sequencers take turns on its lock. The
+ * relay numbers with the same statements (tp/tlog_db.h) inside its round's one transaction. */
 #include <stdio.h>
+#include <string.h>
 
 #include "tp/error.h"
 #include "tp/tlog_db.h"
@@ -18,7 +19,7 @@ static int sequence_once(tp_db *db, int batch, int64_t *n) {
     /* The lock first, as a statement of its own: the next statement's snapshot is taken once it
      * is granted, so it sees every receipt committed before and none that another sequencer
      * numbered while this one waited. */
-    rc = tp_db_exec(db, "SELECT next_leaf FROM tlog_counter WHERE id = 1 FOR UPDATE", 0, NULL, NULL);
+    rc = tp_db_exec(db, TP_TLOG_SEQUENCE_LOCK_SQL, 0, NULL, NULL);
     if (rc != 0)
         goto out_fail;
     /* A tenant's receipts commit in chain order (each transaction extends its chain under the
@@ -27,16 +28,7 @@ static int sequence_once(tp_db *db, int batch, int64_t *n) {
      * (published, unnumbered) stay out of it. */
     snprintf(lim, sizeof(lim), "%d", batch);
     const char *p[1] = {lim};
-    rc = tp_db_query_text(db,
-                          "WITH n AS (SELECT receipt_id, row_number() OVER (ORDER BY tenant_id, "
-                          "sequence) AS k FROM (SELECT receipt_id, tenant_id, sequence FROM "
-                          "receipt_outbox WHERE leaf_index IS NULL AND published_at IS NULL ORDER BY "
-                          "tenant_id, sequence LIMIT $1::int) s), "
-                          "c AS (UPDATE tlog_counter SET next_leaf = next_leaf + (SELECT count(*) FROM n) "
-                          "WHERE id = 1 AND EXISTS (SELECT 1 FROM n) RETURNING next_leaf), "
-                          "u AS (UPDATE receipt_outbox o SET leaf_index = c.next_leaf - (SELECT count(*) "
-                          "FROM n) + n.k - 1 FROM n, c WHERE o.receipt_id = n.receipt_id RETURNING 1) "
-                          "SELECT count(*) FROM u",
+    rc = tp_db_query_text(db, "WITH " TP_TLOG_SEQUENCE_CTES("$1") " SELECT count(*) FROM u",
                           1, p, nb, sizeof(nb), &found);
     if (rc != 0)
         goto out_fail;
@@ -68,9 +60,8 @@ int tp_tlog_db_sequence(tp_db *db, int batch, int max_batches, int64_t *numbered
     /* Nothing to number (another sequencer was first, or no commit since): no transaction, so no
      * commit to flush. A receipt committed after this look is the next round's (its commit wakes
      * the relay). */
-    rc = tp_db_query_text(db, "SELECT 1 FROM receipt_outbox WHERE leaf_index IS NULL AND "
-                          "published_at IS NULL LIMIT 1", 0, NULL, one, sizeof(one), &found);
-    if (rc != 0 || !found)
+    rc = tp_db_query_text(db, "SELECT " TP_TLOG_SEQUENCE_PENDING_SQL, 0, NULL, one, sizeof(one), &found);
+    if (rc != 0 || !found || strcmp(one, "t") != 0)
         return rc;
     for (int i = 0; i < max_batches; i++) {
         if ((rc = sequence_once(db, batch, &n)) != 0)
