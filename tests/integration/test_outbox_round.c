@@ -3,7 +3,7 @@
  * delivered receipts and finds new ones commits the marks, the positions and the numbering in ONE
  * transaction (every row it wrote has one xmin) and answers the new rows numbered in the same
  * statement; a round with nothing to mark or number writes nothing; a refused COMMIT leaves no
- * mark, no number and no row to send; two relays at once take turns on the counter, number
+ * mark, no number and no row to send; a backlog past one batch asks for the next round; two relays at once take turns on the counter, number
  * densely in chain order and each answers only its own slots' rows. The Kafka side of a round
  * (reconciliation) is left out: the slots are taken with the topic taken as empty. */
 #include <setjmp.h>
@@ -335,6 +335,40 @@ static void test_refused_commit_publishes_nothing(void **state) {
     assert_log_dense(f, 6);
 }
 
+/* A backlog larger than one batch (rows made here, not by the stages: 520 receipts of 10
+ * tenants): a round numbers TP_OUTBOX_SEQUENCE_BATCH of them in (tenant, sequence) order and says
+ * more wait (the relay then runs the next round at once); the next round numbers the rest. */
+static void test_full_batch_asks_for_more(void **state) {
+    fixture *f = *state;
+    tp_outbox_round *round = &f->a.round;
+
+    claim(f, &f->a);
+    assert_int_equal(tp_db_exec_script(f->db,
+                                       "INSERT INTO tenants (id, name, slug, residency, region, plan, environment, "
+                                       "created_by_request) SELECT 'batch-' || g, 'Batch ' || g, 'batch-' || g, 'US', "
+                                       "'us-east-1', 'PRO', 'prod', 'req-batch-' || g FROM generate_series(1, 10) g;"
+                                       "INSERT INTO receipt_outbox (receipt_id, tenant_id, request_id, action_type, "
+                                       "sequence, previous_hash, hash, payload, envelope, signed_at_ms) SELECT "
+                                       "'prov_batch_' || g || '_' || k, 'batch-' || g, 'req-batch-' || g || '-' || k, "
+                                       "'TENANT_PROVISIONED', k, 'prev', 'hash', convert_to('{}', 'UTF8'), "
+                                       "'{\"signatures\": [{\"keyid\": \"k\", \"sig\": \"c2ln\"}]}', 1700000000000 "
+                                       "FROM generate_series(1, 10) g, generate_series(1, 52) k;"),
+                     0);
+    publish_round(f, &f->a, NULL, 0);
+    assert_int_equal(round->rc, 0);
+    assert_int_equal(round->sequenced, TP_OUTBOX_SEQUENCE_BATCH);
+    assert_true(round->sequence_more);
+    assert_int_equal(round->n_rows, 500);
+    assert_rows_committed(f, round);
+    assert_int_equal(qint(f->db, "SELECT count(*) FROM receipt_outbox WHERE leaf_index IS NULL"),
+                     520 - TP_OUTBOX_SEQUENCE_BATCH);
+    publish_round(f, &f->a, NULL, 0);
+    assert_int_equal(round->rc, 0);
+    assert_int_equal(round->sequenced, 520 - TP_OUTBOX_SEQUENCE_BATCH);
+    assert_false(round->sequence_more);
+    assert_log_dense(f, 520);
+}
+
 static void *round_thread(void *arg) {
     tp_outbox_round_run(arg);
     return NULL;
@@ -410,6 +444,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_marks_and_numbering_one_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_commit_publishes_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_full_batch_asks_for_more, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_relays_take_turns, setup, teardown),
     };
     if (getenv("TP_TEST_FILTER"))
