@@ -14,6 +14,7 @@
 
 #include "outbox/outbox_int.h"
 #include "support/pgtest.h"
+#include "support/stagetest.h"
 #include "tp/config.h"
 #include "tp/error.h"
 #include "tp/policy.h"
@@ -27,7 +28,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define ALLOWLIST "us-east-1,us-west-2,eu-central-1,eu-west-1"
 #define TOPIC "tp-test-outbox-round"
 
 typedef struct relay {
@@ -36,13 +36,7 @@ typedef struct relay {
 } relay;
 
 typedef struct fixture {
-    pgtest_db t;
-    tp_db *db;
-    tp_policy_client *pc;
-    tp_signer *signer;
-    char *tiers;
-    char keydir[64];
-    tp_stage_env env;
+    stagetest st;
     tp_config *cfg;
     relay a, b;
     int n_tenants;
@@ -52,39 +46,12 @@ typedef struct fixture {
 static fixture fx;
 
 static int setup(void **state) {
-    char err[256], priv[128], pub[128];
-    size_t len = 0;
-    const char *opa = pgtest_env("TP_OPA_URL");
+    char err[256];
     memset(&fx, 0, sizeof(fx));
-    if (!opa) {
-        fprintf(stderr, "TP_OPA_URL is not set and .stack/env has none: run scripts/stack up\n");
+    if (stagetest_open(&fx.st) != 0)
         return -1;
-    }
-    if (pgtest_create_migrated(&fx.t) != 0)
-        return -1;
-    if (tp_db_connect(fx.t.dsn, &fx.db, err, sizeof(err)) != 0) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
-    fx.pc = tp_policy_client_new(opa, 3000);
-    snprintf(fx.keydir, sizeof(fx.keydir), "/tmp/tp_round_keys_XXXXXX");
-    if (!fx.pc || !mkdtemp(fx.keydir))
-        return -1;
-    snprintf(priv, sizeof(priv), "%s/receipts.key", fx.keydir);
-    snprintf(pub, sizeof(pub), "%s/receipts.pub", fx.keydir);
-    if (tp_receipt_keygen(priv, pub) != 0 || tp_signer_load(priv, &fx.signer) != 0)
-        return -1;
-    if (tp_read_file("config/quota-tiers.json", 65536, &fx.tiers, &len) != 0)
-        return -1;
-    fx.env.db = fx.db;
-    fx.env.policy = fx.pc;
-    fx.env.signer = fx.signer;
-    fx.env.tiers_json = fx.tiers;
-    fx.env.region_allowlist = ALLOWLIST;
-    fx.env.max_attempts = 3;
-    fx.env.max_tenants_per_user = 3;
     fx.cfg = tp_config_new();
-    if (!fx.cfg || tp_config_set(fx.cfg, "pg.dsn", fx.t.dsn, err, sizeof(err)) != 0 ||
+    if (!fx.cfg || tp_config_set(fx.cfg, "pg.dsn", fx.st.t.dsn, err, sizeof(err)) != 0 ||
         tp_config_set(fx.cfg, "topic.receipts", TOPIC, err, sizeof(err)) != 0)
         return -1;
     *state = &fx;
@@ -93,24 +60,14 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     fixture *f = *state;
-    char path[128];
     relay *rs[2] = {&f->a, &f->b};
     for (int i = 0; i < 2; i++) {
         tp_outbox_round_rows_free(&rs[i]->round);
         tp_db_close(rs[i]->round.db);
         free(f->marks[i]);
     }
-    tp_db_close(f->db);
-    tp_policy_client_free(f->pc);
-    tp_signer_free(f->signer);
     tp_config_free(f->cfg);
-    free(f->tiers);
-    snprintf(path, sizeof(path), "%s/receipts.key", f->keydir);
-    unlink(path);
-    snprintf(path, sizeof(path), "%s/receipts.pub", f->keydir);
-    unlink(path);
-    rmdir(f->keydir);
-    return pgtest_drop(&f->t);
+    return stagetest_close(&f->st);
 }
 
 static int64_t qint(tp_db *db, const char *sql) {
@@ -142,7 +99,7 @@ static void provision(fixture *f, int n) {
         r.has_requested_seats = true;
         r.requested_seats = 3;
         r.submitted_at_ms = 1700000000000;
-        assert_int_equal(tp_stages_run(&f->env, &r, &out), 0);
+        assert_int_equal(tp_stages_run(&f->st.env, &r, &out), 0);
         assert_int_equal(out.status, TP_RUN_SUCCEEDED);
     }
 }
@@ -203,7 +160,7 @@ static void assert_rows_committed(fixture *f, const tp_outbox_round *round) {
         assert_false(row->bad);
         assert_true(row->slot >= 0 && row->slot < TP_OUTBOX_SLOTS);
         assert_true(round->held[row->slot]);
-        assert_int_equal(pgtest_query_int_p(f->db, "SELECT leaf_index FROM receipt_outbox WHERE receipt_id = $1",
+        assert_int_equal(pgtest_query_int_p(f->st.db, "SELECT leaf_index FROM receipt_outbox WHERE receipt_id = $1",
                                             1, p, &leaf), 0);
         assert_int_equal(leaf, row->leaf_index);
         if (i > 0 && strcmp(round->rows[i - 1].rec.tenant_id, row->rec.tenant_id) == 0) {
@@ -215,11 +172,11 @@ static void assert_rows_committed(fixture *f, const tp_outbox_round *round) {
 
 /* Every receipt numbered: dense from 0, unique, increasing along each tenant's chain. */
 static void assert_log_dense(fixture *f, int64_t want) {
-    assert_int_equal(qint(f->db, "SELECT count(*) FROM receipt_outbox WHERE leaf_index IS NULL"), 0);
-    assert_int_equal(qint(f->db, "SELECT count(DISTINCT leaf_index) FROM receipt_outbox"), want);
-    assert_int_equal(qint(f->db, "SELECT max(leaf_index) + 1 FROM receipt_outbox"), want);
-    assert_int_equal(qint(f->db, "SELECT next_leaf FROM tlog_counter"), want);
-    assert_int_equal(qint(f->db, "SELECT count(*) FROM (SELECT leaf_index < lead(leaf_index) OVER (PARTITION "
+    assert_int_equal(qint(f->st.db, "SELECT count(*) FROM receipt_outbox WHERE leaf_index IS NULL"), 0);
+    assert_int_equal(qint(f->st.db, "SELECT count(DISTINCT leaf_index) FROM receipt_outbox"), want);
+    assert_int_equal(qint(f->st.db, "SELECT max(leaf_index) + 1 FROM receipt_outbox"), want);
+    assert_int_equal(qint(f->st.db, "SELECT next_leaf FROM tlog_counter"), want);
+    assert_int_equal(qint(f->st.db, "SELECT count(*) FROM (SELECT leaf_index < lead(leaf_index) OVER (PARTITION "
                                  "BY tenant_id ORDER BY sequence) AS up FROM receipt_outbox) x WHERE up IS FALSE"), 0);
 }
 
@@ -241,7 +198,7 @@ static void test_marks_and_numbering_one_commit(void **state) {
 
     /* Receipts committed unnumbered; the round numbers them and answers them numbered. */
     provision(f, 2);
-    assert_int_equal(qint(f->db, "SELECT count(*) FROM receipt_outbox WHERE leaf_index IS NULL"), 6);
+    assert_int_equal(qint(f->st.db, "SELECT count(*) FROM receipt_outbox WHERE leaf_index IS NULL"), 6);
     publish_round(f, &f->a, NULL, 0);
     assert_int_equal(round->rc, 0);
     assert_int_equal(round->sequenced, 6);
@@ -263,34 +220,34 @@ static void test_marks_and_numbering_one_commit(void **state) {
     assert_int_equal(round->n_rows, 3); /* the new ones, answered by the numbering statement */
     assert_rows_committed(f, round);
     assert_log_dense(f, 9);
-    assert_int_equal(qint(f->db, "SELECT count(*) FROM receipt_outbox WHERE published_at IS NOT NULL"), 6);
-    assert_int_equal(qint(f->db, "SELECT count(*) FROM receipt_topic_positions"), 1);
-    assert_int_equal(qint(f->db, "SELECT count(DISTINCT xmin::text) FROM (SELECT xmin FROM receipt_outbox "
+    assert_int_equal(qint(f->st.db, "SELECT count(*) FROM receipt_outbox WHERE published_at IS NOT NULL"), 6);
+    assert_int_equal(qint(f->st.db, "SELECT count(*) FROM receipt_topic_positions"), 1);
+    assert_int_equal(qint(f->st.db, "SELECT count(DISTINCT xmin::text) FROM (SELECT xmin FROM receipt_outbox "
                                  "WHERE published_at IS NOT NULL OR leaf_index >= 6 UNION ALL SELECT xmin "
                                  "FROM tlog_counter UNION ALL SELECT xmin FROM receipt_topic_positions) w"), 1);
 
     /* Nothing to mark, nothing to number: the round reads (the unpublished rows come back, as
      * the relay's rows in flight do, skipped there) and writes nothing: no row changed, no row
      * locked, the counter untouched. */
-    qtext(f->db, WRITES_SQL, before, sizeof(before));
+    qtext(f->st.db, WRITES_SQL, before, sizeof(before));
     publish_round(f, &f->a, NULL, 0);
     assert_int_equal(round->rc, 0);
     assert_int_equal(round->sequenced, 0);
     assert_int_equal(round->n_rows, 3);
-    qtext(f->db, WRITES_SQL, after, sizeof(after));
+    qtext(f->st.db, WRITES_SQL, after, sizeof(after));
     assert_string_equal(before, after);
 
     /* Marks without new receipts: one transaction, the counter neither locked nor moved. */
     free(*marks);
     *marks = ids_of(round);
-    qtext(f->db, "SELECT xmin || ':' || xmax FROM tlog_counter", before, sizeof(before));
+    qtext(f->st.db, "SELECT xmin || ':' || xmax FROM tlog_counter", before, sizeof(before));
     publish_round(f, &f->a, *marks, 0);
     assert_int_equal(round->rc, 0);
     assert_int_equal(round->marked, 3);
     assert_int_equal(round->n_rows, 0);
-    qtext(f->db, "SELECT xmin || ':' || xmax FROM tlog_counter", after, sizeof(after));
+    qtext(f->st.db, "SELECT xmin || ':' || xmax FROM tlog_counter", after, sizeof(after));
     assert_string_equal(before, after);
-    assert_int_equal(qint(f->db, "SELECT count(*) FROM receipt_outbox WHERE published_at IS NULL"), 0);
+    assert_int_equal(qint(f->st.db, "SELECT count(*) FROM receipt_outbox WHERE published_at IS NULL"), 0);
 }
 
 /* A COMMIT the database refuses (a deferred trigger, as a failure at commit would be) leaves the
@@ -308,7 +265,7 @@ static void test_refused_commit_publishes_nothing(void **state) {
     assert_int_equal(round->n_rows, 3);
     *marks = ids_of(round);
     provision(f, 1);
-    assert_int_equal(tp_db_exec_script(f->db,
+    assert_int_equal(tp_db_exec_script(f->st.db,
                                        "CREATE FUNCTION refuse_commit() RETURNS trigger LANGUAGE plpgsql AS "
                                        "$$BEGIN RAISE EXCEPTION 'commit refused'; END$$;"
                                        "CREATE CONSTRAINT TRIGGER refuse_commit AFTER UPDATE ON tlog_counter "
@@ -318,12 +275,12 @@ static void test_refused_commit_publishes_nothing(void **state) {
     assert_int_not_equal(round->rc, 0);
     assert_string_equal(round->failed_step, "commit");
     assert_int_equal(round->n_rows, 0);
-    assert_int_equal(qint(f->db, "SELECT count(*) FROM receipt_outbox WHERE published_at IS NOT NULL"), 0);
-    assert_int_equal(qint(f->db, "SELECT count(*) FROM receipt_outbox WHERE leaf_index IS NULL"), 3);
-    assert_int_equal(qint(f->db, "SELECT next_leaf FROM tlog_counter"), 3);
+    assert_int_equal(qint(f->st.db, "SELECT count(*) FROM receipt_outbox WHERE published_at IS NOT NULL"), 0);
+    assert_int_equal(qint(f->st.db, "SELECT count(*) FROM receipt_outbox WHERE leaf_index IS NULL"), 3);
+    assert_int_equal(qint(f->st.db, "SELECT next_leaf FROM tlog_counter"), 3);
 
     /* As the relay does after a failed round: a new session, the slots taken again. */
-    assert_int_equal(tp_db_exec_script(f->db, "DROP TRIGGER refuse_commit ON tlog_counter"), 0);
+    assert_int_equal(tp_db_exec_script(f->st.db, "DROP TRIGGER refuse_commit ON tlog_counter"), 0);
     tp_db_close(round->db);
     round->db = NULL;
     claim(f, &f->a);
@@ -343,7 +300,7 @@ static void test_full_batch_asks_for_more(void **state) {
     tp_outbox_round *round = &f->a.round;
 
     claim(f, &f->a);
-    assert_int_equal(tp_db_exec_script(f->db,
+    assert_int_equal(tp_db_exec_script(f->st.db,
                                        "INSERT INTO tenants (id, name, slug, residency, region, plan, environment, "
                                        "created_by_request) SELECT 'batch-' || g, 'Batch ' || g, 'batch-' || g, 'US', "
                                        "'us-east-1', 'PRO', 'prod', 'req-batch-' || g FROM generate_series(1, 10) g;"
@@ -360,7 +317,7 @@ static void test_full_batch_asks_for_more(void **state) {
     assert_true(round->sequence_more);
     assert_int_equal(round->n_rows, 500);
     assert_rows_committed(f, round);
-    assert_int_equal(qint(f->db, "SELECT count(*) FROM receipt_outbox WHERE leaf_index IS NULL"),
+    assert_int_equal(qint(f->st.db, "SELECT count(*) FROM receipt_outbox WHERE leaf_index IS NULL"),
                      520 - TP_OUTBOX_SEQUENCE_BATCH);
     publish_round(f, &f->a, NULL, 0);
     assert_int_equal(round->rc, 0);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "support/pgtest.h"
+#include "support/stagetest.h"
 #include "tp/config.h"
 #include "tp/error.h"
 #include "tp/policy.h"
@@ -27,72 +28,22 @@
 #include "tp/stages.h"
 #include "tp/store.h"
 
-#define ALLOWLIST "us-east-1,us-west-2,eu-central-1,eu-west-1"
 
-typedef struct fixture {
-    pgtest_db t;
-    tp_db *db;
-    tp_policy_client *pc;
-    tp_signer *signer;
-    char *tiers;
-    char keydir[64];
-    tp_stage_env env;
-    tp_policy_context pctx;
-} fixture;
+typedef stagetest fixture;
 
 static fixture fx;
+static tp_policy_context pctx; /* the context a dry run gets: the tiers */
 
 static int setup(void **state) {
-    char err[256], priv[128], pub[128];
-    size_t len = 0;
-    const char *opa = pgtest_env("TP_OPA_URL");
-    memset(&fx, 0, sizeof(fx));
-    if (!opa) {
-        fprintf(stderr, "TP_OPA_URL is not set and .stack/env has none: run scripts/stack up\n");
-        return -1;
-    }
-    if (pgtest_create_migrated(&fx.t) != 0)
-        return -1;
-    if (tp_db_connect(fx.t.dsn, &fx.db, err, sizeof(err)) != 0) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
-    fx.pc = tp_policy_client_new(opa, 3000);
-    snprintf(fx.keydir, sizeof(fx.keydir), "/tmp/tp_actions_keys_XXXXXX");
-    if (!fx.pc || !mkdtemp(fx.keydir))
-        return -1;
-    snprintf(priv, sizeof(priv), "%s/receipts.key", fx.keydir);
-    snprintf(pub, sizeof(pub), "%s/receipts.pub", fx.keydir);
-    if (tp_receipt_keygen(priv, pub) != 0 || tp_signer_load(priv, &fx.signer) != 0)
-        return -1;
-    if (tp_read_file("config/quota-tiers.json", 65536, &fx.tiers, &len) != 0)
-        return -1;
-    fx.env.db = fx.db;
-    fx.env.policy = fx.pc;
-    fx.env.signer = fx.signer;
-    fx.env.tiers_json = fx.tiers;
-    fx.env.region_allowlist = ALLOWLIST;
-    fx.env.max_attempts = 3;
-    fx.env.max_tenants_per_user = 3;
-    fx.pctx.tiers_json = fx.tiers;
     *state = &fx;
+    if (stagetest_open(&fx) != 0)
+        return -1;
+    memset(&pctx, 0, sizeof(pctx));
+    pctx.tiers_json = fx.tiers;
     return 0;
 }
 
-static int teardown(void **state) {
-    fixture *f = *state;
-    char path[128];
-    tp_db_close(f->db);
-    tp_policy_client_free(f->pc);
-    tp_signer_free(f->signer);
-    free(f->tiers);
-    snprintf(path, sizeof(path), "%s/receipts.key", f->keydir);
-    unlink(path);
-    snprintf(path, sizeof(path), "%s/receipts.pub", f->keydir);
-    unlink(path);
-    rmdir(f->keydir);
-    return pgtest_drop(&f->t);
-}
+static int teardown(void **state) { return stagetest_close(*state); }
 
 static void set_actor(tp_request *r, tp_source src) {
     r->source = src;
@@ -206,7 +157,7 @@ static void test_preview(void **state) {
 
     /* Allowed: billing downgrades PRO to STARTER (40 seats fit STARTER's 50). */
     make_plan_change(&req, "req-pv-1", "pv-pro", TP_SOURCE_BILLING, TP_PLAN_STARTER);
-    assert_int_equal(tp_stages_action_preview(f->db, f->pc, &f->pctx, &req, &pv), 0);
+    assert_int_equal(tp_stages_action_preview(f->db, f->pc, &pctx, &req, &pv), 0);
     assert_true(pv.allowed);
     assert_int_equal(pv.reason, TP_PREVIEW_ALLOWED);
     assert_true(pv.policy_asked);
@@ -226,7 +177,7 @@ static void test_preview(void **state) {
 
     /* Upgrade to ENTERPRISE by an admin: the partitions become dedicated. */
     make_plan_change(&req, "req-pv-2", "pv-pro", TP_SOURCE_ADMIN_API, TP_PLAN_ENTERPRISE);
-    assert_int_equal(tp_stages_action_preview(f->db, f->pc, &f->pctx, &req, &pv), 0);
+    assert_int_equal(tp_stages_action_preview(f->db, f->pc, &pctx, &req, &pv), 0);
     assert_true(pv.allowed);
     changes = json_loads(pv.changes_json, 0, NULL);
     assert_change(changes, "partitions.primary.isolation", "shared", "dedicated");
@@ -236,7 +187,7 @@ static void test_preview(void **state) {
 
     /* Denied: the current 40 seats exceed FREE's cap; the changes asked for are still listed. */
     make_plan_change(&req, "req-pv-3", "pv-pro", TP_SOURCE_ADMIN_API, TP_PLAN_FREE);
-    assert_int_equal(tp_stages_action_preview(f->db, f->pc, &f->pctx, &req, &pv), 0);
+    assert_int_equal(tp_stages_action_preview(f->db, f->pc, &pctx, &req, &pv), 0);
     assert_false(pv.allowed);
     assert_int_equal(pv.reason, TP_PREVIEW_POLICY_DENIED);
     assert_true(pv.policy_asked);
@@ -252,29 +203,29 @@ static void test_preview(void **state) {
     /* The owner (user-42) may downgrade its own tenant; someone else may not; nobody self-serve
      * goes to ENTERPRISE. */
     make_plan_change(&req, "req-pv-4", "pv-pro", TP_SOURCE_SELF_SERVE_API, TP_PLAN_STARTER);
-    assert_int_equal(tp_stages_action_preview(f->db, f->pc, &f->pctx, &req, &pv), 0);
+    assert_int_equal(tp_stages_action_preview(f->db, f->pc, &pctx, &req, &pv), 0);
     assert_true(pv.allowed);
     tp_action_preview_release(&pv);
     snprintf(req.actor.id, sizeof(req.actor.id), "user-99");
-    assert_int_equal(tp_stages_action_preview(f->db, f->pc, &f->pctx, &req, &pv), 0);
+    assert_int_equal(tp_stages_action_preview(f->db, f->pc, &pctx, &req, &pv), 0);
     assert_int_equal(pv.reason, TP_PREVIEW_POLICY_DENIED);
     assert_string_equal(pv.decision.reasons[0], "NOT_TENANT_OWNER");
     tp_action_preview_release(&pv);
     make_plan_change(&req, "req-pv-5", "pv-pro", TP_SOURCE_SELF_SERVE_API, TP_PLAN_ENTERPRISE);
-    assert_int_equal(tp_stages_action_preview(f->db, f->pc, &f->pctx, &req, &pv), 0);
+    assert_int_equal(tp_stages_action_preview(f->db, f->pc, &pctx, &req, &pv), 0);
     assert_string_equal(pv.decision.reasons[0], "ENTERPRISE_NOT_SELF_SERVE");
     tp_action_preview_release(&pv);
 
     /* Self-serve may not suspend, even its own tenant. */
     make_action(&req, "req-pv-6", "pv-pro", TP_ACTION_SUSPEND, TP_SOURCE_SELF_SERVE_API);
-    assert_int_equal(tp_stages_action_preview(f->db, f->pc, &f->pctx, &req, &pv), 0);
+    assert_int_equal(tp_stages_action_preview(f->db, f->pc, &pctx, &req, &pv), 0);
     assert_int_equal(pv.reason, TP_PREVIEW_POLICY_DENIED);
     assert_string_equal(pv.decision.reasons[0], "SELF_SERVE_NOT_ALLOWED");
     tp_action_preview_release(&pv);
 
     /* Invalid for the state: resume an active tenant; OPA is not asked, nothing would change. */
     make_action(&req, "req-pv-7", "pv-pro", TP_ACTION_RESUME, TP_SOURCE_ADMIN_API);
-    assert_int_equal(tp_stages_action_preview(f->db, f->pc, &f->pctx, &req, &pv), 0);
+    assert_int_equal(tp_stages_action_preview(f->db, f->pc, &pctx, &req, &pv), 0);
     assert_false(pv.allowed);
     assert_int_equal(pv.reason, TP_PREVIEW_INVALID_STATE);
     assert_false(pv.policy_asked);
@@ -285,7 +236,7 @@ static void test_preview(void **state) {
 
     /* Unknown slug. */
     make_action(&req, "req-pv-8", "nobody-here", TP_ACTION_DEPROVISION, TP_SOURCE_ADMIN_API);
-    assert_int_equal(tp_stages_action_preview(f->db, f->pc, &f->pctx, &req, &pv), 0);
+    assert_int_equal(tp_stages_action_preview(f->db, f->pc, &pctx, &req, &pv), 0);
     assert_int_equal(pv.reason, TP_PREVIEW_TENANT_NOT_FOUND);
     assert_string_equal(tp_preview_reason_name(pv.reason), "TENANT_NOT_FOUND");
     assert_string_equal(pv.tenant_id, "");
@@ -294,7 +245,7 @@ static void test_preview(void **state) {
 
     /* A deprovision lists the purge-after of the tenant and each partition. */
     make_action(&req, "req-pv-9", "pv-pro", TP_ACTION_DEPROVISION, TP_SOURCE_BILLING);
-    assert_int_equal(tp_stages_action_preview(f->db, f->pc, &f->pctx, &req, &pv), 0);
+    assert_int_equal(tp_stages_action_preview(f->db, f->pc, &pctx, &req, &pv), 0);
     assert_true(pv.allowed);
     changes = json_loads(pv.changes_json, 0, NULL);
     assert_non_null(change_of(changes, "purgeAfter"));
@@ -304,14 +255,14 @@ static void test_preview(void **state) {
     tp_action_preview_release(&pv);
 
     /* Not an action. */
-    assert_int_equal(tp_stages_action_preview(f->db, f->pc, &f->pctx, &prov, &pv), 0);
+    assert_int_equal(tp_stages_action_preview(f->db, f->pc, &pctx, &prov, &pv), 0);
     assert_int_equal(pv.reason, TP_PREVIEW_NOT_AN_ACTION);
     tp_action_preview_release(&pv);
 
     /* OPA unreachable: no verdict, a transient error. */
     tp_policy_client *dead = tp_policy_client_new("http://127.0.0.1:1", 300);
     make_action(&req, "req-pv-10", "pv-pro", TP_ACTION_SUSPEND, TP_SOURCE_BILLING);
-    assert_int_equal(tp_stages_action_preview(f->db, dead, &f->pctx, &req, &pv), TP_EOPA_UNAVAILABLE);
+    assert_int_equal(tp_stages_action_preview(f->db, dead, &pctx, &req, &pv), TP_EOPA_UNAVAILABLE);
     assert_false(pv.allowed);
     assert_null(pv.changes_json);
     tp_policy_client_free(dead);

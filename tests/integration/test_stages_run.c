@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "support/pgtest.h"
+#include "support/stagetest.h"
 #include "tp/config.h"
 #include "tp/error.h"
 #include "tp/policy.h"
@@ -25,70 +26,17 @@
 #include "tp/stages.h"
 #include "tp/store.h"
 
-#define ALLOWLIST "us-east-1,us-west-2,eu-central-1,eu-west-1"
 
-typedef struct fixture {
-    pgtest_db t;
-    tp_db *db;
-    tp_policy_client *pc;
-    tp_signer *signer;
-    char *tiers;
-    char keydir[64];
-    tp_stage_env env;
-} fixture;
+typedef stagetest fixture;
 
 static fixture fx;
 
 static int setup(void **state) {
-    char err[256], priv[128], pub[128];
-    size_t len = 0;
-    const char *opa = pgtest_env("TP_OPA_URL");
-    memset(&fx, 0, sizeof(fx));
-    if (!opa) {
-        fprintf(stderr, "TP_OPA_URL is not set and .stack/env has none: run scripts/stack up\n");
-        return -1;
-    }
-    if (pgtest_create_migrated(&fx.t) != 0)
-        return -1;
-    if (tp_db_connect(fx.t.dsn, &fx.db, err, sizeof(err)) != 0) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
-    fx.pc = tp_policy_client_new(opa, 3000);
-    snprintf(fx.keydir, sizeof(fx.keydir), "/tmp/tp_stages_keys_XXXXXX");
-    if (!fx.pc || !mkdtemp(fx.keydir))
-        return -1;
-    snprintf(priv, sizeof(priv), "%s/receipts.key", fx.keydir);
-    snprintf(pub, sizeof(pub), "%s/receipts.pub", fx.keydir);
-    if (tp_receipt_keygen(priv, pub) != 0 || tp_signer_load(priv, &fx.signer) != 0)
-        return -1;
-    if (tp_read_file("config/quota-tiers.json", 65536, &fx.tiers, &len) != 0)
-        return -1;
-    fx.env.db = fx.db;
-    fx.env.policy = fx.pc;
-    fx.env.signer = fx.signer;
-    fx.env.tiers_json = fx.tiers;
-    fx.env.region_allowlist = ALLOWLIST;
-    fx.env.max_attempts = 3;
-    fx.env.max_tenants_per_user = 3;
     *state = &fx;
-    return 0;
+    return stagetest_open(&fx);
 }
 
-static int teardown(void **state) {
-    fixture *f = *state;
-    char path[128];
-    tp_db_close(f->db);
-    tp_policy_client_free(f->pc);
-    tp_signer_free(f->signer);
-    free(f->tiers);
-    snprintf(path, sizeof(path), "%s/receipts.key", f->keydir);
-    unlink(path);
-    snprintf(path, sizeof(path), "%s/receipts.pub", f->keydir);
-    unlink(path);
-    rmdir(f->keydir);
-    return pgtest_drop(&f->t);
-}
+static int teardown(void **state) { return stagetest_close(*state); }
 
 static void make_req(tp_request *r, const char *rid, const char *slug, tp_source src, tp_plan plan) {
     memset(r, 0, sizeof(*r));
