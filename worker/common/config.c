@@ -42,7 +42,7 @@ static const key_def key_table[] = {
     {"tlog.checkpoint_interval_ms", KT_INT, "1000",
      "the relay signs a checkpoint after publishing receipts, at most once per this long"},
     {"worker.group_id", KT_STRING, "tp-worker", "consumer group of tp-worker"},
-    {"worker.inflight_max", KT_INT, "64", "requests in flight before partitions are paused"},
+    {"worker.inflight_max", KT_INT, "512", "requests in flight before partitions are paused"},
     {"worker.db_pool_size", KT_INT, "4", "PostgreSQL connections of the stage runner"},
     {"worker.shutdown_grace_ms", KT_INT, "20000", "SIGTERM drain budget"},
     {"worker.http_listen", KT_STRING, "127.0.0.1:9464",
