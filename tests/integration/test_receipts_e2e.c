@@ -87,6 +87,10 @@ static int setup(void **state) { return setup_with(state, true); }
  * two for sure. */
 static int setup_mark_delay(void **state) { return setup_with_config(state, true, "outbox.mark_delay_ms = 600000"); }
 static int setup_outage(void **state) { return setup_with(state, false); }
+/* Workers that take 64 requests at a time (the default was 64 until it became 512): the kill -9
+ * test must catch the relay mid-run, and at 512 a worker published all 3,600 receipts before the
+ * third kill. */
+static int setup_kill9(void **state) { return setup_with_config(state, true, "worker.inflight_max = 64"); }
 
 static int teardown(void **state) {
     rstate *s = *state;
@@ -783,7 +787,7 @@ int main(void) {
         cmocka_unit_test_prestate_setup_teardown(test_happy_path_topic, setup, teardown, "rhappy"),
         cmocka_unit_test_prestate_setup_teardown(test_tampering_named, setup, teardown, "rtamper"),
         cmocka_unit_test_prestate_setup_teardown(test_broker_outage_20s, setup_outage, teardown, "routage"),
-        cmocka_unit_test_prestate_setup_teardown(test_kill9_while_relaying, setup, teardown, "rkill9"),
+        cmocka_unit_test_prestate_setup_teardown(test_kill9_while_relaying, setup_kill9, teardown, "rkill9"),
         cmocka_unit_test_prestate_setup_teardown(test_kill9_between_ack_and_mark, setup_mark_delay, teardown, "rackmark"),
         cmocka_unit_test_prestate_setup_teardown(test_session_lost_between_ack_and_mark, setup_mark_delay, teardown, "rsesslost"),
         cmocka_unit_test_prestate_setup_teardown(test_two_workers_50_tenants, setup, teardown, "rtwo"),
