@@ -612,7 +612,10 @@ static void test_validation_table(void **state) {
     assert_int_equal(post(&r, "/api/admin/tenants", g->tok_admin, "{\"name\":\"Val\","), 400);
     http_assert_problem(&r, "malformed-json");
     assert_int_equal(post(&r, "/api/admin/tenants", g->tok_admin, "[1,2]"), 400);
-    /* 2 MB body: 413 */
+    /* 2 MB body, past 8 times the limit: h2o answers 413 from the Content-Length and closes the
+     * connection without reading the body. A client that sends the body at once may see that
+     * close as a reset before it reads the answer (seen in CI: status 0), so this one waits for
+     * 100-continue, as curl does by default past 1 MiB, and gets the 413 instead of the 100. */
     size_t big = 2u * 1024 * 1024;
     char *huge = malloc(big + 1);
     memset(huge, ' ', big);
@@ -622,7 +625,7 @@ static void test_validation_table(void **state) {
     huge[big] = '\0';
     long st = http_call(&r, g->main_ingress.port,
                         &(http_req){.path = "/api/admin/tenants", .token = g->tok_admin, .body = huge,
-                                    .body_len = big});
+                                    .body_len = big, .expect_continue = true});
     free(huge);
     assert_int_equal(st, 413);
     http_assert_problem(&r, "payload-too-large"); /* not h2o's text/plain (issue 9 item 10) */

@@ -122,7 +122,8 @@ long http_call_url(http_resp *r, const char *base_url, const http_req *q) {
             snprintf(line, sizeof(line), "Content-Type: %s",
                      q->content_type ? q->content_type : "application/json");
             h = curl_slist_append(h, line);
-            h = curl_slist_append(h, "Expect:"); /* no 100-continue round for large bodies */
+            /* By default no 100-continue round, even for large bodies. */
+            h = curl_slist_append(h, q->expect_continue ? "Expect: 100-continue" : "Expect:");
             curl_easy_setopt(c, CURLOPT_POSTFIELDS, q->body);
             curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
                              (curl_off_t)(q->body_len ? q->body_len : strlen(q->body)));

@@ -7,6 +7,7 @@
 #define TP_TEST_INGRESS_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -56,6 +57,8 @@ typedef struct http_req {
     const char *content_type;    /* NULL: application/json when there is a body, else none */
     const char *const *headers;  /* more "Name: value" lines, NULL-terminated; may be NULL */
     long timeout_ms;             /* the whole exchange; 0: 60 s */
+    bool expect_continue;        /* send Expect: 100-continue and wait for it (curl's default past
+                                    1 MiB); false: the body follows the headers at once */
 } http_req;
 
 typedef struct http_resp {
