@@ -50,7 +50,9 @@ typedef struct tp_sealed_receipt {
     char keyid[TP_KEYID_MAX + 1];
     unsigned char sig[64];
     char hash_hex[TP_HASH_HEX_LEN + 1];  /* SHA-256 of the PAE bytes */
-    char *envelope_json;                 /* {"payloadType","payload"(base64),"signatures":[{keyid,sig}]} */
+    /* The DSSE envelope without its payload, as receipt_outbox.envelope stores it (the payload
+     * column holds the bytes once): {"payloadType","signatures":[{keyid,sig}]}. */
+    char *envelope_json;
 } tp_sealed_receipt;
 
 /* Builds the statement, signs PAE(payloadType, payload), hashes it. Returns 0 or TP_E*. */

@@ -535,9 +535,19 @@ static void test_tpctl_history(void **state) {
         assert_non_null(strstr(err, rid));
     }
 
-    /* Another tenant: the payload column changed behind the signed envelope's back. */
+    /* Another tenant: the payload column changed behind the signed envelope's back. Its rows are
+     * stored the way rows written before migration 0008 were (the envelope with its own payload
+     * copy): history reads them as they are, and a column that no longer matches that copy
+     * breaks the chain. Rows written since store the envelope without its payload. */
     assert_int_equal(e2e_text(&g->e, id, sizeof(id), "SELECT id FROM tenants WHERE slug = 'tv-foxtrot'"), 0);
+    assert_int_equal(e2e_int(&g->e, "SELECT count(*) FROM receipt_outbox WHERE tenant_id = '%s' AND "
+                                    "(envelope ? 'payload' OR NOT envelope ? 'signatures')", id), 0);
     assert_int_equal(tpctl("history tv-foxtrot", NULL), 0);
+    assert_true(e2e_int(&g->e, "WITH u AS (UPDATE receipt_outbox SET envelope = envelope || "
+                               "jsonb_build_object('payload', translate(encode(payload, 'base64'), E'\\n', '')) "
+                               "WHERE tenant_id = '%s' RETURNING 1) SELECT count(*) FROM u", id) >= 2);
+    assert_int_equal(tpctl("history tv-foxtrot", NULL), 0);
+    assert_non_null(strstr(g->out, "chain intact"));
     assert_int_equal(e2e_int(&g->e, "WITH u AS (UPDATE receipt_outbox SET payload = convert_to(replace("
                                     "convert_from(payload, 'UTF8'), '\"STARTER\"', '\"ENTERPRISE\"'), 'UTF8') "
                                     "WHERE tenant_id = '%s' AND sequence = 1 RETURNING 1) SELECT count(*) FROM u", id), 1);

@@ -107,12 +107,17 @@ static int cmd_list(tp_db *db, const tenant_args *a) {
 /* ---- history --------------------------------------------------------------------------------- */
 
 /* One receipt row of the outbox as the JSON line of `tpctl receipts tail` (what
- * tp_receipt_doc_parse reads), the SHA-256 of its payload column and its creation time. */
+ * tp_receipt_doc_parse reads), the SHA-256 of its payload column and its creation time. Rows
+ * since migration 0008 store the envelope without its payload: it is put back from the payload
+ * column (PostgreSQL's base64 breaks lines every 76 characters; DSSE's does not). Older rows keep
+ * their own copy, which must match the column. */
 static const char HISTORY_SQL[] =
     "SELECT json_build_object('receiptId', r.receipt_id, 'actionType', r.action_type, "
     "'tenantId', r.tenant_id, 'requestId', r.request_id, 'sequence', r.sequence, "
     "'previousHash', r.previous_hash, 'hash', r.hash, 'timestampMs', coalesce(r.signed_at_ms, 0), "
-    "'envelope', r.envelope)::text, encode(sha256(r.payload), 'hex') "
+    "'envelope', CASE WHEN r.envelope ? 'payload' THEN r.envelope ELSE r.envelope || "
+    "jsonb_build_object('payload', translate(encode(r.payload, 'base64'), E'\\n', '')) END)::text, "
+    "encode(sha256(r.payload), 'hex') "
     "FROM tenants t JOIN receipt_outbox r ON r.tenant_id = t.id WHERE t.slug = $1 "
     "ORDER BY r.sequence, r.receipt_id";
 
@@ -253,7 +258,7 @@ static int cmd_history(tp_db *db, const tp_config *cfg, const tenant_args *a) {
         rc = tp_verifier_feed(v, view);
         if (rc == TP_ENOMEM)
             goto out;
-        /* The payload column is a copy of the signed envelope's payload: it must be the same. */
+        /* An older row's envelope carries its own payload copy: it must match the column. */
         tp_sha256_hex(view->payload, view->payload_len, digest);
         if (strcmp(digest, tp_res_get(res, r, 1)) != 0) {
             hs.breaks++;

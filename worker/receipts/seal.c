@@ -74,7 +74,7 @@ int tp_receipt_seal(const tp_signer *s, const tp_receipt_fields *f, tp_sealed_re
     json_t *statement = NULL, *env = NULL;
     unsigned char *pae = NULL;
     size_t pae_len = 0;
-    char *payload_b64 = NULL, *sig_b64 = NULL;
+    char *sig_b64 = NULL;
     int rc;
     if (!s || !f || !out)
         return TP_EINVAL;
@@ -108,14 +108,14 @@ int tp_receipt_seal(const tp_signer *s, const tp_receipt_fields *f, tp_sealed_re
     tp_sha256_hex(pae, pae_len, out->hash_hex);
     snprintf(out->keyid, sizeof(out->keyid), "%s", tp_signer_keyid(s));
 
-    payload_b64 = tp_receipts__b64_encode((const unsigned char *)out->payload, out->payload_len);
+    /* The stored envelope leaves its payload out: the payload travels beside it, once. */
     sig_b64 = tp_receipts__b64_encode(out->sig, sizeof(out->sig));
-    if (!payload_b64 || !sig_b64) {
+    if (!sig_b64) {
         rc = TP_ENOMEM;
         goto out_fail;
     }
-    env = json_pack("{s:s, s:s, s:[{s:s, s:s}]}", "payloadType", TP_RECEIPT_PAYLOAD_TYPE, "payload",
-                    payload_b64, "signatures", "keyid", out->keyid, "sig", sig_b64);
+    env = json_pack("{s:s, s:[{s:s, s:s}]}", "payloadType", TP_RECEIPT_PAYLOAD_TYPE, "signatures",
+                    "keyid", out->keyid, "sig", sig_b64);
     if (!env) {
         rc = TP_ENOMEM;
         goto out_fail;
@@ -133,7 +133,6 @@ out_free:
     json_decref(env);
     json_decref(statement);
     free(pae);
-    free(payload_b64);
     free(sig_b64);
     return rc;
 }
