@@ -288,20 +288,27 @@ static void test_policy_deny(void **state) {
     free(js);
 }
 
-static void test_self_serve_owner_and_limit(void **state) {
-    fixture *f = *state;
+/* Provisions n self-serve STARTER tenants of user-42 (requests req-<prefix>-<i>, slugs
+ * <prefix>-<i>), each owned by that user. */
+static void make_owned_tenants(fixture *f, const char *prefix, int n) {
     tp_request req;
-    tp_run_result out;
     char buf[64];
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < n; i++) {
         char rid[32], slug[32];
-        snprintf(rid, sizeof(rid), "req-ss-%d", i);
-        snprintf(slug, sizeof(slug), "mine-%d", i);
+        snprintf(rid, sizeof(rid), "req-%s-%d", prefix, i);
+        snprintf(slug, sizeof(slug), "%s-%d", prefix, i);
         make_req(&req, rid, slug, TP_SOURCE_SELF_SERVE_API, TP_PLAN_STARTER);
         run_ok(f, &req);
         qtext(f->db, "SELECT owner_id FROM tenants WHERE created_by_request = $1", rid, buf, sizeof(buf));
         assert_string_equal(buf, "user-42");
     }
+}
+
+static void test_self_serve_owner_and_limit(void **state) {
+    fixture *f = *state;
+    tp_request req;
+    tp_run_result out;
+    make_owned_tenants(f, "mine", 3);
     make_req(&req, "req-ss-3", "mine-3", TP_SOURCE_SELF_SERVE_API, TP_PLAN_STARTER);
     assert_int_equal(tp_stages_run(&f->env, &req, &out), 0);
     assert_int_equal(out.status, TP_RUN_DENIED);
@@ -318,13 +325,7 @@ static void test_self_serve_limit_rechecked_at_insert(void **state) {
     tp_request a, b;
     tp_run_result out;
     char buf[128];
-    for (int i = 0; i < 2; i++) {
-        char rid[32], slug[32];
-        snprintf(rid, sizeof(rid), "req-cap-%d", i);
-        snprintf(slug, sizeof(slug), "cap-%d", i);
-        make_req(&a, rid, slug, TP_SOURCE_SELF_SERVE_API, TP_PLAN_STARTER);
-        run_ok(f, &a);
-    }
+    make_owned_tenants(f, "cap", 2);
     assert_int_equal(tp_db_exec_script(f->db,
                                        "CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$ "
                                        "BEGIN RAISE EXCEPTION 'injected fault' USING ERRCODE = '40001'; "

@@ -9,8 +9,6 @@
 
 int tp_stage_policy_prepare(tp_stage_ctx *ctx) {
     const tp_request *req = ctx->req;
-    char buf[32];
-    bool found = false;
     int owned = 0, rc;
     char *input;
 
@@ -18,18 +16,9 @@ int tp_stage_policy_prepare(tp_stage_ctx *ctx) {
         snprintf(ctx->message, sizeof(ctx->message), "no policy client configured");
         return TP_ECONFIG;
     }
-    if (req->source == TP_SOURCE_SELF_SERVE_API) {
-        /* Tenants this user already owns, not counting one created by this very request nor
-         * the offboarded ones (their slugs stay taken until purge, but they are gone). */
-        const char *params[2] = {req->actor.id, req->request_id};
-        rc = tp_db_query_text(ctx->db,
-                              "SELECT count(*) FROM tenants WHERE owner_id = $1 AND "
-                              "created_by_request <> $2 AND status <> 'deprovisioned'",
-                              2, params, buf, sizeof(buf), &found);
-        if (rc != 0)
-            return tp_stage_db_error(ctx, rc, "owned tenants");
-        owned = found ? atoi(buf) : 0;
-    }
+    if (req->source == TP_SOURCE_SELF_SERVE_API &&
+        (rc = tp_stages_owned_tenants(ctx->db, req, &owned)) != 0)
+        return tp_stage_db_error(ctx, rc, "owned tenants");
     tp_policy_context pctx = {owned, ctx->env->tiers_json, ctx->env->region_allowlist,
                               ctx->env->max_tenants_per_user, ctx->env->admin_role};
     input = tp_policy_build_input_ctx(req, "provision", &pctx);

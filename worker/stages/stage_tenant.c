@@ -44,6 +44,19 @@ static int find_tenant(tp_stage_ctx *ctx) {
     return rc != 0 ? tp_stage_db_error(ctx, rc, "link tenant") : 0;
 }
 
+int tp_stages_owned_tenants(tp_db *db, const tp_request *req, int *owned) {
+    const char *params[2] = {req->actor.id, req->request_id};
+    char buf[32];
+    bool found = false;
+    int rc = tp_db_query_text(db,
+                              "SELECT count(*) FROM tenants WHERE owner_id = $1 AND "
+                              "created_by_request <> $2 AND status <> 'deprovisioned'",
+                              2, params, buf, sizeof(buf), &found);
+    if (rc == 0)
+        *owned = found ? atoi(buf) : 0;
+    return rc;
+}
+
 /* The policy counted the user's tenants outside any transaction, and the user's requests for
  * different slugs run in parallel (and a retry runs on a decision taken earlier), so two of them
  * could both pass the cap. Counted again here under a per-owner transaction lock held until
@@ -51,21 +64,16 @@ static int find_tenant(tp_stage_ctx *ctx) {
  * tenant of this user committed before. Sets a terminal FAILED/TENANT_LIMIT_REACHED past the cap. */
 static int check_owner_limit(tp_stage_ctx *ctx) {
     const tp_request *req = ctx->req;
-    const char *lp[1] = {req->actor.id}, *cp[2] = {req->actor.id, req->request_id};
+    const char *lp[1] = {req->actor.id};
     int max = ctx->env->max_tenants_per_user > 0 ? ctx->env->max_tenants_per_user
                                                  : TP_POLICY_MAX_TENANTS_PER_USER_DEFAULT;
-    char buf[32];
-    bool found = false;
+    int owned = 0;
     int rc = tp_db_exec_queued(ctx->db, "SELECT pg_advisory_xact_lock(hashtext('tp-owner:' || $1))",
                                1, lp, NULL, NULL);
     if (rc == 0)
-        rc = tp_db_query_text(ctx->db,
-                              "SELECT count(*) FROM tenants WHERE owner_id = $1 AND "
-                              "created_by_request <> $2 AND status <> 'deprovisioned'",
-                              2, cp, buf, sizeof(buf), &found);
+        rc = tp_stages_owned_tenants(ctx->db, req, &owned);
     if (rc != 0)
         return tp_stage_db_error(ctx, rc, "owned tenants");
-    int owned = found ? atoi(buf) : 0;
     if (owned >= max) {
         tp_stage_set_terminal(ctx, TP_RUN_FAILED, "TENANT_LIMIT_REACHED",
                               "user %s already owns %d tenants (policy.max_tenants_per_user = %d)",

@@ -130,6 +130,11 @@ typedef struct tp_isolation_check {
 /* Evaluates the facts into TP_ISOLATION_CHECKS named checks; returns true when all pass. */
 bool tp_isolation_evaluate(const tp_isolation_facts *f, tp_isolation_check checks[TP_ISOLATION_CHECKS]);
 
+/* How many tenants req's user (actor id) owns, not counting one created by req itself nor the
+ * offboarded ones (their slugs stay taken until purge, but they are gone): the policy input's
+ * count and the cap check under the owner lock (stage_tenant.c). Returns 0 or TP_EDB*. */
+int tp_stages_owned_tenants(tp_db *db, const tp_request *req, int *owned);
+
 /* Reads what a tenant owns back from the database: {tenant, namespace, partitions, quota}
  * (namespace/quota null when absent). Returns 0 with *out a new reference, or TP_E*
  * (TP_ENOT_FOUND for an unknown tenant). */
