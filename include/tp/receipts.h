@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct json_t; /* jansson's; only its callers need the header */
+
 #define TP_RECEIPT_PAYLOAD_TYPE "application/vnd.in-toto+json"
 #define TP_HASH_HEX_LEN 64
 #define TP_KEYID_MAX 64
@@ -25,7 +27,7 @@ const char *tp_signer_keyid(const tp_signer *s);
 int tp_signer_sign(const tp_signer *s, const void *msg, size_t len, unsigned char sig[64]);
 void tp_signer_public_key(const tp_signer *s, unsigned char pk[32]);
 
-/* What one receipt asserts. Strings are borrowed; action_data_json is a JSON object text. */
+/* What one receipt asserts. Strings and action_data are borrowed. */
 typedef struct tp_receipt_fields {
     const char *receipt_id;      /* "prov_<uuid>" */
     const char *action_type;     /* TENANT_PROVISIONED, TENANT_QUOTA_ASSIGNED, TENANT_ISOLATION_VERIFIED */
@@ -40,7 +42,7 @@ typedef struct tp_receipt_fields {
     const char *prev_hash_hex;   /* 64 zeros for sequence 1 */
     const char *decision_id;
     const char *policy_revision;
-    const char *action_data_json;
+    const struct json_t *action_data; /* the action's facts: a JSON object; NULL: {} (unchanged) */
 } tp_receipt_fields;
 
 /* A sealed receipt: owned buffers, release with tp_sealed_receipt_release. */

@@ -33,14 +33,11 @@ static json_t *build_statement(const tp_receipt_fields *f) {
     json_t *data, *subjects, *predicate;
     if (tp_receipt_format_time(f->timestamp_ms, ts, sizeof(ts)) != 0)
         return NULL;
-    if (f->action_data_json && *f->action_data_json) {
-        data = json_loads(f->action_data_json, JSON_REJECT_DUPLICATES, NULL);
-        if (!data)
+    if (f->action_data) {
+        /* Shared, not copied: the statement only holds a reference while it is dumped. */
+        if (!json_is_object(f->action_data))
             return NULL;
-        if (!json_is_object(data)) {
-            json_decref(data);
-            return NULL;
-        }
+        data = json_incref((json_t *)f->action_data);
     } else {
         data = json_object();
         if (!data)

@@ -417,15 +417,9 @@ fail:
     return rc;
 }
 
-/* Seals one receipt of data (sorted, compact) into the chain. */
+/* Seals one receipt of data into the chain (NULL data: out of memory while building it). */
 static int emit(tp_stage_ctx *ctx, const char *type, json_t *data, char *id, size_t cap) {
-    char *text = data ? json_dumps(data, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    int rc;
-    if (!text)
-        return TP_ENOMEM;
-    rc = tp_stage_emit_receipt(ctx, type, text, id, cap);
-    free(text);
-    return rc;
+    return data ? tp_stage_emit_receipt(ctx, type, data, id, cap) : TP_ENOMEM;
 }
 
 int tp_stage_action_receipts_run(tp_stage_ctx *ctx) {

@@ -163,7 +163,6 @@ static int isolation_guard(tp_stage_ctx *ctx, bool action) {
     char status[TP_REGION_MAX + 1];
     char failed[256] = "", receipt_id[64];
     json_t *arr = NULL, *data = NULL;
-    char *data_text = NULL;
     bool pass;
     int rc;
 
@@ -205,15 +204,13 @@ static int isolation_guard(tp_stage_ctx *ctx, bool action) {
     }
     data = json_pack("{s:s, s:s, s:s, s:O}", "tenantId", ctx->tenant_id, "residency", residency,
                      "region", region, "checks", arr);
-    data_text = data ? json_dumps(data, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    json_decref(data);
-    if (!data_text) {
+    if (!data) {
         json_decref(arr);
         return TP_ENOMEM;
     }
-    rc = tp_stage_emit_receipt(ctx, "TENANT_ISOLATION_VERIFIED", data_text, receipt_id,
+    rc = tp_stage_emit_receipt(ctx, "TENANT_ISOLATION_VERIFIED", data, receipt_id,
                                sizeof(receipt_id));
-    free(data_text);
+    json_decref(data);
     if (rc != 0) {
         json_decref(arr);
         return rc;

@@ -78,7 +78,7 @@ static bool existing_receipt(const char *list, const char *action_type, char *ou
     return false;
 }
 
-int tp_stage_emit_receipt(tp_stage_ctx *ctx, const char *action_type, const char *data_json,
+int tp_stage_emit_receipt(tp_stage_ctx *ctx, const char *action_type, const json_t *data,
                           char *receipt_id, size_t receipt_id_size) {
     const tp_request *req = ctx->req;
     tp_sealed_receipt sealed;
@@ -114,7 +114,7 @@ int tp_stage_emit_receipt(tp_stage_ctx *ctx, const char *action_type, const char
     f.prev_hash_hex = ctx->chain_hash;
     f.decision_id = ctx->chain_decision_id;
     f.policy_revision = ctx->chain_revision;
-    f.action_data_json = data_json;
+    f.action_data = data;
     rc = tp_receipt_seal(ctx->env->signer, &f, &sealed);
     if (rc != 0) {
         snprintf(ctx->message, sizeof(ctx->message), "sealing %s failed: %s", action_type,
@@ -154,7 +154,7 @@ int tp_stage_emit_receipt(tp_stage_ctx *ctx, const char *action_type, const char
 int tp_stage_receipts_run(tp_stage_ctx *ctx) {
     const tp_request *req = ctx->req;
     json_t *view = NULL, *prov = NULL, *quota_data = NULL, *quota;
-    char *prov_text = NULL, *quota_text = NULL, prov_id[64], quota_id[64];
+    char prov_id[64], quota_id[64];
     int rc;
 
     if (!ctx->tenant_id[0]) {
@@ -177,22 +177,18 @@ int tp_stage_receipts_run(tp_stage_ctx *ctx) {
                      json_object_get(tenant, "requestedSeats"), "storageEstimateBytes",
                      json_object_get(tenant, "storageEstimateBytes"));
     quota_data = json_pack("{s:O, s:O}", "tier", json_object_get(quota, "tier"), "quota", quota);
-    prov_text = prov ? json_dumps(prov, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    quota_text = quota_data ? json_dumps(quota_data, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    if (!prov_text || !quota_text) {
+    if (!prov || !quota_data) {
         rc = TP_ENOMEM;
         goto out;
     }
-    if ((rc = tp_stage_emit_receipt(ctx, "TENANT_PROVISIONED", prov_text, prov_id, sizeof(prov_id))))
+    if ((rc = tp_stage_emit_receipt(ctx, "TENANT_PROVISIONED", prov, prov_id, sizeof(prov_id))))
         goto out;
-    if ((rc = tp_stage_emit_receipt(ctx, "TENANT_QUOTA_ASSIGNED", quota_text, quota_id,
+    if ((rc = tp_stage_emit_receipt(ctx, "TENANT_QUOTA_ASSIGNED", quota_data, quota_id,
                                     sizeof(quota_id))))
         goto out;
     ctx->output = json_pack("{s:s, s:s}", "provisioning", prov_id, "quotaAssignment", quota_id);
     rc = ctx->output ? 0 : TP_ENOMEM;
 out:
-    free(prov_text);
-    free(quota_text);
     json_decref(prov);
     json_decref(quota_data);
     json_decref(view);

@@ -84,10 +84,10 @@ void tp_stage_fmt(char *dst, size_t cap, const char *fmt, ...) __attribute__((fo
 /* Records a database error's text into ctx->message and returns rc. */
 int tp_stage_db_error(tp_stage_ctx *ctx, int rc, const char *what);
 
-/* Seals one receipt and inserts it into receipt_outbox; must run inside the stage transaction.
- * Locks the tenant row, continues the tenant's chain. A receipt already in the outbox for
+/* Seals one receipt of data (the action's facts, a JSON object, borrowed) and inserts it into
+ * receipt_outbox; must run inside the stage transaction. Locks the tenant row, continues the tenant's chain. A receipt already in the outbox for
  * (request, action) is reused. receipt_id (>= 64 bytes) receives its id. Returns 0 or TP_E*. */
-int tp_stage_emit_receipt(tp_stage_ctx *ctx, const char *action_type, const char *data_json,
+int tp_stage_emit_receipt(tp_stage_ctx *ctx, const char *action_type, const json_t *data,
                           char *receipt_id, size_t receipt_id_size);
 
 /* The quota tier of plan: from env->tiers when the caller parsed them once, else read out of

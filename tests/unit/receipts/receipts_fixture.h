@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "tp/error.h"
 #include "tp/receipts.h"
 
@@ -89,6 +91,7 @@ static inline int fx_seal_at(const tp_signer *s, const char *tenant, const fx_re
                              fx_receipt *r) {
     tp_receipt_fields f;
     char data[256];
+    json_t *data_obj;
     int rc;
     memset(r, 0, sizeof(*r));
     r->seq = prev ? prev->seq + 1 : 1;
@@ -114,9 +117,10 @@ static inline int fx_seal_at(const tp_signer *s, const char *tenant, const fx_re
         .prev_hash_hex = r->prev,
         .decision_id = "dec-1",
         .policy_revision = "rev-7",
-        .action_data_json = data,
+        .action_data = data_obj = json_loads(data, 0, NULL),
     };
-    rc = tp_receipt_seal(s, &f, &r->sealed);
+    rc = data_obj ? tp_receipt_seal(s, &f, &r->sealed) : TP_ENOMEM;
+    json_decref(data_obj);
     if (rc != 0)
         return rc;
     r->sig = (tp_receipt_sig){.keyid = r->sealed.keyid, .sig = r->sealed.sig, .sig_len = 64};
