@@ -14,17 +14,25 @@
 
 static void start_run(job *j);
 
+/* The bucket of key's slot (FNV-1a). */
+static key_slot **slot_bucket(tp_worker *w, const char *key) {
+    uint32_t h = 2166136261u;
+    for (const unsigned char *c = (const unsigned char *)key; *c; c++)
+        h = (h ^ *c) * 16777619u;
+    return &w->slots[h & (TP_KEY_SLOT_BUCKETS - 1)];
+}
+
 static key_slot *slot_get(tp_worker *w, const char *key) {
-    key_slot *s;
-    for (s = w->slots; s; s = s->next)
+    key_slot **bucket = slot_bucket(w, key), *s;
+    for (s = *bucket; s; s = s->next)
         if (strcmp(s->key, key) == 0)
             return s;
     s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
     snprintf(s->key, sizeof(s->key), "%s", key);
-    s->next = w->slots;
-    w->slots = s;
+    s->next = *bucket;
+    *bucket = s;
     return s;
 }
 
@@ -49,7 +57,7 @@ static job *slot_remove_job(tp_worker *w, job *j) {
     j->slot = NULL;
     j->next_in_key = NULL;
     if (!s->head) {
-        for (pp = &w->slots; *pp; pp = &(*pp)->next) {
+        for (pp = slot_bucket(w, s->key); *pp; pp = &(*pp)->next) {
             if (*pp == s) {
                 *pp = s->next;
                 free(s);
