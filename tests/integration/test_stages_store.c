@@ -319,6 +319,33 @@ static void test_result_api(void **state) {
     assert_null(tp_res_get(res, 0, 3));
     assert_true(tp_res_isnull(res, 5, 5));
     tp_res_free(res);
+
+    /* bytea cells as bytes, whichever text form the server sends (hex by default, escape if
+     * bytea_output says so); NULL and out of range refused. */
+    unsigned char *bytes = NULL;
+    size_t n = 0;
+    static const unsigned char want[5] = {0x00, 0xff, 'A', '\n', 0x7f};
+    for (int form = 0; form < 2; form++) {
+        assert_int_equal(tp_db_exec(f->db, form ? "SET bytea_output = escape" : "SET bytea_output = hex",
+                                    0, NULL, NULL),
+                         0);
+        assert_int_equal(tp_db_query(f->db, "SELECT '\\x00ff410a7f'::bytea, NULL::bytea, ''::bytea", 0,
+                                     NULL, &res),
+                         0);
+        assert_int_equal(tp_res_get_bytea(res, 0, 0, &bytes, &n), 0);
+        assert_int_equal(n, sizeof(want));
+        assert_memory_equal(bytes, want, sizeof(want));
+        assert_int_equal(bytes[n], 0);
+        free(bytes);
+        assert_int_equal(tp_res_get_bytea(res, 0, 1, &bytes, &n), TP_EINVAL);
+        assert_null(bytes);
+        assert_int_equal(tp_res_get_bytea(res, 0, 2, &bytes, &n), 0);
+        assert_int_equal(n, 0);
+        free(bytes);
+        assert_int_equal(tp_res_get_bytea(res, 1, 0, &bytes, &n), TP_EINVAL);
+        tp_res_free(res);
+    }
+    assert_int_equal(tp_db_exec(f->db, "RESET bytea_output", 0, NULL, NULL), 0);
 }
 
 static int64_t now_ms(void) {

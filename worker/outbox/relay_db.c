@@ -435,9 +435,8 @@ static int reconcile(tp_outbox_round *round) {
 
 static int read_row(tp_outbox_row *row, const tp_res *res, int i) {
     tp_receipt_record *rec = &row->rec;
-    const char *b64 = tp_res_get(res, i, 8);
-    size_t b64_len = strlen(b64), bin_len = 0;
     int64_t slot = 0;
+    int rc;
     rec->receipt_id = dup_cell(res, i, 0);
     rec->action_type = dup_cell(res, i, 1);
     rec->tenant_id = dup_cell(res, i, 2);
@@ -455,14 +454,12 @@ static int read_row(tp_outbox_row *row, const tp_res *res, int i) {
     if (!rec->receipt_id || !rec->tenant_id)
         return TP_ENOMEM;
     rec->payload_type = strdup(TP_RECEIPT_PAYLOAD_TYPE);
-    rec->payload = malloc(b64_len + 1);
-    if (!rec->action_type || !rec->request_id || !rec->previous_hash || !rec->hash ||
-        !rec->payload_type || !rec->payload ||
-        sodium_base642bin(rec->payload, b64_len + 1, b64, b64_len, "\n", &bin_len, NULL,
-                          sodium_base64_VARIANT_ORIGINAL) != 0 ||
-        parse_signatures(rec, tp_res_get(res, i, 9)) != 0)
+    rc = tp_res_get_bytea(res, i, 8, &rec->payload, &rec->payload_len);
+    if (rc == TP_ENOMEM)
+        return rc;
+    if (rc != 0 || !rec->action_type || !rec->request_id || !rec->previous_hash || !rec->hash ||
+        !rec->payload_type || parse_signatures(rec, tp_res_get(res, i, 9)) != 0)
         row->bad = true;
-    rec->payload_len = bin_len;
     return 0;
 }
 
@@ -472,7 +469,7 @@ static int read_row(tp_outbox_row *row, const tp_res *res, int i) {
     "receipt_id, action_type, tenant_id, request_id, sequence, previous_hash, hash, "             \
     "coalesce(signed_at_ms, (extract(epoch FROM (convert_from(payload, 'UTF8')::jsonb "          \
     "#>> '{predicate,timestamp}')::timestamptz) * 1000)::bigint) AS ts, "                         \
-    "encode(payload, 'base64') AS payload64, (envelope->'signatures')::text AS signatures, "      \
+    "payload, (envelope->'signatures')::text AS signatures, "                                     \
     TP_OUTBOX_SLOT_SQL " AS slot, leaf_index"
 #define FETCH_WHERE                                                                                \
     "published_at IS NULL AND leaf_index IS NOT NULL AND " TP_OUTBOX_SLOT_SQL " = ANY($2::int[])"

@@ -757,6 +757,26 @@ int tp_res_get_int64(const tp_res *res, int row, int col, int64_t *out) {
     return 0;
 }
 
+int tp_res_get_bytea(const tp_res *res, int row, int col, unsigned char **out, size_t *len) {
+    unsigned char *raw;
+    size_t n = 0;
+    *out = NULL;
+    *len = 0;
+    if (tp_res_isnull(res, row, col))
+        return TP_EINVAL;
+    raw = PQunescapeBytea((const unsigned char *)PQgetvalue(res->res, row, col), &n);
+    if (!raw)
+        return TP_ENOMEM;
+    *out = malloc(n + 1);
+    if (*out) {
+        memcpy(*out, raw, n);
+        (*out)[n] = '\0';
+        *len = n;
+    }
+    PQfreemem(raw);
+    return *out ? 0 : TP_ENOMEM;
+}
+
 void tp_res_free(tp_res *res) {
     if (!res)
         return;

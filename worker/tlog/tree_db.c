@@ -25,23 +25,10 @@ int tp_tlog_receipt_leaf_hash(const unsigned char *payload, size_t payload_len,
     return 0;
 }
 
-/* A bytea cell in text form ("\x" + hex) into a new buffer. Returns 0 or TP_EDB_PERMANENT. */
+/* A bytea cell into a new buffer. Returns 0, TP_ENOMEM or TP_EDB_PERMANENT (NULL cell). */
 static int bytea_cell(const tp_res *res, int row, int col, unsigned char **out, size_t *len) {
-    const char *s = tp_res_get(res, row, col);
-    size_t slen, n = 0;
-    if (!s || strncmp(s, "\\x", 2) != 0)
-        return TP_EDB_PERMANENT;
-    slen = strlen(s + 2);
-    *out = malloc(slen / 2 + 1);
-    if (!*out)
-        return TP_ENOMEM;
-    if (sodium_hex2bin(*out, slen / 2 + 1, s + 2, slen, NULL, &n, NULL) != 0) {
-        free(*out);
-        *out = NULL;
-        return TP_EDB_PERMANENT;
-    }
-    *len = n;
-    return 0;
+    int rc = tp_res_get_bytea(res, row, col, out, len);
+    return rc == TP_EINVAL ? TP_EDB_PERMANENT : rc;
 }
 
 static int hash_cell(const tp_res *res, int row, int col, unsigned char out[TP_TLOG_HASH_LEN]) {
