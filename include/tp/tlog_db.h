@@ -28,6 +28,10 @@ int tp_tlog_receipt_leaf_hash(const unsigned char *payload, size_t payload_len,
  * Returns 0, TP_EINVAL or TP_EDB*. */
 int tp_tlog_db_sequence(tp_db *db, int batch, int max_batches, int64_t *numbered, bool *more);
 
+/* *pending: whether a committed receipt waits to be numbered (TP_TLOG_SEQUENCE_PENDING_SQL, one
+ * read, no lock). Returns 0 or TP_EDB*. */
+int tp_tlog_db_sequence_pending(tp_db *db, bool *pending);
+
 /* The sequencer's statements, for a caller that numbers inside a transaction of its own making.
  * TP_TLOG_SEQUENCE_PENDING_SQL: a boolean expression, whether a committed receipt waits to be
  * numbered (read it first: without one, take no lock and write nothing).

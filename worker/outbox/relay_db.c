@@ -580,12 +580,8 @@ static int publish_round(tp_outbox_round *round, bool *notified) {
         if ((rc = mark(round, &pending)) != 0)
             goto out_fail;
     } else {
-        char t[8];
-        bool found = false;
-        if ((rc = tp_db_query_text(round->db, "SELECT " TP_TLOG_SEQUENCE_PENDING_SQL, 0, NULL, t,
-                                   sizeof(t), &found)) != 0)
+        if ((rc = tp_tlog_db_sequence_pending(round->db, &pending)) != 0)
             return fail(round, rc, "sequence");
-        pending = found && strcmp(t, "t") == 0;
         if (pending && (rc = tp_db_begin(round->db)) != 0)
             return fail(round, rc, "begin");
     }

@@ -47,10 +47,17 @@ out_fail:
     return rc;
 }
 
-int tp_tlog_db_sequence(tp_db *db, int batch, int max_batches, int64_t *numbered, bool *more) {
-    int64_t total = 0, n = 0;
+int tp_tlog_db_sequence_pending(tp_db *db, bool *pending) {
     char one[8];
     bool found = false;
+    int rc = tp_db_query_text(db, "SELECT " TP_TLOG_SEQUENCE_PENDING_SQL, 0, NULL, one, sizeof(one), &found);
+    *pending = rc == 0 && found && strcmp(one, "t") == 0;
+    return rc;
+}
+
+int tp_tlog_db_sequence(tp_db *db, int batch, int max_batches, int64_t *numbered, bool *more) {
+    int64_t total = 0, n = 0;
+    bool pending = false;
     int rc = 0;
     if (batch <= 0 || max_batches <= 0)
         return TP_EINVAL;
@@ -60,8 +67,7 @@ int tp_tlog_db_sequence(tp_db *db, int batch, int max_batches, int64_t *numbered
     /* Nothing to number (another sequencer was first, or no commit since): no transaction, so no
      * commit to flush. A receipt committed after this look is the next round's (its commit wakes
      * the relay). */
-    rc = tp_db_query_text(db, "SELECT " TP_TLOG_SEQUENCE_PENDING_SQL, 0, NULL, one, sizeof(one), &found);
-    if (rc != 0 || !found || strcmp(one, "t") != 0)
+    if ((rc = tp_tlog_db_sequence_pending(db, &pending)) != 0 || !pending)
         return rc;
     for (int i = 0; i < max_batches; i++) {
         if ((rc = sequence_once(db, batch, &n)) != 0)
