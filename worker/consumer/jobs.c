@@ -1,5 +1,6 @@
 /* jobs.c: a consumed record becomes a job; jobs with the same key run one at a time in arrival
- * order (key slots); a job runs its stages on the libuv thread pool (uv_queue_work), and its
+ * order (key slots); a job runs its stages on the libuv thread pool (uv_queue_work; at most two
+ * runs per pool thread are handed over, the others wait in the ready queue), and its
  * after-work callback stores its offset, schedules a jittered retry or hands it to the dead
  * letters. Loop thread unless noted. */
 #include "consumer/worker_int.h"
@@ -13,6 +14,36 @@
 #include <string.h>
 
 static void start_run(job *j);
+static void submit_run(job *j);
+
+/* Hands ready jobs to the pool while it has a thread for them; a cancelled one ends instead. */
+static void pump_ready(tp_worker *w) {
+    while (w->ready_head && w->pool_running < 2 * w->pool_threads) {
+        job *j = w->ready_head;
+        w->ready_head = j->next_ready;
+        if (!w->ready_head)
+            w->ready_tail = NULL;
+        j->next_ready = NULL;
+        if (j->cancelled)
+            tp_worker__job_finish(j, false);
+        else
+            submit_run(j);
+    }
+}
+
+/* Takes j, a cancelled job, out of the ready queue. */
+static void ready_remove(tp_worker *w, job *j) {
+    job **jp, *prev = NULL;
+    for (jp = &w->ready_head; *jp; prev = *jp, jp = &(*jp)->next_ready) {
+        if (*jp == j) {
+            *jp = j->next_ready;
+            if (w->ready_tail == j)
+                w->ready_tail = prev;
+            j->next_ready = NULL;
+            return;
+        }
+    }
+}
 
 /* The bucket of key's slot (FNV-1a). */
 static key_slot **slot_bucket(tp_worker *w, const char *key) {
@@ -97,6 +128,8 @@ void tp_worker__job_finish(job *j, bool store) {
 
     if (store)
         tp_worker__part_finish_offset(w, p, j->offset, j->wm_epoch);
+    if (j->phase == JOB_READY)
+        ready_remove(w, j);
     next_head = slot_remove_job(w, j);
     if (j->prev_all)
         j->prev_all->next_all = j->next_all;
@@ -192,6 +225,8 @@ static void run_after(uv_work_t *req, int status) {
         ctx.stage = NULL, ctx.attempt = 0;
 
     j->part->busy--;
+    w->pool_running--;
+    pump_ready(w);
     /* The run committed stage transactions, perhaps receipts: the relay looks right away. */
     if (status != UV_ECANCELED && j->work_rc == 0)
         tp_relay_wake(w->relay);
@@ -259,11 +294,27 @@ static void run_after(uv_work_t *req, int status) {
     tp_worker__job_finish(j, true);
 }
 
-static void start_run(job *j) {
+static void submit_run(job *j) {
     j->phase = JOB_RUNNING;
     j->part->busy++;
+    j->w->pool_running++;
     j->work.data = j;
     uv_queue_work(j->w->loop, &j->work, run_work, run_after);
+}
+
+/* j's turn: it runs now when the pool has a thread for it, or waits in the ready queue. */
+static void start_run(job *j) {
+    tp_worker *w = j->w;
+    if (w->pool_running < 2 * w->pool_threads && !w->ready_head) {
+        submit_run(j);
+        return;
+    }
+    j->phase = JOB_READY;
+    if (w->ready_tail)
+        w->ready_tail->next_ready = j;
+    else
+        w->ready_head = j;
+    w->ready_tail = j;
 }
 
 void tp_worker__handle_message(tp_worker *w, const tp_kafka_message *msg) {
@@ -376,7 +427,7 @@ void tp_worker__cancel_jobs(tp_worker *w, bool all) {
     /* Finishing a job may finish others (a cancelled successor of its key): rescan each time. */
     for (;;) {
         for (j = w->jobs; j; j = j->next_all)
-            if (j->cancelled && (j->phase == JOB_QUEUED || j->phase == JOB_BACKOFF))
+            if (j->cancelled && (j->phase == JOB_QUEUED || j->phase == JOB_READY || j->phase == JOB_BACKOFF))
                 break;
         if (!j)
             return;

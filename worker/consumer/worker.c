@@ -207,6 +207,7 @@ int tp_worker_run(const tp_config *cfg) {
     w.backoff.cap_ms = tp_config_get_int(cfg, "retry.cap_ms");
     if (pool < 1)
         pool = 1;
+    w.pool_threads = pool;
     /* libuv reads this once, at its first use of the pool: one pool thread per connection. */
     snprintf(threads, sizeof(threads), "%d", pool);
     setenv("UV_THREADPOOL_SIZE", threads, 1);
