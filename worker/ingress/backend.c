@@ -35,10 +35,14 @@ typedef struct conn {
 
 /* A record waiting for its delivery report: shared by the waiting hook and the delivery thread,
  * freed by whichever lets go last. */
+/* One produced record awaited by its pool thread. Its own condition variable: with one shared
+ * by every waiter, each delivery report woke all of them (16 pool threads), and futex wake-ups
+ * and context switches were half of tp-ingress's CPU under load (perf). */
 typedef struct pending {
     int refs;
     bool done;
     int err;
+    pthread_cond_t cv;
 } pending;
 
 struct tp_ingress_backend {
@@ -54,7 +58,7 @@ struct tp_ingress_backend {
     bool poller_started;
     atomic_bool stop;
     pthread_mutex_t dr_mu;
-    pthread_cond_t dr_cv;
+    pthread_condattr_t dr_cattr; /* each pending's cv waits on the monotonic clock */
     pthread_mutex_t pool_mu;
     conn *free_conns;
     int n_conns;
@@ -118,8 +122,10 @@ static void fp_hex(const unsigned char fp[32], char out[65]) {
 /* ---- Kafka delivery ------------------------------------------------------------------------- */
 
 static void pending_unref_locked(pending *p) {
-    if (--p->refs == 0)
+    if (--p->refs == 0) {
+        pthread_cond_destroy(&p->cv);
         free(p);
+    }
 }
 
 static void *poll_main(void *arg) {
@@ -145,8 +151,8 @@ static void on_delivery(void *opaque, int err, int32_t partition, int64_t offset
     pthread_mutex_lock(&b->dr_mu);
     d->p->err = err;
     d->p->done = true;
+    pthread_cond_signal(&d->p->cv); /* before the unref: the waiter may free it right after */
     pending_unref_locked(d->p);
-    pthread_cond_broadcast(&b->dr_cv);
     pthread_mutex_unlock(&b->dr_mu);
     free(d);
 }
@@ -171,6 +177,7 @@ static int produce_and_wait(tp_ingress_backend *b, const tp_request *req, char *
         return TP_ENOMEM;
     }
     p->refs = 2;
+    pthread_cond_init(&p->cv, &b->dr_cattr);
     d->b = b;
     d->p = p;
     tp_kafka_header hdrs[2];
@@ -183,19 +190,20 @@ static int produce_and_wait(tp_ingress_backend *b, const tp_request *req, char *
                           len, n_hdrs ? hdrs : NULL, n_hdrs, on_delivery, d);
     free(buf);
     if (rc != 0) {
+        pthread_cond_destroy(&p->cv);
         free(p);
         free(d);
         snprintf(detail, detail_cap, "produce: %s", tp_err_name(rc));
         return rc;
     }
     struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline); /* dr_cv waits on the monotonic clock */
+    clock_gettime(CLOCK_MONOTONIC, &deadline); /* p->cv waits on the monotonic clock */
     int64_t ns = (int64_t)deadline.tv_nsec + (int64_t)b->produce_timeout_ms * 1000000;
     deadline.tv_sec += (time_t)(ns / 1000000000);
     deadline.tv_nsec = (long)(ns % 1000000000);
     pthread_mutex_lock(&b->dr_mu);
     while (!p->done) {
-        if (pthread_cond_timedwait(&b->dr_cv, &b->dr_mu, &deadline) == ETIMEDOUT)
+        if (pthread_cond_timedwait(&p->cv, &b->dr_mu, &deadline) == ETIMEDOUT)
             break;
     }
     rc = p->done ? p->err : TP_ETIMEOUT;
@@ -646,11 +654,8 @@ int tp_ingress_backend_new(tp_config *cfg, tp_ingress_backend **out, char *errst
         return TP_ENOMEM;
     }
     pthread_mutex_init(&b->dr_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* a wall-clock step never stretches a wait */
-    pthread_cond_init(&b->dr_cv, &ca);
-    pthread_condattr_destroy(&ca);
+    pthread_condattr_init(&b->dr_cattr);
+    pthread_condattr_setclock(&b->dr_cattr, CLOCK_MONOTONIC); /* a wall-clock step never stretches a wait */
     pthread_mutex_init(&b->pool_mu, NULL);
     b->produce_timeout_ms = (int)tp_config_get_int(cfg, "ingress.produce_timeout_ms");
     if (b->produce_timeout_ms < 100 || b->produce_timeout_ms > 60000) {
@@ -733,7 +738,7 @@ void tp_ingress_backend_free(tp_ingress_backend *b) {
         free(c);
     }
     pthread_mutex_destroy(&b->pool_mu);
-    pthread_cond_destroy(&b->dr_cv);
+    pthread_condattr_destroy(&b->dr_cattr);
     pthread_mutex_destroy(&b->dr_mu);
     free(b->dsn);
     free(b->topic);
