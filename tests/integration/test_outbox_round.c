@@ -4,7 +4,8 @@
  * transaction (every row it wrote has one xmin) and answers the new rows numbered in the same
  * statement; a round with nothing to mark or number writes nothing; a refused COMMIT leaves no
  * mark, no number and no row to send; a backlog past one batch asks for the next round; two relays at once take turns on the counter, number
- * densely in chain order and each answers only its own slots' rows. The Kafka side of a round
+ * densely in chain order and each answers only its own slots' rows; a round given the fetch
+ * cursor answers only the rows from it on. The Kafka side of a round
  * (reconciliation) is left out: the slots are taken with the topic taken as empty. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -326,6 +327,51 @@ static void test_full_batch_asks_for_more(void **state) {
     assert_log_dense(f, 520);
 }
 
+/* The fetch's cursor: a round answers the log's next leaf in its snapshot, and a round given it
+ * (for the same slots) answers only rows from there on, not the ones already sent (before it,
+ * every round read the unpublished rows again for the relay to skip them); given it for other
+ * slots, the round reads them all again. */
+static void test_fetch_from_next_leaf(void **state) {
+    fixture *f = *state;
+    tp_outbox_round *round = &f->a.round;
+
+    claim(f, &f->a);
+    provision(f, 2);
+    publish_round(f, &f->a, NULL, 0);
+    assert_int_equal(round->rc, 0);
+    assert_int_equal(round->n_rows, 6);
+    assert_int_equal(round->next_leaf, 6);
+    assert_int_equal(round->fetched_mask, 0xFFFFu);
+
+    /* Sent, not marked: three new receipts; the round given the cursor answers only those. */
+    round->from_leaf = round->next_leaf;
+    round->from_mask = round->fetched_mask;
+    provision(f, 1);
+    publish_round(f, &f->a, NULL, 0);
+    assert_int_equal(round->rc, 0);
+    assert_int_equal(round->sequenced, 3);
+    assert_int_equal(round->n_rows, 3);
+    assert_rows_committed(f, round);
+    for (size_t i = 0; i < round->n_rows; i++)
+        assert_true(round->rows[i].leaf_index >= 6);
+    assert_int_equal(round->next_leaf, 9);
+
+    /* Nothing new: the plain fetch from leaf 9 answers nothing (the 9 unpublished rows used to). */
+    round->from_leaf = round->next_leaf;
+    publish_round(f, &f->a, NULL, 0);
+    assert_int_equal(round->rc, 0);
+    assert_int_equal(round->sequenced, 0);
+    assert_int_equal(round->n_rows, 0);
+    assert_int_equal(qint(f->st.db, "SELECT count(*) FROM receipt_outbox WHERE published_at IS NULL"), 9);
+
+    /* A cursor learned for other slots does not apply: every unpublished row comes back. */
+    round->from_mask = 0x1u;
+    publish_round(f, &f->a, NULL, 0);
+    assert_int_equal(round->rc, 0);
+    assert_int_equal(round->n_rows, 9);
+    assert_int_equal(round->next_leaf, 9);
+}
+
 static void *round_thread(void *arg) {
     tp_outbox_round_run(arg);
     return NULL;
@@ -403,6 +449,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_refused_commit_publishes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_batch_asks_for_more, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_relays_take_turns, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fetch_from_next_leaf, setup, teardown),
     };
     if (getenv("TP_TEST_FILTER"))
         cmocka_set_test_filter(getenv("TP_TEST_FILTER"));

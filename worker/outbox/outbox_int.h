@@ -181,7 +181,15 @@ typedef struct tp_outbox_round {
                                         * (a local commit may have written rows of another
                                         * relay's slots) */
     int limit;                         /* in */
+    int64_t from_leaf;                 /* in: fetch only leaves from here on (0: all), when
+                                        * the fetched slots are from_mask; see the relay's cursor */
+    uint32_t from_mask;                /* in: the fetched slots from_leaf was learned for */
+    uint32_t fetched_mask;             /* out: the slots this round fetched (0: no fetch) */
+    int64_t next_leaf;                 /* out: the log's committed next leaf in the fetch's
+                                        * snapshot: every unpublished leaf of the fetched slots
+                                        * below it came back (unless the batch was full) */
     int n_relays;                      /* out: relays seen at the claim */
+    bool slots_changed;                /* out: slots taken, given back or reconciled */
     bool session_replaced;             /* out: the claim found another backend (a silent
                                         * reconnect): the slots were lost meanwhile */
     tp_outbox_row *rows;               /* out: fetched rows (caller frees) */

@@ -211,6 +211,7 @@ static int claim(tp_outbox_round *round) {
         /* The session was replaced under us: whatever we held is gone. */
         tp_log_warn("relay", "postgres session changed: slots are taken afresh");
         round->session_replaced = true;
+        round->slots_changed = true;
         memset(round->held, 0, sizeof(round->held));
         memset(round->reconcile, 0, sizeof(round->reconcile));
     }
@@ -226,6 +227,7 @@ static int claim(tp_outbox_round *round) {
             return round->rc;
         round->held[s] = false;
         round->reconcile[s] = false;
+        round->slots_changed = true;
         held--;
         notify = true;
     }
@@ -235,6 +237,7 @@ static int claim(tp_outbox_round *round) {
         if (slot_lock(round, "pg_try_advisory_lock", s, &got) != 0)
             return round->rc;
         if (got) {
+            round->slots_changed = true;
             round->held[s] = true;
             round->reconcile[s] = true; /* its last holder may have died between ack and mark */
             held++;
@@ -428,6 +431,7 @@ static int reconcile(tp_outbox_round *round) {
     for (int s = 0; s < TP_OUTBOX_SLOTS; s++)
         if (round->held[s] && round->reconcile[s]) {
             round->reconciled[s] = true;
+            round->slots_changed = true;
             round->reconcile[s] = false;
         }
     return 0;
@@ -472,17 +476,24 @@ static int read_row(tp_outbox_row *row, const tp_res *res, int i) {
     "payload, (envelope->'signatures')::text AS signatures, "                                     \
     TP_OUTBOX_SLOT_SQL " AS slot, leaf_index"
 #define FETCH_WHERE                                                                                \
-    "published_at IS NULL AND leaf_index IS NOT NULL AND " TP_OUTBOX_SLOT_SQL " = ANY($2::int[])"
+    "published_at IS NULL AND leaf_index >= $3::bigint AND " TP_OUTBOX_SLOT_SQL " = ANY($2::int[])"
 
-/* The held, reconciled slots as "{s,...}"; returns their count. */
-static int fetch_slots(const tp_outbox_round *round, char *buf, size_t cap) {
+/* The held, reconciled slots as "{s,...}" and as round->fetched_mask; the leaf the fetch starts
+ * from as from (round->from_leaf while the slots are those it was learned for, else 0); returns
+ * the slots' count. */
+static int fetch_slots(tp_outbox_round *round, char *buf, size_t cap, char from[24]) {
     size_t len = 0;
     int n = 0;
+    round->fetched_mask = 0;
     buf[len++] = '{';
-    for (int s = 0; s < TP_OUTBOX_SLOTS; s++)
-        if (round->held[s] && !round->reconcile[s])
+    for (int s = 0; s < TP_OUTBOX_SLOTS; s++) {
+        if (round->held[s] && !round->reconcile[s]) {
             len += (size_t)snprintf(buf + len, cap - len, "%s%d", n++ ? "," : "", s);
+            round->fetched_mask |= (uint32_t)1 << s;
+        }
+    }
     snprintf(buf + len, cap - len, "}");
+    snprintf(from, 24, "%lld", round->fetched_mask == round->from_mask ? (long long)round->from_leaf : 0LL);
     return n;
 }
 
@@ -505,19 +516,25 @@ static int take_rows(tp_outbox_round *round, const tp_res *res) {
 
 /* The next rows of the held, reconciled slots, numbered by earlier transactions. */
 static int fetch(tp_outbox_round *round) {
-    char limit[16], slots[TP_OUTBOX_SLOTS * 4 + 4];
-    const char *params[2] = {limit, slots};
+    char limit[16], slots[TP_OUTBOX_SLOTS * 4 + 4], from[24];
+    const char *params[3] = {limit, slots, from};
     tp_res *res = NULL;
     int rc;
-    if (fetch_slots(round, slots, sizeof(slots)) == 0)
+    if (fetch_slots(round, slots, sizeof(slots), from) == 0)
         return 0;
     snprintf(limit, sizeof(limit), "%d", round->limit);
+    /* The counter in the same snapshot: every leaf below it is committed, so visible here. */
     rc = tp_db_query(round->db,
-                     "SELECT " FETCH_COLS " FROM receipt_outbox WHERE " FETCH_WHERE
+                     "SELECT " FETCH_COLS ", (SELECT next_leaf FROM tlog_counter WHERE id = 1) "
+                     "FROM receipt_outbox WHERE " FETCH_WHERE
                      " ORDER BY tenant_id, sequence LIMIT $1::int",
-                     2, params, &res);
+                     3, params, &res);
     if (rc != 0)
         return fail(round, rc, "fetch");
+    if (tp_res_nrows(res) > 0 && tp_res_get_int64(res, 0, 12, &round->next_leaf) != 0) {
+        tp_res_free(res);
+        return fail(round, TP_EDB_PERMANENT, "fetch");
+    }
     rc = take_rows(round, res);
     tp_res_free(res);
     return rc != 0 ? fail(round, rc, "fetch") : 0;
@@ -530,27 +547,30 @@ static int fetch(tp_outbox_round *round) {
  * (tenant, sequence) order, as a fetch after the COMMIT would find them; the count it numbered
  * comes as the last column of every row. The caller commits before any row goes out. */
 static int sequence_and_fetch(tp_outbox_round *round) {
-    char limit[16], slots[TP_OUTBOX_SLOTS * 4 + 4], batch[16];
-    const char *params[3] = {limit, slots, batch};
+    char limit[16], slots[TP_OUTBOX_SLOTS * 4 + 4], batch[16], from[24];
+    const char *params[4] = {limit, slots, from, batch};
     tp_res *res = NULL;
     int rc;
-    fetch_slots(round, slots, sizeof(slots));
+    fetch_slots(round, slots, sizeof(slots), from);
     snprintf(limit, sizeof(limit), "%d", round->limit);
     snprintf(batch, sizeof(batch), "%d", TP_OUTBOX_SEQUENCE_BATCH);
     if ((rc = tp_db_exec_queued(round->db, TP_TLOG_SEQUENCE_LOCK_SQL, 0, NULL, NULL, NULL)) != 0)
         return fail(round, rc, "sequence");
     rc = tp_db_query(round->db,
-                     "WITH " TP_TLOG_SEQUENCE_CTES("$3") ", "
+                     "WITH " TP_TLOG_SEQUENCE_CTES("$4") ", "
                      "f AS ((SELECT " FETCH_COLS " FROM u WHERE " TP_OUTBOX_SLOT_SQL " = ANY($2::int[])) "
                      "UNION ALL (SELECT " FETCH_COLS " FROM receipt_outbox WHERE " FETCH_WHERE
                      " ORDER BY tenant_id, sequence LIMIT $1::int)) "
-                     "SELECT f.*, k.numbered FROM (SELECT count(*) AS numbered FROM u) k LEFT JOIN "
+                     "SELECT f.*, k.numbered, coalesce((SELECT next_leaf FROM c), "
+                     "(SELECT next_leaf FROM tlog_counter WHERE id = 1)) "
+                     "FROM (SELECT count(*) AS numbered FROM u) k LEFT JOIN "
                      "(SELECT * FROM f ORDER BY tenant_id, sequence LIMIT $1::int) f ON true "
                      "ORDER BY f.tenant_id, f.sequence",
-                     3, params, &res);
+                     4, params, &res);
     if (rc != 0)
         return fail(round, rc, "sequence");
-    if (tp_res_nrows(res) < 1 || tp_res_get_int64(res, 0, 12, &round->sequenced) != 0) {
+    if (tp_res_nrows(res) < 1 || tp_res_get_int64(res, 0, 12, &round->sequenced) != 0 ||
+        tp_res_get_int64(res, 0, 13, &round->next_leaf) != 0) {
         tp_res_free(res);
         return fail(round, TP_EDB_PERMANENT, "sequence");
     }
@@ -629,6 +649,9 @@ void tp_outbox_round_run(tp_outbox_round *round) {
     round->n_partitions = 0;
     round->sequenced = 0;
     round->sequence_more = false;
+    round->fetched_mask = 0;
+    round->next_leaf = -1;
+    round->slots_changed = false;
     memset(round->reconciled, 0, sizeof(round->reconciled));
     if (!round->db && session_start(round) != 0)
         return;
