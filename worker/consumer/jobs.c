@@ -1,6 +1,7 @@
 /* jobs.c: a consumed record becomes a job; jobs with the same key run one at a time in arrival
- * order (key slots); a job runs its stages on the libuv thread pool (uv_queue_work; at most two
- * runs per pool thread are handed over, the others wait in the ready queue), and its
+ * order (key slots); a job runs its stages on the libuv thread pool (uv_queue_work; at most
+ * TP_RUNS_PER_THREAD runs per pool thread are handed over, the others wait in the ready queue),
+ * and its
  * after-work callback stores its offset, schedules a jittered retry or hands it to the dead
  * letters. Loop thread unless noted. */
 #include "consumer/worker_int.h"
@@ -18,7 +19,7 @@ static void submit_run(job *j);
 
 /* Hands ready jobs to the pool while it has a thread for them; a cancelled one ends instead. */
 static void pump_ready(tp_worker *w) {
-    while (w->ready_head && w->pool_running < 2 * w->pool_threads) {
+    while (w->ready_head && w->pool_running < TP_RUNS_PER_THREAD * w->pool_threads) {
         job *j = w->ready_head;
         w->ready_head = j->next_ready;
         if (!w->ready_head)
@@ -305,7 +306,7 @@ static void submit_run(job *j) {
 /* j's turn: it runs now when the pool has a thread for it, or waits in the ready queue. */
 static void start_run(job *j) {
     tp_worker *w = j->w;
-    if (w->pool_running < 2 * w->pool_threads && !w->ready_head) {
+    if (w->pool_running < TP_RUNS_PER_THREAD * w->pool_threads && !w->ready_head) {
         submit_run(j);
         return;
     }
