@@ -1,9 +1,8 @@
 /* jobs.c: a consumed record becomes a job; jobs with the same key run one at a time in arrival
  * order (key slots); a job runs its stages on the libuv thread pool (uv_queue_work; at most
  * TP_RUNS_PER_THREAD runs per pool thread are handed over, the others wait in the ready queue),
- * and its
- * after-work callback stores its offset, schedules a jittered retry or hands it to the dead
- * letters. Loop thread unless noted. */
+ * and its after-work callback stores its offset, schedules a jittered retry or hands it to the
+ * dead letters. Loop thread unless noted. */
 #include "consumer/worker_int.h"
 #include "tp/error.h"
 #include "tp/log.h"

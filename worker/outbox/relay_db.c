@@ -545,7 +545,8 @@ static int fetch(tp_outbox_round *round) {
  * may be idle) and answers the round's rows: those it numbered of the held, reconciled slots with
  * those numbered before (its snapshot does not see its own numbering), the first round->limit in
  * (tenant, sequence) order, as a fetch after the COMMIT would find them; the count it numbered
- * comes as the last column of every row. The caller commits before any row goes out. */
+ * and the log's next leaf after it come as the last two columns of every row. The caller commits
+ * before any row goes out. */
 static int sequence_and_fetch(tp_outbox_round *round) {
     char limit[16], slots[TP_OUTBOX_SLOTS * 4 + 4], batch[16], from[24];
     const char *params[4] = {limit, slots, from, batch};
