@@ -27,15 +27,20 @@ static int setup(void **state) {
     return 0;
 }
 
-/* A worker that may hold only two requests in flight: partitions pause and resume all along. */
-static int setup_small_inflight(void **state) {
+/* A fixture whose worker gets extra config lines; each test starts it when it is ready. */
+static int setup_config(void **state, const char *name, const char *extra_config) {
     e2e *e = calloc(1, sizeof(*e));
-    if (!e || e2e_setup(e, "inflight", "worker.inflight_max = 2\n") != 0) {
+    if (!e || e2e_setup(e, name, extra_config) != 0) {
         free(e);
         return -1;
     }
     *state = e;
     return 0;
+}
+
+/* A worker that may hold only two requests in flight: partitions pause and resume all along. */
+static int setup_small_inflight(void **state) {
+    return setup_config(state, "inflight", "worker.inflight_max = 2\n");
 }
 
 static int teardown(void **state) {
@@ -289,13 +294,7 @@ static void test_inflight_limit_and_key_order(void **state) {
  * a relay round queued behind all of them and no receipt was published before the last request
  * had finished. */
 static int setup_one_thread(void **state) {
-    e2e *e = calloc(1, sizeof(*e));
-    if (!e || e2e_setup(e, "backlog", "worker.db_pool_size = 1\n") != 0) {
-        free(e);
-        return -1;
-    }
-    *state = e;
-    return 0;
+    return setup_config(state, "backlog", "worker.db_pool_size = 1\n");
 }
 
 static void test_receipts_flow_during_backlog(void **state) {
