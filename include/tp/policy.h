@@ -28,11 +28,26 @@ typedef struct tp_policy_decision {
  * holds a deny). Any thread. */
 int tp_policy_parse_response(const char *body, size_t len, tp_policy_decision *out);
 
+/* One quota tier (DESIGN §6 table), as read from config/quota-tiers.json. */
+typedef struct tp_quota_tier {
+    char tier[16]; /* "FREE", "STARTER", "PRO", "ENTERPRISE" */
+    int64_t requests_per_minute;
+    int64_t requests_per_day;
+    int64_t ingest_events_per_minute;
+    int64_t max_tokens_per_request;
+    int64_t storage_bytes;
+    int64_t seat_cap;
+    double burst_multiplier;
+} tp_quota_tier;
+
+/* The four quota tiers indexed by tp_plan (TP_PLAN_FREE .. TP_PLAN_ENTERPRISE). */
+#define TP_QUOTA_TIERS_N (TP_PLAN_ENTERPRISE + 1)
+
 /* Builds the OPA input document for a request; context: owned tenant count and the quota tiers
- * JSON text (may be NULL), the region allow-list, maxTenantsPerUser at its default.
+ * (a TP_QUOTA_TIERS_N table, may be NULL), the region allow-list, maxTenantsPerUser at its default.
  * Returns a new malloc'd JSON string or NULL. */
 char *tp_policy_build_input(const tp_request *req, const char *action, int owned_tenants,
-                            const char *tiers_json, const char *region_allowlist_csv);
+                            const tp_quota_tier *tiers, const char *region_allowlist_csv);
 
 /* The default of input.context.maxTenantsPerUser (also the policy's own default). */
 #define TP_POLICY_MAX_TENANTS_PER_USER_DEFAULT 3
@@ -40,7 +55,11 @@ char *tp_policy_build_input(const tp_request *req, const char *action, int owned
 /* Everything besides the request that goes into input.context; any pointer may be NULL. */
 typedef struct tp_policy_context {
     int owned_tenants;                /* tenants the actor already owns */
-    const char *tiers_json;           /* config/quota-tiers.json text; NULL: "tiers" omitted */
+    /* The quota tiers, parsed once (tp_quota_tiers_parse), indexed by tp_plan; NULL: "tiers"
+     * omitted. input.context.tiers carries only the entries of the plans the input names
+     * (input.plan and, for an action, input.tenant.plan): the policies read tiers[input.plan],
+     * and the whole table would cost OPA a parse of every tier on every decision. */
+    const tp_quota_tier *tiers;
     const char *region_allowlist_csv; /* "us-east-1,eu-central-1"; NULL: an empty allow-list */
     int max_tenants_per_user;         /* <= 0: TP_POLICY_MAX_TENANTS_PER_USER_DEFAULT */
     const char *admin_role;           /* NULL or "": "adminRole" omitted (the policy says "admin") */
@@ -48,8 +67,8 @@ typedef struct tp_policy_context {
 
 /* Same as tp_policy_build_input with the whole context. The region is defaulted with
  * tp_default_region when the request has none; requestedSeats and storageEstimateBytes are left
- * out when absent. Returns a new malloc'd JSON string, or NULL when out of memory, when
- * tiers_json is not a JSON object or when a string of req is not valid UTF-8. Any thread. */
+ * out when absent. Returns a new malloc'd JSON string, or NULL when out of memory or when a
+ * string of req is not valid UTF-8. Any thread. */
 char *tp_policy_build_input_ctx(const tp_request *req, const char *action, const tp_policy_context *ctx);
 
 /* A tenant as it is now (read from PostgreSQL), the part of an action's OPA input the request does
@@ -67,7 +86,7 @@ typedef struct tp_policy_tenant {
  * plan, ownerId, seats, storageEstimateBytes, residency, region, environment), plan (CHANGE_PLAN),
  * requestedSeats / storageEstimateBytes (when given), reason (when given), retentionDays
  * (DEPROVISION: the given or the default), context {tiers, adminRole}}. Returns a new malloc'd
- * JSON string, or NULL (out of memory, tiers_json not an object, a string not UTF-8). Any thread. */
+ * JSON string, or NULL (out of memory, a string not UTF-8). Any thread. */
 char *tp_policy_build_action_input(const tp_request *req, const tp_policy_tenant *tenant,
                                    const tp_policy_context *ctx);
 
@@ -93,17 +112,6 @@ const char *tp_policy_package(tp_action action);
 /* Readiness: GET {base}/health. Returns 0 when OPA answers 200, else TP_EOPA_UNAVAILABLE. */
 int tp_policy_ping(tp_policy_client *pc);
 
-/* One quota tier (DESIGN §6 table), as read from config/quota-tiers.json. */
-typedef struct tp_quota_tier {
-    char tier[16]; /* "FREE", "STARTER", "PRO", "ENTERPRISE" */
-    int64_t requests_per_minute;
-    int64_t requests_per_day;
-    int64_t ingest_events_per_minute;
-    int64_t max_tokens_per_request;
-    int64_t storage_bytes;
-    int64_t seat_cap;
-    double burst_multiplier;
-} tp_quota_tier;
 
 /* Checks a tiers document: an object holding exactly the four plans, each with every field of
  * tp_quota_tier (non-negative integers, burstMultiplier a number >= 1). Returns 0 or TP_ECONFIG
@@ -117,5 +125,10 @@ char *tp_policy_load_tiers(const char *path);
 /* Reads one plan's values out of a tiers document. Returns 0, TP_EINVAL (unknown plan) or
  * TP_ECONFIG (tiers_json invalid). */
 int tp_quota_tiers_get(const char *tiers_json, tp_plan plan, tp_quota_tier *out);
+
+/* Reads every plan's values out of a tiers document into out[tp_plan]. Returns 0 or TP_ECONFIG
+ * (tiers_json invalid) with errstr filled. */
+int tp_quota_tiers_parse(const char *tiers_json, tp_quota_tier out[TP_QUOTA_TIERS_N], char *errstr,
+                         size_t errstr_size);
 
 #endif

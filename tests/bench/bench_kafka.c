@@ -339,8 +339,8 @@ static int opa_body(const char *config, const char *body) {
     tp_config *cfg = load_config(config);
     tp_request req;
     tp_problem *prob = NULL;
-    char *tiers = NULL;
-    size_t len = 0;
+    char *tiers = NULL, errstr[256];
+    tp_quota_tier table[TP_QUOTA_TIERS_N];
     if (!cfg)
         return 1;
     const char *allow = tp_config_get(cfg, "policy.region_allowlist");
@@ -354,13 +354,14 @@ static int opa_body(const char *config, const char *body) {
     req.actor.n_roles = 1;
     snprintf(req.actor.roles[0], sizeof(req.actor.roles[0]), "admin");
     const char *tiers_file = tp_config_get(cfg, "quota.tiers_file");
-    if (*tiers_file && tp_read_file(tiers_file, 1 << 20, &tiers, &len) != 0) {
+    if (*tiers_file && (tp_read_file(tiers_file, 1 << 20, &tiers, NULL) != 0 ||
+                        tp_quota_tiers_parse(tiers, table, errstr, sizeof(errstr)) != 0)) {
         fprintf(stderr, "bench_kafka: cannot read %s\n", tiers_file);
         return 1;
     }
     /* The context of tp_ingress_opa_decide (worker/ingress/opa_hook.c) for an admin request. */
     tp_policy_context ctx = {.owned_tenants = 0,
-                             .tiers_json = tiers,
+                             .tiers = tiers ? table : NULL,
                              .region_allowlist_csv = allow,
                              .max_tenants_per_user = (int)tp_config_get_int(cfg, "policy.max_tenants_per_user"),
                              .admin_role = tp_config_get(cfg, "jwt.admin_role")};

@@ -27,7 +27,7 @@
 #define ALLOWLIST "us-east-1,us-west-2,eu-central-1,eu-west-1"
 
 static const char *opa_url;
-static char *tiers;
+static tp_quota_tier tiers[TP_QUOTA_TIERS_N];
 
 static int64_t now_ms(void) {
     struct timespec ts;
@@ -375,12 +375,15 @@ int main(void) {
                         "`. .stack/env` first\n");
         return 1;
     }
-    tiers = tp_policy_load_tiers(TIERS_PATH);
-    if (!tiers) {
-        fprintf(stderr, "test_policy_opa: cannot load %s\n", TIERS_PATH);
-        return 1;
+    {
+        char *text = tp_policy_load_tiers(TIERS_PATH), errstr[256];
+        if (!text || tp_quota_tiers_parse(text, tiers, errstr, sizeof(errstr)) != 0) {
+            fprintf(stderr, "test_policy_opa: cannot load %s\n", TIERS_PATH);
+            free(text);
+            return 1;
+        }
+        free(text);
     }
     failed = cmocka_run_group_tests(tests, NULL, NULL);
-    free(tiers);
     return failed;
 }

@@ -39,7 +39,7 @@ static int setup(void **state) {
     if (stagetest_open(&fx) != 0)
         return -1;
     memset(&pctx, 0, sizeof(pctx));
-    pctx.tiers_json = fx.tiers;
+    pctx.tiers = fx.tier_table;
     return 0;
 }
 

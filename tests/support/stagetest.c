@@ -33,12 +33,14 @@ int stagetest_open(stagetest *s) {
     snprintf(pub, sizeof(pub), "%s/receipts.pub", s->keydir);
     if (tp_receipt_keygen(priv, pub) != 0 || tp_signer_load(priv, &s->signer) != 0)
         return -1;
-    if (tp_read_file("config/quota-tiers.json", 65536, &s->tiers, &len) != 0)
+    if (tp_read_file("config/quota-tiers.json", 65536, &s->tiers, &len) != 0 ||
+        tp_quota_tiers_parse(s->tiers, s->tier_table, err, sizeof(err)) != 0)
         return -1;
     s->env.db = s->db;
     s->env.policy = s->pc;
     s->env.signer = s->signer;
     s->env.tiers_json = s->tiers;
+    s->env.tiers = s->tier_table;
     s->env.region_allowlist = STAGETEST_ALLOWLIST;
     s->env.max_attempts = 3;
     s->env.max_tenants_per_user = 3;

@@ -19,6 +19,7 @@ typedef struct stagetest {
     tp_policy_client *pc;
     tp_signer *signer;
     char *tiers; /* config/quota-tiers.json as text */
+    tp_quota_tier tier_table[TP_QUOTA_TIERS_N]; /* the same, parsed */
     char keydir[64];
     tp_stage_env env;
 } stagetest;

@@ -239,12 +239,9 @@ int tp_worker_run(const tp_config *cfg) {
         tp_log_error("worker", "quota tiers: cannot load %s", tp_config_get(cfg, "quota.tiers_file"));
         goto out;
     }
-    for (int p = TP_PLAN_FREE; p <= TP_PLAN_ENTERPRISE; p++) {
-        if (tp_quota_tiers_get(w.tiers_json, (tp_plan)p, &w.tiers[p]) != 0) {
-            tp_log_error("worker", "quota tiers: %s has no valid %s entry",
-                         tp_config_get(cfg, "quota.tiers_file"), tp_plan_name((tp_plan)p));
-            goto out;
-        }
+    if (tp_quota_tiers_parse(w.tiers_json, w.tiers, err, sizeof(err)) != 0) {
+        tp_log_error("worker", "quota tiers: %s: %s", tp_config_get(cfg, "quota.tiers_file"), err);
+        goto out;
     }
     if (tp_signer_load(tp_config_get(cfg, "receipts.signing_key_file"), &w.signer) != 0) {
         tp_log_error("worker", "receipts signing key: cannot load %s (tpctl keygen writes one)",

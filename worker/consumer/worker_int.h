@@ -114,7 +114,7 @@ typedef struct tp_worker {
     tp_codec *codec;
     tp_signer *signer;
     char *tiers_json;
-    tp_quota_tier tiers[TP_PLAN_ENTERPRISE + 1]; /* tiers_json parsed once, by tp_plan */
+    tp_quota_tier tiers[TP_QUOTA_TIERS_N]; /* tiers_json parsed once, by tp_plan */
     tp_relay *relay;
     part_state *parts;
     key_slot *slots[TP_KEY_SLOT_BUCKETS]; /* the keys with jobs, hashed (slot_bucket) */

@@ -14,7 +14,8 @@
 struct tp_ingress_opa {
     char *url;
     long timeout_ms;
-    char *tiers_json;
+    tp_quota_tier tiers[TP_QUOTA_TIERS_N]; /* quota.tiers_file parsed once */
+    bool has_tiers;                         /* false: no tiers file configured */
     char *allowlist;
     char *admin_role;
     int max_tenants_per_user;
@@ -27,7 +28,6 @@ static _Thread_local char tl_url[256];
 
 int tp_ingress_opa_new(const tp_config *cfg, tp_ingress_opa **out, char *errstr, size_t errstr_size) {
     int rc = TP_ENOMEM;
-    size_t len = 0;
     const char *tiers_file = tp_config_get(cfg, "quota.tiers_file");
     *out = NULL;
     tp_ingress_opa *o = calloc(1, sizeof(*o));
@@ -46,11 +46,19 @@ int tp_ingress_opa_new(const tp_config *cfg, tp_ingress_opa **out, char *errstr,
         goto out_free;
     }
     if (*tiers_file) {
-        rc = tp_read_file(tiers_file, 1 << 20, &o->tiers_json, &len);
+        char *text = NULL, why[256];
+        rc = tp_read_file(tiers_file, 1 << 20, &text, NULL);
         if (rc != 0) {
             snprintf(errstr, errstr_size, "quota.tiers_file %s: %s", tiers_file, tp_strerror(rc));
             goto out_free;
         }
+        rc = tp_quota_tiers_parse(text, o->tiers, why, sizeof(why));
+        free(text);
+        if (rc != 0) {
+            snprintf(errstr, errstr_size, "quota.tiers_file %s: %s", tiers_file, why);
+            goto out_free;
+        }
+        o->has_tiers = true;
     }
     *out = o;
     return 0;
@@ -65,7 +73,6 @@ void tp_ingress_opa_free(tp_ingress_opa *o) {
     if (!o)
         return;
     free(o->url);
-    free(o->tiers_json);
     free(o->allowlist);
     free(o->admin_role);
     free(o);
@@ -93,7 +100,7 @@ int tp_ingress_opa_decide(tp_ingress_opa *o, const tp_request *req, int owned_te
     if (!thread_client(o))
         return TP_ENOMEM;
     tp_policy_context ctx = {.owned_tenants = owned_tenants,
-                             .tiers_json = o->tiers_json,
+                             .tiers = o->has_tiers ? o->tiers : NULL,
                              .region_allowlist_csv = o->allowlist,
                              .max_tenants_per_user = o->max_tenants_per_user,
                              .admin_role = o->admin_role};
@@ -113,7 +120,7 @@ int tp_ingress_opa_action_preview(tp_ingress_opa *o, tp_db *db, const tp_request
                                   tp_action_preview *out) {
     if (!thread_client(o))
         return TP_ENOMEM;
-    tp_policy_context ctx = {.tiers_json = o->tiers_json,
+    tp_policy_context ctx = {.tiers = o->has_tiers ? o->tiers : NULL,
                              .region_allowlist_csv = o->allowlist,
                              .max_tenants_per_user = o->max_tenants_per_user,
                              .admin_role = o->admin_role};

@@ -1,7 +1,7 @@
 /* policy_input.c: builds the OPA input document of a ProvisioningRequest (DESIGN §6 stage 1)
- * with jansson: the request as the policy sees it plus its context (owned tenants, quota tiers,
- * region allow-list, tenant cap, admin role); and that of a tenant action, which also carries the
- * tenant's current state. */
+ * with jansson: the request as the policy sees it plus its context (owned tenants, the quota tiers
+ * of the plans it names, region allow-list, tenant cap, admin role); and that of a tenant action,
+ * which also carries the tenant's current state. */
 #include "tp/policy.h"
 
 #include <jansson.h>
@@ -75,8 +75,32 @@ static json_t *build_allowlist(const char *csv) {
     return arr;
 }
 
-static json_t *build_context(const tp_policy_context *ctx) {
-    json_t *obj = json_object(), *tiers = NULL;
+/* One tier as the tiers file writes it. */
+static json_t *build_tier(const tp_quota_tier *t) {
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "requestsPerMinute",
+                     (json_int_t)t->requests_per_minute, "requestsPerDay", (json_int_t)t->requests_per_day,
+                     "ingestEventsPerMinute", (json_int_t)t->ingest_events_per_minute,
+                     "maxTokensPerRequest", (json_int_t)t->max_tokens_per_request, "storageBytes",
+                     (json_int_t)t->storage_bytes, "seatCap", (json_int_t)t->seat_cap,
+                     "burstMultiplier", t->burst_multiplier);
+}
+
+/* {"<PLAN>": tier} for each plan named (a plan < 0 or out of range is skipped). */
+static json_t *build_tiers(const tp_quota_tier *tiers, const int *plans, int n_plans) {
+    json_t *obj = json_object();
+    for (int i = 0; obj && i < n_plans; i++) {
+        if (plans[i] < 0 || plans[i] >= TP_QUOTA_TIERS_N)
+            continue;
+        if (json_object_set_new(obj, tp_plan_name((tp_plan)plans[i]), build_tier(&tiers[plans[i]])) != 0) {
+            json_decref(obj);
+            return NULL;
+        }
+    }
+    return obj;
+}
+
+static json_t *build_context(const tp_policy_context *ctx, const int *plans, int n_plans) {
+    json_t *obj = json_object();
     int max_tenants = ctx->max_tenants_per_user > 0 ? ctx->max_tenants_per_user
                                                     : TP_POLICY_MAX_TENANTS_PER_USER_DEFAULT;
     if (!obj)
@@ -85,21 +109,12 @@ static json_t *build_context(const tp_policy_context *ctx) {
         json_object_set_new(obj, "maxTenantsPerUser", json_integer(max_tenants)) != 0 ||
         json_object_set_new(obj, "regionAllowlist", build_allowlist(ctx->region_allowlist_csv)) != 0)
         goto out_fail;
-    if (ctx->tiers_json) {
-        tiers = json_loads(ctx->tiers_json, JSON_REJECT_DUPLICATES, NULL);
-        if (!json_is_object(tiers))
-            goto out_fail;
-        if (json_object_set_new(obj, "tiers", tiers) != 0) {
-            tiers = NULL;
-            goto out_fail;
-        }
-        tiers = NULL;
-    }
+    if (ctx->tiers && json_object_set_new(obj, "tiers", build_tiers(ctx->tiers, plans, n_plans)) != 0)
+        goto out_fail;
     if (ctx->admin_role && ctx->admin_role[0] && !set_str(obj, "adminRole", ctx->admin_role))
         goto out_fail;
     return obj;
 out_fail:
-    json_decref(tiers);
     json_decref(obj);
     return NULL;
 }
@@ -128,8 +143,11 @@ char *tp_policy_build_input_ctx(const tp_request *req, const char *action, const
     if (req->has_storage_estimate &&
         json_object_set_new(doc, "storageEstimateBytes", json_integer(req->storage_estimate_bytes)) != 0)
         goto out;
-    if (json_object_set_new(doc, "context", build_context(ctx)) != 0)
-        goto out;
+    {
+        int plan = (int)req->plan;
+        if (json_object_set_new(doc, "context", build_context(ctx, &plan, 1)) != 0)
+            goto out;
+    }
     text = json_dumps(doc, JSON_COMPACT);
 out:
     json_decref(doc);
@@ -137,10 +155,10 @@ out:
 }
 
 char *tp_policy_build_input(const tp_request *req, const char *action, int owned_tenants,
-                            const char *tiers_json, const char *region_allowlist_csv) {
+                            const tp_quota_tier *tiers, const char *region_allowlist_csv) {
     tp_policy_context ctx = {
         .owned_tenants = owned_tenants,
-        .tiers_json = tiers_json,
+        .tiers = tiers,
         .region_allowlist_csv = region_allowlist_csv,
         .max_tenants_per_user = TP_POLICY_MAX_TENANTS_PER_USER_DEFAULT,
     };
@@ -206,8 +224,16 @@ char *tp_policy_build_action_input(const tp_request *req, const tp_policy_tenant
                             json_integer(req->has_retention_days ? req->retention_days
                                                                  : TP_RETENTION_DAYS_DEFAULT)) != 0)
         goto out;
-    if (json_object_set_new(doc, "context", build_context(ctx)) != 0)
-        goto out;
+    {
+        /* The new plan (CHANGE_PLAN) and the tenant's current one. */
+        tp_plan current;
+        int plans[2] = {req->action == TP_ACTION_CHANGE_PLAN && req->has_plan ? (int)req->plan : -1,
+                        tenant->plan && tp_plan_parse(tenant->plan, &current) == 0 ? (int)current : -1};
+        if (plans[0] == plans[1])
+            plans[1] = -1;
+        if (json_object_set_new(doc, "context", build_context(ctx, plans, 2)) != 0)
+            goto out;
+    }
     text = json_dumps(doc, JSON_COMPACT);
 out:
     json_decref(doc);

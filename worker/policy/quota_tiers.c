@@ -123,6 +123,23 @@ int tp_quota_tiers_get(const char *tiers_json, tp_plan plan, tp_quota_tier *out)
     return rc;
 }
 
+int tp_quota_tiers_parse(const char *tiers_json, tp_quota_tier out[TP_QUOTA_TIERS_N], char *errstr,
+                         size_t errstr_size) {
+    json_t *root = load_checked(tiers_json, errstr, errstr_size);
+    if (!root)
+        return TP_ECONFIG;
+    memset(out, 0, sizeof(tp_quota_tier) * TP_QUOTA_TIERS_N);
+    for (int p = 0; p < N_PLANS; p++) {
+        const char *name = tp_plan_name((tp_plan)p);
+        if (read_tier(json_object_get(root, name), name, &out[p], errstr, errstr_size) != 0) {
+            json_decref(root);
+            return TP_ECONFIG;
+        }
+    }
+    json_decref(root);
+    return 0;
+}
+
 char *tp_policy_load_tiers(const char *path) {
     char *text = NULL, errstr[256];
     int rc;

@@ -191,16 +191,12 @@ json_t *tp_action_changes(const tp_request *req, json_t *before, const tp_quota_
     return arr;
 }
 
-/* The tier of plan from the parsed table, else out of the tiers text. */
-static int tier_of(const tp_quota_tier *tiers, const char *tiers_json, tp_plan plan,
-                   tp_quota_tier *out) {
-    if (tiers && (unsigned)plan <= TP_PLAN_ENTERPRISE) {
-        *out = tiers[plan];
-        return 0;
-    }
-    if (!tiers_json)
+/* The tier of plan from the parsed table. */
+static int tier_of(const tp_quota_tier *tiers, tp_plan plan, tp_quota_tier *out) {
+    if (!tiers || (unsigned)plan >= TP_QUOTA_TIERS_N)
         return TP_ECONFIG;
-    return tp_quota_tiers_get(tiers_json, plan, out);
+    *out = tiers[plan];
+    return 0;
 }
 
 /* Joins the decision's reasons with "; " into buf. */
@@ -229,8 +225,7 @@ json_t *tp_action_basis(json_t *tenant) {
 }
 
 int tp_action_evaluate(tp_db *db, tp_policy_client *pc, const tp_policy_context *pctx,
-                       const tp_quota_tier *tiers, const tp_request *req, int64_t now_ms,
-                       tp_action_preview *out) {
+                       const tp_request *req, int64_t now_ms, tp_action_preview *out) {
     static const tp_policy_context no_ctx = {0};
     json_t *before = NULL, *changes = NULL;
     tp_quota_tier tier;
@@ -267,7 +262,7 @@ int tp_action_evaluate(tp_db *db, tp_policy_client *pc, const tp_policy_context 
         goto out_changes;
     }
     if (req->action == TP_ACTION_CHANGE_PLAN &&
-        (rc = tier_of(tiers, pctx->tiers_json, req->plan, &tier)) != 0) {
+        (rc = tier_of(pctx->tiers, req->plan, &tier)) != 0) {
         json_decref(before);
         return TP_ECONFIG;
     }
@@ -342,5 +337,5 @@ out_changes:
 
 int tp_stages_action_preview(tp_db *db, tp_policy_client *pc, const tp_policy_context *ctx,
                              const tp_request *req, tp_action_preview *out) {
-    return tp_action_evaluate(db, pc, ctx, NULL, req, tp_stage_now_ms(), out);
+    return tp_action_evaluate(db, pc, ctx, req, tp_stage_now_ms(), out);
 }

@@ -13,14 +13,14 @@
 #include <string.h>
 
 int tp_stage_action_policy_prepare(tp_stage_ctx *ctx) {
-    tp_policy_context pctx = {.tiers_json = ctx->env->tiers_json, .admin_role = ctx->env->admin_role};
+    tp_policy_context pctx = {.tiers = ctx->env->tiers, .admin_role = ctx->env->admin_role};
     int rc;
     if (!ctx->env->policy) {
         snprintf(ctx->message, sizeof(ctx->message), "no policy client configured");
         return TP_ECONFIG;
     }
     tp_action_preview_release(&ctx->action_eval);
-    rc = tp_action_evaluate(ctx->db, ctx->env->policy, &pctx, ctx->env->tiers, ctx->req,
+    rc = tp_action_evaluate(ctx->db, ctx->env->policy, &pctx, ctx->req,
                             tp_stage_now_ms(), &ctx->action_eval);
     if (rc != 0) {
         snprintf(ctx->message, sizeof(ctx->message), "%s: %s",

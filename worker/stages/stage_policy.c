@@ -19,7 +19,7 @@ int tp_stage_policy_prepare(tp_stage_ctx *ctx) {
     if (req->source == TP_SOURCE_SELF_SERVE_API &&
         (rc = tp_stages_owned_tenants(ctx->db, req, &owned)) != 0)
         return tp_stage_db_error(ctx, rc, "owned tenants");
-    tp_policy_context pctx = {owned, ctx->env->tiers_json, ctx->env->region_allowlist,
+    tp_policy_context pctx = {owned, ctx->env->tiers, ctx->env->region_allowlist,
                               ctx->env->max_tenants_per_user, ctx->env->admin_role};
     input = tp_policy_build_input_ctx(req, "provision", &pctx);
     if (!input)

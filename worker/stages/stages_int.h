@@ -186,11 +186,10 @@ int32_t tp_action_retention_days(const tp_request *req);
 /* "2026-12-02T04:12:18.000Z" for ms since the epoch. */
 void tp_action_iso_time(int64_t ms, char *buf, size_t cap);
 
-/* tp_stages_action_preview with a parsed tiers table (may be NULL) and a given clock: the worker's
- * action policy stage and the dry run share it. */
+/* tp_stages_action_preview with a given clock: the worker's action policy stage and the dry run
+ * share it. A plan change reads its new tier from pctx->tiers (TP_ECONFIG when NULL). */
 int tp_action_evaluate(tp_db *db, tp_policy_client *pc, const tp_policy_context *pctx,
-                       const tp_quota_tier *tiers, const tp_request *req, int64_t now_ms,
-                       tp_action_preview *out);
+                       const tp_request *req, int64_t now_ms, tp_action_preview *out);
 
 /* The isolation guard's read of what a tenant owns (stage_isolation.c); exposed for the plan
  * test. */

@@ -3,8 +3,8 @@
 # POST /v1/data/tenants/provision answers this package's document, which is exactly
 # {allow, reasons, revision, result} (result repeats the first three); the checks live in
 # tenants.provision_checks so that they never leak into the answer.
-# The quota tiers come from the caller (input.context.tiers = config/quota-tiers.json), never from
-# these files, so OPA and the quota stage read one table.
+# The quota tiers come from the caller (input.context.tiers: the entries of config/quota-tiers.json
+# for the plans the input names), never from these files, so OPA and the quota stage read one table.
 package tenants.provision
 
 import data.tenants.provision_checks as checks

@@ -28,12 +28,16 @@ static void test_file_matches_design_table(void **state) {
         {TP_PLAN_PRO, "PRO", 1000, 1000000, 5000, 16000, 250000000000LL, 150, 1.2},
         {TP_PLAN_ENTERPRISE, "ENTERPRISE", 10000, 10000000, 50000, 32000, 1000000000000LL, 500, 1.5},
     };
-    char *text = tp_policy_load_tiers(TIERS_PATH);
+    char *text = tp_policy_load_tiers(TIERS_PATH), errstr[256];
+    tp_quota_tier all[TP_QUOTA_TIERS_N];
     (void)state;
     assert_non_null(text);
+    assert_int_equal(tp_quota_tiers_parse(text, all, errstr, sizeof(errstr)), 0);
     for (size_t i = 0; i < 4; i++) {
         tp_quota_tier t;
         assert_int_equal(tp_quota_tiers_get(text, want[i].plan, &t), 0);
+        /* the whole table parsed at once holds the same values, at the plan's index */
+        assert_memory_equal(&all[want[i].plan], &t, sizeof(t));
         assert_string_equal(t.tier, want[i].name);
         assert_true(t.requests_per_minute == want[i].rpm);
         assert_true(t.requests_per_day == want[i].rpd);
@@ -74,7 +78,7 @@ static void test_validation(void **state) {
         "[]", "null", "5",
     };
     char errstr[256], *doc;
-    tp_quota_tier t;
+    tp_quota_tier t, all[TP_QUOTA_TIERS_N];
     (void)state;
     doc = doc_with(good_tier);
     assert_int_equal(tp_quota_tiers_validate(doc, errstr, sizeof(errstr)), 0);
@@ -87,6 +91,9 @@ static void test_validation(void **state) {
         assert_int_equal(tp_quota_tiers_validate(doc, errstr, sizeof(errstr)), TP_ECONFIG);
         assert_non_null(strstr(errstr, "FREE"));
         assert_int_equal(tp_quota_tiers_get(doc, TP_PLAN_PRO, &t), TP_ECONFIG);
+        errstr[0] = '\0';
+        assert_int_equal(tp_quota_tiers_parse(doc, all, errstr, sizeof(errstr)), TP_ECONFIG);
+        assert_non_null(strstr(errstr, "FREE"));
         free(doc);
     }
     assert_int_equal(tp_quota_tiers_validate("{\"FREE\":{}}", errstr, sizeof(errstr)), TP_ECONFIG);

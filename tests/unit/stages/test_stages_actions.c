@@ -194,7 +194,11 @@ static void test_action_input(void **state) {
     tp_request req;
     tp_policy_tenant t = {.id = "tenant-1", .slug = "acme", .status = "active", .plan = "PRO",
                           .owner_id = NULL, .has_seats = true, .seats = 40};
-    tp_policy_context ctx = {.tiers_json = "{\"FREE\":{}}", .admin_role = "ops"};
+    static const tp_quota_tier tiers[TP_QUOTA_TIERS_N] = {
+        [TP_PLAN_FREE] = {.tier = "FREE", .seat_cap = 5, .burst_multiplier = 1.0},
+        [TP_PLAN_PRO] = {.tier = "PRO", .seat_cap = 150, .burst_multiplier = 1.2},
+    };
+    tp_policy_context ctx = {.tiers = tiers, .admin_role = "ops"};
     json_t *doc;
     char *text;
     (void)state;
@@ -218,6 +222,10 @@ static void test_action_input(void **state) {
     assert_int_equal(json_integer_value(json_object_get(tenant, "seats")), 40);
     assert_true(json_is_null(json_object_get(tenant, "storageEstimateBytes")));
     assert_string_equal(json_string_value(json_object_get(json_object_get(doc, "context"), "adminRole")), "ops");
+    /* the tiers of the plans the input names: here the tenant's current one */
+    assert_int_equal(json_object_size(json_object_get(json_object_get(doc, "context"), "tiers")), 1);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(json_object_get(
+                         json_object_get(doc, "context"), "tiers"), "PRO"), "seatCap")), 150);
     json_decref(doc);
 
     req.action = TP_ACTION_CHANGE_PLAN;
@@ -227,16 +235,18 @@ static void test_action_input(void **state) {
     doc = json_loads(text, 0, NULL);
     free(text);
     assert_string_equal(json_string_value(json_object_get(doc, "plan")), "FREE");
+    /* a plan change: the new plan's tier and the current one's */
+    assert_int_equal(json_object_size(json_object_get(json_object_get(doc, "context"), "tiers")), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(json_object_get(
+                         json_object_get(doc, "context"), "tiers"), "FREE"), "seatCap")), 5);
     assert_null(json_object_get(doc, "retentionDays"));
     assert_null(json_object_get(doc, "requestedSeats"));
     json_decref(doc);
-    /* Not an action, no tenant, bad tiers: nothing built. */
+    /* Not an action, no tenant: nothing built. */
     req.action = TP_ACTION_PROVISION;
     assert_null(tp_policy_build_action_input(&req, &t, &ctx));
     req.action = TP_ACTION_SUSPEND;
     assert_null(tp_policy_build_action_input(&req, NULL, &ctx));
-    ctx.tiers_json = "[1]";
-    assert_null(tp_policy_build_action_input(&req, &t, &ctx));
     assert_string_equal(tp_policy_package(TP_ACTION_SUSPEND), "tenants/suspend");
     assert_string_equal(tp_policy_package(TP_ACTION_PROVISION), "tenants/provision");
 }
