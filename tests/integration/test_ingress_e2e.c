@@ -947,6 +947,34 @@ static void test_readyz_postgres_frozen(void **state) {
     http_resp_free(&r);
 }
 
+/* ---- a bad quota tiers file ----------------------------------------------------------------- */
+
+/* tp-ingress checks quota.tiers_file at start, as tp-worker does, and refuses to start on one that
+ * lacks a plan, naming the file and the plan. Before, it read the text unchecked, started, and
+ * then answered every POST with an error (its OPA input could not be built). */
+static void test_bad_tiers_file_refused(void **state) {
+    (void)state;
+    char path[128], extra[256], log[8192] = {0};
+    ingress_proc ip = {0};
+    FILE *f;
+    snprintf(path, sizeof(path), "/tmp/tp-e2e-tiers-%s.json", g->e.suffix);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{\"FREE\":{\"seatCap\":5}}", f);
+    fclose(f);
+    snprintf(extra, sizeof(extra), "quota.tiers_file = %s", path);
+    assert_int_not_equal(ingress_start(&g->e, &ip, "ingress-tiers", extra), 0);
+    ingress_kill(&ip);
+    f = fopen(ip.log_path, "r");
+    assert_non_null(f);
+    size_t n = fread(log, 1, sizeof(log) - 1, f);
+    fclose(f);
+    log[n] = '\0';
+    assert_non_null(strstr(log, path));
+    assert_non_null(strstr(log, "FREE"));
+    unlink(path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_seed_body_wait_201),
@@ -958,6 +986,7 @@ int main(void) {
         cmocka_unit_test(test_idempotency_key),
         cmocka_unit_test(test_kafka_outage),
         cmocka_unit_test(test_readyz_postgres_frozen),
+        cmocka_unit_test(test_bad_tiers_file_refused),
     };
     if (getenv("TP_TEST_FILTER"))
         cmocka_set_test_filter(getenv("TP_TEST_FILTER"));
