@@ -7,6 +7,7 @@
 
 #include "receipts/receipts_int.h"
 #include "tp/error.h"
+#include "tp/json_text.h"
 #include "tp/receipts.h"
 
 static int is_hash_hex(const char *s) {
@@ -88,12 +89,12 @@ int tp_receipt_seal(const tp_signer *s, const tp_receipt_fields *f, tp_sealed_re
         rc = TP_EINVAL;
         goto out_fail;
     }
-    out->payload = json_dumps(statement, JSON_COMPACT | JSON_SORT_KEYS);
+    /* The very bytes json_dumps(JSON_COMPACT | JSON_SORT_KEYS) writes: stored receipts verify. */
+    out->payload = tp_json_text(statement, TP_JSON_SORT_KEYS, &out->payload_len);
     if (!out->payload) {
         rc = TP_ENOMEM;
         goto out_fail;
     }
-    out->payload_len = strlen(out->payload);
 
     rc = tp_dsse_pae(TP_RECEIPT_PAYLOAD_TYPE, (const unsigned char *)out->payload, out->payload_len,
                      &pae, &pae_len);
@@ -117,7 +118,7 @@ int tp_receipt_seal(const tp_signer *s, const tp_receipt_fields *f, tp_sealed_re
         rc = TP_ENOMEM;
         goto out_fail;
     }
-    out->envelope_json = json_dumps(env, JSON_COMPACT | JSON_SORT_KEYS);
+    out->envelope_json = tp_json_text(env, TP_JSON_SORT_KEYS, NULL);
     if (!out->envelope_json) {
         rc = TP_ENOMEM;
         goto out_fail;

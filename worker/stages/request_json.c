@@ -3,6 +3,7 @@
  * column of provisioning_requests, and back (a replay re-submits the stored payload). */
 #include "stages_int.h"
 #include "tp/error.h"
+#include "tp/json_text.h"
 
 #include <string.h>
 
@@ -57,7 +58,7 @@ common:
         json_object_set_new(o, "storageEstimateBytes", json_integer(req->storage_estimate_bytes));
     if (req->correlation_id[0])
         json_object_set_new(o, "correlationId", json_string(req->correlation_id));
-    text = json_dumps(o, JSON_COMPACT);
+    text = tp_json_text(o, 0, NULL);
     json_decref(o);
     return text;
 }

@@ -6,6 +6,7 @@
  * Synchronous, no sleeping. */
 #include "stages_int.h"
 #include "tp/error.h"
+#include "tp/json_text.h"
 #include "tp/log.h"
 #include "tp/metrics.h"
 
@@ -482,7 +483,7 @@ static int prepare_stage(tp_stage_ctx *ctx, const tp_stage_def *def) {
  * the request's list) in the open transaction. */
 static int write_marker(tp_stage_ctx *ctx, const tp_stage_def *def, int attempt, bool last) {
     char abuf[16];
-    char *output = ctx->output ? json_dumps(ctx->output, JSON_COMPACT) : NULL;
+    char *output = ctx->output ? tp_json_text(ctx->output, 0, NULL) : NULL;
     const char *state = ctx->terminal == TP_RUN_DENIED ? "DENIED" : "FAILED";
     int rc;
     snprintf(abuf, sizeof(abuf), "%d", attempt);
@@ -757,7 +758,7 @@ static int run_single_tx(tp_stage_ctx *ctx, const tp_stage_def *list, int n, boo
                                                      "PENDING")) != 0)
             goto out_fallback;
     }
-    markers_text = json_dumps(markers, JSON_COMPACT);
+    markers_text = tp_json_text(markers, 0, NULL);
     if (!markers_text)
         goto out_fallback;
     {

@@ -3,6 +3,7 @@
  * tpctl. A tenant action shows the tenant as it is now and its action's receipts. */
 #include "stages_int.h"
 #include "tp/error.h"
+#include "tp/json_text.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -136,7 +137,7 @@ static char *status_json(tp_db *db, const char *request_id) {
     json_object_set_new(o, "receipts", receipts);
     tp_res_free(res);
     res = NULL;
-    text = json_dumps(o, JSON_COMPACT);
+    text = tp_json_text(o, 0, NULL);
 out_fail:
 out:
     tp_res_free(res);
