@@ -3,6 +3,7 @@
  * of the plans it names, region allow-list, tenant cap, admin role); and that of a tenant action,
  * which also carries the tenant's current state. */
 #include "tp/policy.h"
+#include "tp/json_text.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -148,7 +149,7 @@ char *tp_policy_build_input_ctx(const tp_request *req, const char *action, const
         if (json_object_set_new(doc, "context", build_context(ctx, &plan, 1)) != 0)
             goto out;
     }
-    text = json_dumps(doc, JSON_COMPACT);
+    text = tp_json_text(doc, 0, NULL);
 out:
     json_decref(doc);
     return text;
@@ -234,7 +235,7 @@ char *tp_policy_build_action_input(const tp_request *req, const tp_policy_tenant
         if (json_object_set_new(doc, "context", build_context(ctx, plans, 2)) != 0)
             goto out;
     }
-    text = json_dumps(doc, JSON_COMPACT);
+    text = tp_json_text(doc, 0, NULL);
 out:
     json_decref(doc);
     return text;
