@@ -712,6 +712,7 @@ static int run_single_tx(tp_stage_ctx *ctx, const tp_stage_def *list, int n, boo
     if (need_policy && prepare_stage(ctx, &list[0]) != 0)
         goto out_fallback; /* OPA unavailable: the per-stage path records the retry */
     ctx->chain_known = false;
+    ctx->one_tx = true;
     if (tp_db_begin(db) != 0)
         goto out_fallback;
     if (fresh) {
@@ -783,6 +784,7 @@ static int run_single_tx(tp_stage_ctx *ctx, const tp_stage_def *list, int n, boo
         free(markers_text);
         json_decref(markers);
         ctx->chain_known = false;
+        ctx->one_tx = ctx->tenant_new = ctx->decision_in_tx = false;
         if (ctx->terminal) {
             report_terminal(ctx, last, attempts[last->id] + 1, out);
         } else {
@@ -799,6 +801,7 @@ out_fallback:
     clear_outcome(ctx);
     forget_action_state(ctx);
     ctx->chain_known = false;
+    ctx->one_tx = ctx->tenant_new = ctx->decision_in_tx = false;
     snprintf(ctx->tenant_id, sizeof(ctx->tenant_id), "%s", tenant_before);
     return STAGE_DONE;
 }

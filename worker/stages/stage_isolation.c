@@ -188,10 +188,12 @@ static int isolation_guard(tp_stage_ctx *ctx, bool action) {
     if (!arr)
         return TP_ENOMEM;
     const char *p1[2] = {ctx->tenant_id, pass ? (action ? status : "active") : "quarantined"};
-    rc = !pass || !action ? tp_db_exec(ctx->db, "UPDATE tenants SET status = $2, updated_at = "
-                                                "clock_timestamp() WHERE id = $1",
-                                       2, p1, NULL)
-                          : 0;
+    /* A tenant new in this transaction: queued, nothing reads the answer (stages_int.h). */
+    static const char status_sql[] = "UPDATE tenants SET status = $2, updated_at = clock_timestamp() "
+                                     "WHERE id = $1";
+    rc = pass && action      ? 0
+         : ctx->tenant_new ? tp_db_exec_queued(ctx->db, status_sql, 2, p1, NULL, NULL)
+                           : tp_db_exec(ctx->db, status_sql, 2, p1, NULL);
     if (rc != 0) {
         json_decref(arr);
         return tp_stage_db_error(ctx, rc, "tenant status");

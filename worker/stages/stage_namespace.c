@@ -15,6 +15,20 @@ int tp_stage_namespace_run(tp_stage_ctx *ctx) {
         return TP_EDB_PERMANENT;
     }
     const char *params[3] = {ctx->tenant_id, req->tenant.slug, tp_environment_name(req->environment)};
+    if (ctx->tenant_new) {
+        /* The tenant is new in this transaction: so is its namespace (stages_int.h). */
+        char id[96], slug[TP_SLUG_MAX + 32];
+        rc = tp_db_exec_queued(ctx->db,
+                               "INSERT INTO tenant_namespaces (id, tenant_id, slug, environment) "
+                               "VALUES ('ns_' || $1, $1, $2 || '-' || $3, $3)",
+                               3, params, NULL, NULL);
+        if (rc != 0)
+            return tp_stage_db_error(ctx, rc, "insert namespace");
+        snprintf(id, sizeof(id), "ns_%s", ctx->tenant_id);
+        snprintf(slug, sizeof(slug), "%s-%s", params[1], params[2]);
+        ctx->output = json_pack("{s:s, s:s, s:s}", "id", id, "slug", slug, "environment", params[2]);
+        return ctx->output ? 0 : TP_ENOMEM;
+    }
     /* RETURNING gives the new row; only a re-run or a conflict needs the read-back. */
     rc = tp_db_query(ctx->db,
                      "INSERT INTO tenant_namespaces (id, tenant_id, slug, environment) "

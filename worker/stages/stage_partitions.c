@@ -17,6 +17,38 @@ int tp_stage_partitions_run(tp_stage_ctx *ctx) {
         return TP_EDB_PERMANENT;
     }
     const char *params[1] = {ctx->tenant_id};
+    if (ctx->tenant_new) {
+        /* The tenant is new in this transaction, inserted with ctx->region and the request's
+         * plan: its partitions are new too, and are these (stages_int.h). */
+        const char *isolation = ctx->req->plan == TP_PLAN_ENTERPRISE ? "dedicated" : "shared";
+        json_t *arr = json_array();
+        rc = tp_db_exec_queued(ctx->db,
+                               "INSERT INTO tenant_partitions (id, tenant_id, name, type, region, "
+                               "isolation) SELECT 'part_' || t.id || '_' || p.name, t.id, p.name, "
+                               "p.name, t.region, CASE WHEN t.plan = 'ENTERPRISE' THEN 'dedicated' "
+                               "ELSE 'shared' END FROM tenants t, "
+                               "unnest(ARRAY['primary','analytics','audit']) AS p(name) WHERE t.id = $1",
+                               1, params, NULL, NULL);
+        if (rc != 0) {
+            json_decref(arr);
+            return tp_stage_db_error(ctx, rc, "insert partitions");
+        }
+        for (int k = 0; arr && k < 3; k++) {
+            char id[128];
+            snprintf(id, sizeof(id), "part_%s_%s", ctx->tenant_id, tp_partition_names[k]);
+            if (json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", id, "name",
+                                                     tp_partition_names[k], "type",
+                                                     tp_partition_names[k], "region", ctx->region,
+                                                     "isolation", isolation)) != 0) {
+                json_decref(arr);
+                arr = NULL;
+            }
+        }
+        if (!arr)
+            return TP_ENOMEM;
+        ctx->output = json_pack("{s:o}", "partitions", arr);
+        return ctx->output ? 0 : TP_ENOMEM;
+    }
     /* RETURNING gives the new rows; only a re-run needs the read-back. */
     rc = tp_db_query(ctx->db,
                      "INSERT INTO tenant_partitions (id, tenant_id, name, type, region, isolation) "

@@ -64,6 +64,7 @@ int tp_stage_policy_run(tp_stage_ctx *ctx) {
                            "policy_revision) VALUES ($1, $2, $3::boolean, $4::jsonb, $5)",
                            5, params, NULL, NULL);
     free(reasons_text);
+    ctx->decision_in_tx = rc == 0;
     if (rc != 0) {
         json_decref(reasons);
         return tp_stage_db_error(ctx, rc, "store decision");

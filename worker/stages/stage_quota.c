@@ -28,7 +28,16 @@ int tp_stage_quota_run(tp_stage_ctx *ctx) {
     snprintf(v[6], sizeof(v[6]), "%.3f", q.burst_multiplier);
     const char *params[9] = {ctx->tenant_id, tp_plan_name(ctx->req->plan), v[0], v[1], v[2],
                              v[3], v[4], v[5], v[6]};
-    rc = tp_db_query(ctx->db,
+    if (ctx->tenant_new) /* a new tenant's quota row is new too, and its tier is the plan's */
+        rc = tp_db_exec_queued(ctx->db,
+                               "INSERT INTO tenant_quotas (tenant_id, tier, requests_per_minute, "
+                               "requests_per_day, ingest_events_per_minute, max_tokens_per_request, "
+                               "storage_bytes, seat_cap, burst_multiplier) VALUES ($1, $2, $3::bigint, "
+                               "$4::bigint, $5::bigint, $6::bigint, $7::bigint, $8::bigint, "
+                               "$9::numeric)",
+                               9, params, NULL, NULL);
+    else
+        rc = tp_db_query(ctx->db,
                      "INSERT INTO tenant_quotas (tenant_id, tier, requests_per_minute, "
                      "requests_per_day, ingest_events_per_minute, max_tokens_per_request, "
                      "storage_bytes, seat_cap, burst_multiplier) VALUES ($1, $2, $3::bigint, "
@@ -37,7 +46,7 @@ int tp_stage_quota_run(tp_stage_ctx *ctx) {
                      9, params, &res);
     if (rc != 0)
         return tp_stage_db_error(ctx, rc, "insert quota");
-    if (tp_res_nrows(res) != 1) { /* a re-run: the row is already there */
+    if (!ctx->tenant_new && tp_res_nrows(res) != 1) { /* a re-run: the row is already there */
         tp_res_free(res);
         res = NULL;
         rc = tp_db_query(ctx->db, "SELECT tier FROM tenant_quotas WHERE tenant_id = $1", 1, params,
@@ -46,7 +55,8 @@ int tp_stage_quota_run(tp_stage_ctx *ctx) {
             return tp_stage_db_error(ctx, rc, "read quota");
     }
     ctx->output = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "tier",
-                            tp_res_nrows(res) == 1 ? tp_res_get(res, 0, 0) : "",
+                            ctx->tenant_new            ? params[1]
+                            : tp_res_nrows(res) == 1 ? tp_res_get(res, 0, 0) : "",
                             "requestsPerMinute", (json_int_t)q.requests_per_minute,
                             "requestsPerDay", (json_int_t)q.requests_per_day,
                             "ingestEventsPerMinute", (json_int_t)q.ingest_events_per_minute,

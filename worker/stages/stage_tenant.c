@@ -1,9 +1,11 @@
 /* stage_tenant.c: stage 2: inserts the tenant (status provisioning, owner = actor for self-serve).
  * The same request again reuses its tenant; a slug held by another request's tenant is
  * FAILED/SLUG_TAKEN. Concurrent inserts of one slug are settled by the unique index; a self-serve
- * user's tenant count is checked again under a per-owner lock (FAILED/TENANT_LIMIT_REACHED). */
+ * user's tenant count is checked again under a per-owner lock (FAILED/TENANT_LIMIT_REACHED). On
+ * the one-transaction path the insert is queued with an id of ours (stages_int.h, tenant_new). */
 #include "stages_int.h"
 #include "tp/error.h"
+#include "tp/ids.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,6 +109,31 @@ int tp_stage_tenant_run(tp_stage_ctx *ctx) {
         req->has_requested_seats ? seats : NULL,
         req->has_storage_estimate ? storage : NULL,
     };
+    if (ctx->one_tx) {
+        /* The one-transaction path: our id, no ON CONFLICT, nothing to wait for (stages_int.h,
+         * tenant_new). A slug taken or this request's own row from an earlier run raises at the
+         * next statement that waits, and the per-stage path below settles it. */
+        char uuid[TP_UUID_LEN + 1];
+        if ((rc = tp_uuid_v4(uuid)) != 0)
+            return rc;
+        snprintf(ctx->tenant_id, sizeof(ctx->tenant_id), "tenant-%s", uuid);
+        params[10] = ctx->tenant_id;
+        rc = tp_db_exec_queued(ctx->db,
+                               "WITH t AS (INSERT INTO tenants (id, name, slug, residency, region, "
+                               "plan, environment, status, owner_id, created_by_request, "
+                               "requested_seats, storage_estimate_bytes) VALUES ($11, $1, $2, $3, "
+                               "$4, $5, $6, 'provisioning', $7, $8, $9::int, $10::bigint) "
+                               "RETURNING id) "
+                               "UPDATE provisioning_requests r SET tenant_id = t.id, updated_at = "
+                               "clock_timestamp() FROM t WHERE r.request_id = $8",
+                               11, params, NULL, NULL);
+        if (rc != 0)
+            return tp_stage_db_error(ctx, rc, "insert tenant");
+        ctx->tenant_new = true;
+        ctx->output = json_pack("{s:s, s:s, s:b}", "tenantId", ctx->tenant_id, "slug",
+                                req->tenant.slug, "created", 1);
+        return ctx->output ? 0 : TP_ENOMEM;
+    }
     /* ON CONFLICT without a target: neither the request's own earlier row nor a slug held by
      * someone else raises (a raised error would poison the transaction). A new row is linked to
      * the request in the same statement; only a re-run or a conflict needs the read-back. */

@@ -28,6 +28,18 @@ typedef struct tp_stage_ctx {
     char chain_decision_id[128];
     char chain_revision[128];
     char chain_existing[512];       /* "ACTION=receipt_id,..." of this request, at lock time */
+    /* The one-transaction path (run_single_tx) sets one_tx; its tenant stage then inserts the
+     * tenant with an id of ours and no ON CONFLICT, queued, and sets tenant_new: every row of
+     * that tenant is then new in this transaction, so the later stages queue their inserts too
+     * (no RETURNING, no read-back: their outputs are what they inserted) and the receipt chain
+     * starts from nothing without a lock or a read. A conflict (a slug taken, a namespace slug
+     * held) is an error at the next statement that waits, which rolls the transaction back; the
+     * per-stage path then settles it as it always did. decision_in_tx: the policy stage stored
+     * ctx->decision in this transaction (the chain's decision id and revision). All three are
+     * cleared whenever a transaction ends. */
+    bool one_tx;
+    bool tenant_new;
+    bool decision_in_tx;
     json_t *output;                 /* the stage's output (owned by the runner) */
     /* Tenant actions: the policy stage's evaluation (tenant found, state valid, OPA's decision:
      * the same code as the dry run), and what the state stage changed (its output: before,
