@@ -292,7 +292,8 @@ static void test_inflight_limit_and_key_order(void **state) {
 /* One pool thread and a backlog: the relay's rounds share the pool with the stage runs, yet
  * receipts go out while the backlog drains. When every run was handed to libuv's pool at once,
  * a relay round queued behind all of them and no receipt was published before the last request
- * had finished. */
+ * had finished. A first request warms the relay up (its producer's first delivery on the fresh
+ * topic took ~1 s here, about as long as the whole backlog takes to drain). */
 static int setup_one_thread(void **state) {
     return setup_config(state, "backlog", "worker.db_pool_size = 1\n");
 }
@@ -302,16 +303,22 @@ static void test_receipts_flow_during_backlog(void **state) {
     enum { N = 150 };
     tp_request reqs[N];
     char slug[64];
+    tp_request warm;
+    snprintf(slug, sizeof(slug), "backlog-%s-warm", e->suffix);
+    e2e_request_init(&warm, slug, TP_PLAN_FREE);
+    assert_int_equal(e2e_worker_start(e, 0), 0);
+    assert_int_equal(e2e_submit(e, &warm, 1, -1), 0);
+    assert_int_equal(e2e_wait_int(e, 3, 60, "SELECT count(*) FROM receipt_outbox WHERE published_at IS NOT NULL"), 3);
     for (int i = 0; i < N; i++) {
         snprintf(slug, sizeof(slug), "backlog-%s-%d", e->suffix, i);
         e2e_request_init(&reqs[i], slug, TP_PLAN_FREE);
     }
     assert_int_equal(e2e_submit_batch(e, reqs, N), 0);
-    assert_int_equal(e2e_worker_start(e, 0), 0);
-    assert_int_equal(e2e_wait_int(e, N, 180, "SELECT count(*) FROM provisioning_requests WHERE state = 'SUCCEEDED'"), N);
-    assert_int_equal(e2e_wait_int(e, 3 * N, 60, "SELECT count(*) FROM receipt_outbox WHERE published_at IS NOT NULL"), 3 * N);
-    int64_t early = e2e_int(e, "SELECT count(*) FROM receipt_outbox WHERE published_at < "
-                               "(SELECT max(finished_at) FROM provisioning_requests)");
+    assert_int_equal(e2e_wait_int(e, N + 1, 180, "SELECT count(*) FROM provisioning_requests WHERE state = 'SUCCEEDED'"), N + 1);
+    assert_int_equal(e2e_wait_int(e, 3 * (N + 1), 60, "SELECT count(*) FROM receipt_outbox WHERE published_at IS NOT NULL"), 3 * (N + 1));
+    int64_t early = e2e_int(e, "SELECT count(*) FROM receipt_outbox WHERE request_id <> '%s' AND "
+                               "published_at < (SELECT max(finished_at) FROM provisioning_requests)",
+                            warm.request_id);
     fprintf(stderr, "receipts published before the last request finished: %lld of %d\n", (long long)early, 3 * N);
     assert_true(early >= 3 * N / 2);
 }
