@@ -5,6 +5,11 @@
 #include <stdio.h>
 #include <string.h>
 
+/* The insert both paths send; the per-stage path adds ON CONFLICT and RETURNING. */
+#define INSERT_NAMESPACE_SQL                                                                       \
+    "INSERT INTO tenant_namespaces (id, tenant_id, slug, environment) "                           \
+    "VALUES ('ns_' || $1, $1, $2 || '-' || $3, $3)"
+
 int tp_stage_namespace_run(tp_stage_ctx *ctx) {
     const tp_request *req = ctx->req;
     tp_res *res = NULL;
@@ -18,10 +23,7 @@ int tp_stage_namespace_run(tp_stage_ctx *ctx) {
     if (ctx->tenant_new) {
         /* The tenant is new in this transaction: so is its namespace (stages_int.h). */
         char id[96], slug[TP_SLUG_MAX + 32];
-        rc = tp_db_exec_queued(ctx->db,
-                               "INSERT INTO tenant_namespaces (id, tenant_id, slug, environment) "
-                               "VALUES ('ns_' || $1, $1, $2 || '-' || $3, $3)",
-                               3, params, NULL, NULL);
+        rc = tp_db_exec_queued(ctx->db, INSERT_NAMESPACE_SQL, 3, params, NULL, NULL);
         if (rc != 0)
             return tp_stage_db_error(ctx, rc, "insert namespace");
         snprintf(id, sizeof(id), "ns_%s", ctx->tenant_id);
@@ -31,9 +33,7 @@ int tp_stage_namespace_run(tp_stage_ctx *ctx) {
     }
     /* RETURNING gives the new row; only a re-run or a conflict needs the read-back. */
     rc = tp_db_query(ctx->db,
-                     "INSERT INTO tenant_namespaces (id, tenant_id, slug, environment) "
-                     "VALUES ('ns_' || $1, $1, $2 || '-' || $3, $3) ON CONFLICT DO NOTHING "
-                     "RETURNING id, slug, environment",
+                     INSERT_NAMESPACE_SQL " ON CONFLICT DO NOTHING RETURNING id, slug, environment",
                      3, params, &res);
     if (rc != 0)
         return tp_stage_db_error(ctx, rc, "insert namespace");

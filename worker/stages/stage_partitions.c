@@ -8,6 +8,14 @@
 
 const char *const tp_partition_names[3] = {"primary", "analytics", "audit"};
 
+/* The insert both paths send; the per-stage path adds ON CONFLICT and RETURNING. */
+#define INSERT_PARTITIONS_SQL                                                                      \
+    "INSERT INTO tenant_partitions (id, tenant_id, name, type, region, isolation) "               \
+    "SELECT 'part_' || t.id || '_' || p.name, t.id, p.name, p.name, t.region, "                   \
+    "CASE WHEN t.plan = 'ENTERPRISE' THEN 'dedicated' ELSE 'shared' END "                         \
+    "FROM tenants t, unnest(ARRAY['primary','analytics','audit']) AS p(name) "                    \
+    "WHERE t.id = $1"
+
 int tp_stage_partitions_run(tp_stage_ctx *ctx) {
     tp_res *res = NULL;
     int rc;
@@ -22,13 +30,7 @@ int tp_stage_partitions_run(tp_stage_ctx *ctx) {
          * plan: its partitions are new too, and are these (stages_int.h). */
         const char *isolation = ctx->req->plan == TP_PLAN_ENTERPRISE ? "dedicated" : "shared";
         json_t *arr = json_array();
-        rc = tp_db_exec_queued(ctx->db,
-                               "INSERT INTO tenant_partitions (id, tenant_id, name, type, region, "
-                               "isolation) SELECT 'part_' || t.id || '_' || p.name, t.id, p.name, "
-                               "p.name, t.region, CASE WHEN t.plan = 'ENTERPRISE' THEN 'dedicated' "
-                               "ELSE 'shared' END FROM tenants t, "
-                               "unnest(ARRAY['primary','analytics','audit']) AS p(name) WHERE t.id = $1",
-                               1, params, NULL, NULL);
+        rc = tp_db_exec_queued(ctx->db, INSERT_PARTITIONS_SQL, 1, params, NULL, NULL);
         if (rc != 0) {
             json_decref(arr);
             return tp_stage_db_error(ctx, rc, "insert partitions");
@@ -51,12 +53,8 @@ int tp_stage_partitions_run(tp_stage_ctx *ctx) {
     }
     /* RETURNING gives the new rows; only a re-run needs the read-back. */
     rc = tp_db_query(ctx->db,
-                     "INSERT INTO tenant_partitions (id, tenant_id, name, type, region, isolation) "
-                     "SELECT 'part_' || t.id || '_' || p.name, t.id, p.name, p.name, t.region, "
-                     "CASE WHEN t.plan = 'ENTERPRISE' THEN 'dedicated' ELSE 'shared' END "
-                     "FROM tenants t, unnest(ARRAY['primary','analytics','audit']) AS p(name) "
-                     "WHERE t.id = $1 ON CONFLICT DO NOTHING "
-                     "RETURNING id, name, type, region, isolation",
+                     INSERT_PARTITIONS_SQL " ON CONFLICT DO NOTHING "
+                                           "RETURNING id, name, type, region, isolation",
                      1, params, &res);
     if (rc != 0)
         return tp_stage_db_error(ctx, rc, "insert partitions");

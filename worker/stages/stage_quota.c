@@ -4,6 +4,13 @@
 
 #include <stdio.h>
 
+/* The insert both paths send; the per-stage path adds ON CONFLICT and RETURNING. */
+#define INSERT_QUOTA_SQL                                                                           \
+    "INSERT INTO tenant_quotas (tenant_id, tier, requests_per_minute, "                           \
+    "requests_per_day, ingest_events_per_minute, max_tokens_per_request, "                        \
+    "storage_bytes, seat_cap, burst_multiplier) VALUES ($1, $2, $3::bigint, "                     \
+    "$4::bigint, $5::bigint, $6::bigint, $7::bigint, $8::bigint, $9::numeric)"
+
 int tp_stage_quota_run(tp_stage_ctx *ctx) {
     tp_quota_tier q; /* read by the policy component, like the OPA input */
     tp_res *res = NULL;
@@ -29,21 +36,11 @@ int tp_stage_quota_run(tp_stage_ctx *ctx) {
     const char *params[9] = {ctx->tenant_id, tp_plan_name(ctx->req->plan), v[0], v[1], v[2],
                              v[3], v[4], v[5], v[6]};
     if (ctx->tenant_new) /* a new tenant's quota row is new too, and its tier is the plan's */
-        rc = tp_db_exec_queued(ctx->db,
-                               "INSERT INTO tenant_quotas (tenant_id, tier, requests_per_minute, "
-                               "requests_per_day, ingest_events_per_minute, max_tokens_per_request, "
-                               "storage_bytes, seat_cap, burst_multiplier) VALUES ($1, $2, $3::bigint, "
-                               "$4::bigint, $5::bigint, $6::bigint, $7::bigint, $8::bigint, "
-                               "$9::numeric)",
-                               9, params, NULL, NULL);
+        rc = tp_db_exec_queued(ctx->db, INSERT_QUOTA_SQL, 9, params, NULL, NULL);
     else
         rc = tp_db_query(ctx->db,
-                     "INSERT INTO tenant_quotas (tenant_id, tier, requests_per_minute, "
-                     "requests_per_day, ingest_events_per_minute, max_tokens_per_request, "
-                     "storage_bytes, seat_cap, burst_multiplier) VALUES ($1, $2, $3::bigint, "
-                     "$4::bigint, $5::bigint, $6::bigint, $7::bigint, $8::bigint, $9::numeric) "
-                     "ON CONFLICT (tenant_id) DO NOTHING RETURNING tier",
-                     9, params, &res);
+                         INSERT_QUOTA_SQL " ON CONFLICT (tenant_id) DO NOTHING RETURNING tier", 9,
+                         params, &res);
     if (rc != 0)
         return tp_stage_db_error(ctx, rc, "insert quota");
     if (!ctx->tenant_new && tp_res_nrows(res) != 1) { /* a re-run: the row is already there */

@@ -85,6 +85,15 @@ static int check_owner_limit(tp_stage_ctx *ctx) {
     return 0;
 }
 
+/* The tenant insert linked to its request, both paths: ID is the id's SQL, CONFLICT what follows
+ * the VALUES (ON CONFLICT or nothing), TAIL what follows the UPDATE (RETURNING or nothing). */
+#define INSERT_TENANT_SQL(ID, CONFLICT, TAIL)                                                      \
+    "WITH t AS (INSERT INTO tenants (id, name, slug, residency, region, plan, environment, "      \
+    "status, owner_id, created_by_request, requested_seats, storage_estimate_bytes) VALUES (" ID  \
+    ", $1, $2, $3, $4, $5, $6, 'provisioning', $7, $8, $9::int, $10::bigint)" CONFLICT            \
+    " RETURNING id) UPDATE provisioning_requests r SET tenant_id = t.id, updated_at = "           \
+    "clock_timestamp() FROM t WHERE r.request_id = $8" TAIL
+
 int tp_stage_tenant_run(tp_stage_ctx *ctx) {
     const tp_request *req = ctx->req;
     tp_res *res = NULL;
@@ -118,15 +127,7 @@ int tp_stage_tenant_run(tp_stage_ctx *ctx) {
             return rc;
         snprintf(ctx->tenant_id, sizeof(ctx->tenant_id), "tenant-%s", uuid);
         params[10] = ctx->tenant_id;
-        rc = tp_db_exec_queued(ctx->db,
-                               "WITH t AS (INSERT INTO tenants (id, name, slug, residency, region, "
-                               "plan, environment, status, owner_id, created_by_request, "
-                               "requested_seats, storage_estimate_bytes) VALUES ($11, $1, $2, $3, "
-                               "$4, $5, $6, 'provisioning', $7, $8, $9::int, $10::bigint) "
-                               "RETURNING id) "
-                               "UPDATE provisioning_requests r SET tenant_id = t.id, updated_at = "
-                               "clock_timestamp() FROM t WHERE r.request_id = $8",
-                               11, params, NULL, NULL);
+        rc = tp_db_exec_queued(ctx->db, INSERT_TENANT_SQL("$11", "", ""), 11, params, NULL, NULL);
         if (rc != 0)
             return tp_stage_db_error(ctx, rc, "insert tenant");
         ctx->tenant_new = true;
@@ -138,13 +139,8 @@ int tp_stage_tenant_run(tp_stage_ctx *ctx) {
      * someone else raises (a raised error would poison the transaction). A new row is linked to
      * the request in the same statement; only a re-run or a conflict needs the read-back. */
     rc = tp_db_query(ctx->db,
-                     "WITH t AS (INSERT INTO tenants (id, name, slug, residency, region, plan, "
-                     "environment, status, owner_id, created_by_request, requested_seats, "
-                     "storage_estimate_bytes) VALUES ('tenant-' || gen_random_uuid(), $1, $2, $3, "
-                     "$4, $5, $6, 'provisioning', $7, $8, $9::int, $10::bigint) ON CONFLICT DO "
-                     "NOTHING RETURNING id) "
-                     "UPDATE provisioning_requests r SET tenant_id = t.id, updated_at = "
-                     "clock_timestamp() FROM t WHERE r.request_id = $8 RETURNING t.id",
+                     INSERT_TENANT_SQL("'tenant-' || gen_random_uuid()", " ON CONFLICT DO NOTHING",
+                                       " RETURNING t.id"),
                      10, params, &res);
     if (rc != 0)
         return tp_stage_db_error(ctx, rc, "insert tenant");
